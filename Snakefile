@@ -1,0 +1,21 @@
+# shardlens: image shards -> text gate, OCR (and detection, embeddings) -> manifest, SQLite.
+# This file is the table of contents; the rules live in rules/, the logic in the shardlens package.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/ocr.smk"
+include: "rules/catalog.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs,

@@ -1,0 +1,43 @@
+# Aggregates over all shards: the manifest (model hashes, dataset digest, file digests) and the
+# SQLite catalog loaded from the cache.
+
+
+rule manifest:
+    input:
+        all_shard_outputs,
+    output:
+        f"{CACHE}/manifest.json",
+    params:
+        cache=CACHE,
+        shards=shard_names,
+        models={stage: model_fingerprint(stage) for stage in SHARD_STAGES},
+    log:
+        "logs/manifest.log",
+    benchmark:
+        "benchmarks/manifest.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/manifest.py"
+
+
+rule catalog:
+    input:
+        manifest=f"{CACHE}/manifest.json",
+        shard_files=all_shard_outputs,
+    output:
+        DATABASE,
+    params:
+        cache=CACHE,
+    log:
+        "logs/catalog.log",
+    benchmark:
+        "benchmarks/catalog.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/catalog.py"

@@ -1,0 +1,88 @@
+# Shared knowledge of the workflow: the validated config, the image listing and its shards, and
+# the input functions the rules use. Nothing here runs a model.
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from shardlens.images import Limits, list_images
+from shardlens.models.registry import stage_fingerprint
+from shardlens.shards import plan_shards, shard_count_for, write_listings
+from shardlens.stages import SHARD_STAGES
+
+
+validate(config, "../config/schema.yaml")
+
+CACHE = "cache"
+DEMO_DIR = "resources/demo"
+DATABASE = config["catalog"]["database"]
+LIMITS = Limits(
+    max_bytes=config["limits"]["max_bytes"], max_pixels=config["limits"]["max_pixels"]
+)
+
+
+wildcard_constraints:
+    shard=r"\d{4,}",
+
+
+localrules:
+    all,
+    demo_images,
+    manifest,
+    catalog,
+
+
+_shard_plan = None
+
+
+def uses_demo_images():
+    return os.path.abspath(config["images"]) == os.path.abspath(DEMO_DIR)
+
+
+def shard_plan():
+    """List the images once per invocation, assign shards, refresh changed shard listings."""
+    global _shard_plan
+    if _shard_plan is None:
+        if uses_demo_images():
+            checkpoints.demo_images.get()
+        listing = config["listing"]
+        images = list_images(
+            config["images"],
+            extensions=listing["extensions"],
+            list_file=listing["list_file"],
+            follow_symlinks=listing["follow_symlinks"],
+            allow_outside_root=listing["allow_outside_root"],
+        )
+        if not images:
+            raise WorkflowError(
+                f"no images found under {config['images']!r} with extensions "
+                f"{', '.join(listing['extensions'])}; set 'images' in the config"
+            )
+        count = shard_count_for(
+            len(images), config["shards"]["count"], config["shards"]["size"]
+        )
+        _shard_plan = plan_shards(images, count)
+        write_listings(_shard_plan, f"{CACHE}/shards")
+    return _shard_plan
+
+
+def shard_names(wildcards=None):
+    return shard_plan().names
+
+
+def shard_outputs(stage):
+    return expand(f"{CACHE}/{stage}/{{shard}}.jsonl", shard=shard_names())
+
+
+def all_shard_outputs(wildcards=None):
+    """Every per-shard stage output: what the manifest digests."""
+    return [path for stage in SHARD_STAGES for path in shard_outputs(stage)]
+
+
+def final_outputs(wildcards=None):
+    return [f"{CACHE}/manifest.json", DATABASE]
+
+
+def model_fingerprint(stage):
+    """sha256 over the weight files a stage uses: in params, so a new model re-runs the stage."""
+    return stage_fingerprint(config, stage)

@@ -1,0 +1,17 @@
+# The embedded demo set: generated from photos that installed packages ship plus rendered text,
+# so the repository vendors no images. A checkpoint, because the listing depends on its files.
+
+
+checkpoint demo_images:
+    output:
+        directory(DEMO_DIR),
+    log:
+        "logs/demo_images.log",
+    benchmark:
+        "benchmarks/demo_images.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/demo_images.py"

@@ -1,0 +1,21 @@
+# Ingest: hash, size and decode-check each listed file of a shard.
+
+
+rule ingest:
+    input:
+        listing=f"{CACHE}/shards/{{shard}}.tsv",
+    output:
+        f"{CACHE}/ingest/{{shard}}.jsonl",
+    params:
+        images=config["images"],
+        limits=config["limits"],
+    log:
+        "logs/ingest/{shard}.log",
+    benchmark:
+        "benchmarks/ingest/{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/ingest.py"

@@ -1,0 +1,6 @@
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.catalog import build_catalog
+
+build_catalog(snakemake.params.cache, snakemake.output[0], log=lambda m: print(m, file=sys.stderr))

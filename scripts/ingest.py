@@ -1,0 +1,13 @@
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.images import Limits
+from shardlens.stages.ingest import run_shard
+
+run_shard(
+    listing=snakemake.input.listing,
+    images_root=snakemake.params.images,
+    output=snakemake.output[0],
+    shard=snakemake.wildcards.shard,
+    limits=Limits(**snakemake.params.limits),
+)

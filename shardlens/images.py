@@ -1,0 +1,270 @@
+"""Finding images and decoding them safely.
+
+Paths are kept relative to the images root (posix form). Decoding always applies the EXIF
+orientation, so every coordinate downstream is in the frame a person sees.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif", ".avif")
+
+# Pillow must raise on truncated files (our 'truncated' reason), never pad them silently.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ListingError(ValueError):
+    """The images root or list file cannot be used as given."""
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``reason`` is one of the ingest schema's error codes."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ListedImage:
+    """One listed file: its path relative to the root and the stat facts that trigger re-runs."""
+
+    path: str
+    size: int  # -1 when the file could not be stat'ed (missing, permission, loop)
+    mtime_ns: int
+
+
+def list_images(
+    root: str | Path,
+    extensions: tuple[str, ...] | list[str] = DEFAULT_EXTENSIONS,
+    list_file: str | Path | None = None,
+    follow_symlinks: bool = False,
+    allow_outside_root: bool = False,
+) -> list[ListedImage]:
+    """List images under ``root`` (recursively, extension match case-insensitive) or from ``list_file``.
+
+    A list file holds one path per line (relative to ``root``, or absolute inside it); blank lines
+    and lines starting with ``#`` are ignored. Paths that leave the root (``..``, absolute paths
+    elsewhere, symlinks pointing out) are refused unless ``allow_outside_root``.
+    Returns entries sorted by path.
+    """
+    root = Path(root)
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    if list_file is not None:
+        rel_paths = _read_list_file(Path(list_file), root, allow_outside_root)
+        entries = [_stat_entry(root, rel) for rel in rel_paths]
+    else:
+        if not root.is_dir():
+            raise ListingError(f"images root {str(root)!r} is not a folder (set 'images' in the config)")
+        entries = list(_walk(root, exts, follow_symlinks, allow_outside_root))
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _read_list_file(list_file: Path, root: Path, allow_outside_root: bool) -> list[str]:
+    if not list_file.is_file():
+        raise ListingError(f"image list file {str(list_file)!r} does not exist")
+    root_abs = os.path.abspath(root)
+    seen: set[str] = set()
+    out: list[str] = []
+    with list_file.open(encoding="utf-8") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            line = raw.rstrip("\n").rstrip("\r")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            rel = _relative_to_root(line, root_abs)
+            if rel is None and not allow_outside_root:
+                raise ListingError(
+                    f"{list_file} line {line_no}: path {line!r} is outside the images root {root_abs!r}"
+                    " (set listing.allow_outside_root: true to allow it)"
+                )
+            rel = rel if rel is not None else os.path.abspath(os.path.join(root_abs, line))
+            if rel not in seen:
+                seen.add(rel)
+                out.append(rel)
+    return out
+
+
+def _relative_to_root(path: str, root_abs: str) -> str | None:
+    """Posix path of ``path`` relative to the root, or None if it escapes the root."""
+    joined = os.path.normpath(os.path.join(root_abs, path))
+    if joined != root_abs and not joined.startswith(root_abs + os.sep):
+        return None
+    return Path(os.path.relpath(joined, root_abs)).as_posix()
+
+
+def _stat_entry(root: Path, rel: str) -> ListedImage:
+    try:
+        st = os.stat(root / rel)
+    except OSError:
+        return ListedImage(rel, -1, 0)
+    return ListedImage(rel, st.st_size, st.st_mtime_ns)
+
+
+def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outside_root: bool):
+    root_real = os.path.realpath(root)
+    stack = [root]
+    visited_dirs: set[tuple[int, int]] = set()
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in visited_dirs:
+                continue  # a symlink loop or a second link to a folder already walked
+            visited_dirs.add(key)
+            with os.scandir(folder) as it:
+                dir_entries = list(it)
+        except OSError:
+            continue
+        for entry in dir_entries:
+            try:
+                is_link = entry.is_symlink()
+                if entry.is_dir(follow_symlinks=follow_symlinks):
+                    if is_link and not _inside(entry.path, root_real, allow_outside_root):
+                        continue
+                    stack.append(Path(entry.path))
+                    continue
+            except OSError:
+                continue
+            if not entry.name.lower().endswith(exts):
+                continue
+            rel = Path(os.path.relpath(entry.path, root)).as_posix()
+            if is_link and not (follow_symlinks and _inside(entry.path, root_real, allow_outside_root)):
+                if not follow_symlinks:
+                    continue
+                yield ListedImage(rel, -1, 0)  # points outside the root: ingest reports it
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+                yield ListedImage(rel, st.st_size, st.st_mtime_ns)
+            except OSError:
+                yield ListedImage(rel, -1, 0)
+
+
+def _inside(path: str, root_real: str, allow_outside_root: bool) -> bool:
+    if allow_outside_root:
+        return True
+    real = os.path.realpath(path)
+    return real == root_real or real.startswith(root_real + os.sep)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Safety limits for decoding untrusted files."""
+
+    max_bytes: int = 200 * 1024 * 1024
+    max_pixels: int = 120_000_000
+
+
+def read_bytes(path: Path, limits: Limits) -> bytes:
+    """Read a file's bytes or raise :class:`ImageError` with a specific reason."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError("not_found", f"{path} does not exist") from None
+    except PermissionError:
+        raise ImageError("permission_denied", f"{path}: permission denied") from None
+    except OSError as exc:
+        reason = "not_found" if exc.errno == errno.ELOOP else "io_error"
+        raise ImageError(reason, f"{path}: {exc.strerror}") from None
+    if st.st_size > limits.max_bytes:
+        raise ImageError("too_large_bytes", f"{st.st_size} bytes is over the limit of {limits.max_bytes}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except PermissionError:
+        raise ImageError("permission_denied", f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError("io_error", f"{path}: {exc.strerror}") from None
+    if not data:
+        raise ImageError("empty_file", "the file is empty (0 bytes)")
+    return data
+
+
+# Formats that need an optional decoder plugin; without it the file is 'unsupported_format'.
+PLUGIN_FORMATS = (".heic", ".heif", ".avif")
+
+
+def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = None, name: str = "") -> Image.Image:
+    """Open, fully decode and EXIF-orient an image; raise :class:`ImageError` with a reason.
+
+    ``draft_size`` lets JPEG decode at a reduced scale (DCT scaling), much faster when only a
+    small version is needed; the returned image is then smaller than the original. ``name`` (the
+    file name) tells an undecodable HEIC/AVIF ('unsupported_format') from a non-image.
+    """
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        previous_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limits.max_pixels
+        try:
+            image = Image.open(fp)
+            image.seek(0)  # animated formats: the first frame
+            if image.width * image.height > limits.max_pixels:
+                raise ImageError(
+                    "too_many_pixels", f"{image.width}x{image.height} is over the limit of {limits.max_pixels} pixels"
+                )
+            if draft_size is not None and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            oriented = ImageOps.exif_transpose(image)
+            oriented.format = image.format
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError("too_many_pixels", str(exc)) from None
+        except UnidentifiedImageError:
+            if name.lower().endswith(PLUGIN_FORMATS):
+                raise ImageError("unsupported_format", f"no decoder for {Path(name).suffix} is installed") from None
+            raise ImageError("not_an_image", "no installed decoder recognises this file") from None
+        except OSError as exc:
+            text = str(exc)
+            if "truncated" in text or "image file is truncated" in text or "broken data stream" in text:
+                raise ImageError("truncated", text) from None
+            raise ImageError("corrupt", text) from None
+        except (SyntaxError, ValueError, EOFError, struct.error) as exc:
+            raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous_limit
+    return oriented
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """HxWx3 uint8 RGB. 16-bit images are scaled down, transparency is flattened onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        grey = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        return np.asarray(background.convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
+    """Downscale so the longer side is at most ``max_side``; return the image and the scale used."""
+    longer = max(image.width, image.height)
+    if longer <= max_side:
+        return image, 1.0
+    scale = max_side / longer
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR), scale

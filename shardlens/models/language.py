@@ -1,0 +1,49 @@
+"""Per-line language guess with lingua (its models ship inside the wheel; nothing is downloaded).
+
+Short strings fool every language detector ("EXIT" reads as Latin or Finnish as easily as
+English), so a guess is only given when the line has at least ``min_letters`` letters and the
+detector's confidence is at least ``min_confidence``; otherwise the language is null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_LANGUAGES = ("en", "fr", "de", "es", "pt", "it", "nl", "pl", "cs", "sv", "da", "fi", "tr", "ro", "hu", "zh", "ja", "ko", "ru")
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageGuess:
+    language: str | None
+    confidence: float | None
+
+
+class LanguageGuesser:
+    def __init__(self, languages=DEFAULT_LANGUAGES, min_confidence: float = 0.3, min_letters: int = 4):
+        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+        chosen = []
+        for code in languages:
+            try:
+                chosen.append(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())))
+            except AttributeError:
+                raise ValueError(f"unknown ISO 639-1 language code {code!r} in ocr.language.languages") from None
+        if len(chosen) < 2:
+            raise ValueError("ocr.language.languages needs at least two languages")
+        self._detector = LanguageDetectorBuilder.from_languages(*chosen).build()
+        self.min_confidence = min_confidence
+        self.min_letters = min_letters
+
+    def guess(self, text: str) -> LanguageGuess:
+        letters = sum(ch.isalpha() for ch in text)
+        # CJK scripts carry a lot per character: count each as two letters.
+        letters += sum(1 for ch in text if "\u3040" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af")
+        if letters < self.min_letters:
+            return LanguageGuess(None, None)
+        values = self._detector.compute_language_confidence_values(text)
+        if not values:
+            return LanguageGuess(None, None)
+        best = values[0]
+        if best.value < self.min_confidence:
+            return LanguageGuess(None, None)
+        return LanguageGuess(best.language.iso_code_639_1.name.lower(), round(float(best.value), 4))

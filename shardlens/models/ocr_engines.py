@@ -1,0 +1,130 @@
+"""OCR engines behind one interface. RapidOCR (PP-OCRv6 ONNX models from its wheel) is the
+default; other backends (PaddleOCR) plug in through :func:`make_ocr_engine`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .weights import rapidocr_model, sha256_file
+
+
+@dataclass(frozen=True, slots=True)
+class OCRLine:
+    text: str
+    confidence: float
+    bbox: tuple[float, float, float, float]  # axis-aligned hull of the text polygon
+
+
+class OCREngine(Protocol):
+    name: str
+    source: str  # engine and model version, written into every OCR record
+
+    @property
+    def weight_files(self) -> list[Path]: ...
+
+    def warmup(self) -> None: ...
+
+    def recognize(self, image_rgb: np.ndarray) -> list[OCRLine]: ...
+
+
+RAPIDOCR_MODEL_FILES = {
+    "det": "PP-OCRv6_det_small.onnx",
+    "cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+    "rec": "PP-OCRv6_rec_small.onnx",
+}
+
+
+class RapidOCREngine:
+    """RapidOCR 3.x on onnxruntime with the PP-OCRv6 small det/rec models its wheel carries.
+
+    ``use_det``/``use_cls``/``use_rec`` are passed on every call: RapidOCR keeps them between
+    calls otherwise.
+    """
+
+    name = "rapidocr"
+
+    def __init__(
+        self,
+        text_score: float = 0.5,
+        box_thresh: float = 0.5,
+        use_cls: bool = True,
+        max_side: int = 2000,
+        threads: int = 1,
+    ):
+        from rapidocr import RapidOCR
+
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self.use_cls = use_cls
+        self.box_thresh = box_thresh
+        self.text_score = text_score
+        self._engine = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "Global.text_score": text_score,
+                "Global.max_side_len": max_side,
+                "Det.box_thresh": box_thresh,
+                "EngineConfig.onnxruntime.intra_op_num_threads": max(1, threads),
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
+        rec = rapidocr_model(RAPIDOCR_MODEL_FILES["rec"])
+        self.source = f"rapidocr-{package_version('rapidocr')}:{rec.stem}@{sha256_file(rec)[:12]}"
+
+    @property
+    def weight_files(self) -> list[Path]:
+        return [rapidocr_model(f) for f in RAPIDOCR_MODEL_FILES.values()]
+
+    def warmup(self) -> None:
+        canvas = np.full((64, 256, 3), 255, dtype=np.uint8)
+        canvas[24:40, 20:236] = 0
+        self.recognize(canvas)
+
+    def recognize(self, image_rgb: np.ndarray) -> list[OCRLine]:
+        bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+        result = self._engine(
+            bgr,
+            use_det=True,
+            use_cls=self.use_cls,
+            use_rec=True,
+            text_score=self.text_score,
+            box_thresh=self.box_thresh,
+        )
+        boxes = getattr(result, "boxes", None)
+        texts = getattr(result, "txts", None)
+        scores = getattr(result, "scores", None)
+        if boxes is None or texts is None:
+            return []
+        lines = []
+        for polygon, text, score in zip(boxes, texts, scores):
+            text = text.strip()
+            if not text:
+                continue
+            pts = np.asarray(polygon, dtype=np.float64)
+            bbox = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+            lines.append(OCRLine(text=text, confidence=float(min(1.0, max(0.0, score))), bbox=bbox))
+        return lines
+
+
+OCR_ENGINES = {"rapidocr": RapidOCREngine}
+
+
+def make_ocr_engine(engine: str, **options) -> OCREngine:
+    try:
+        factory = OCR_ENGINES[engine]
+    except KeyError:
+        raise ValueError(f"unknown OCR engine {engine!r}; available: {', '.join(sorted(OCR_ENGINES))}") from None
+    return factory(**options)
+
+
+def ocr_weight_files(engine: str) -> dict[str, Path]:
+    """Weight files of an engine without loading it (for Snakemake params and the manifest)."""
+    if engine == "rapidocr":
+        return {role: rapidocr_model(name) for role, name in RAPIDOCR_MODEL_FILES.items()}
+    raise ValueError(f"unknown OCR engine {engine!r}; available: {', '.join(sorted(OCR_ENGINES))}")

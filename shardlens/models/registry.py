@@ -1,0 +1,71 @@
+"""Which model files each stage uses, found from the config without loading any model.
+
+Snakemake puts :func:`stage_fingerprint` in each rule's ``params:`` (so a changed weight file
+re-runs that stage and its dependants) and the manifest lists :func:`models_for_config`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.metadata import PackageNotFoundError, distribution, version
+from pathlib import Path
+
+from .ocr_engines import ocr_weight_files
+from .text_gate import GATE_MODEL_FILE
+from .weights import rapidocr_model, sha256_file
+
+
+def package_record_file(name: str) -> Path:
+    """The wheel's RECORD file: it lists the sha256 of every file the package installed, so its
+    own hash fingerprints bundled model data (e.g. lingua's language models) cheaply."""
+    try:
+        dist = distribution(name)
+    except PackageNotFoundError:
+        raise ModuleNotFoundError(f"package {name!r} is not installed in this environment") from None
+    for file in dist.files or []:
+        if file.name == "RECORD":
+            return Path(dist.locate_file(file))
+    raise FileNotFoundError(f"package {name!r} has no RECORD file to fingerprint")
+
+
+def _entry(stage: str, backend: str, source: str, files: dict[str, Path]) -> dict:
+    return {
+        "stage": stage,
+        "backend": backend,
+        "source": source,
+        "files": {name: sha256_file(path) for name, path in sorted(files.items())},
+    }
+
+
+def models_for_config(config: dict) -> dict[str, dict]:
+    """model name -> {stage, backend, source, files: {file: sha256}} for the configured backends."""
+    models: dict[str, dict] = {}
+    gate_file = rapidocr_model(GATE_MODEL_FILE)
+    models["text_gate"] = _entry("gate", "ppocr-det-onnx", f"rapidocr=={version('rapidocr')} wheel (rapidocr/models)", {gate_file.name: gate_file})
+    engine = config["ocr"]["engine"]
+    ocr_files = ocr_weight_files(engine)
+    models["ocr"] = _entry(
+        "ocr", engine, f"{engine}=={version(engine)} wheel (bundled PP-OCR models)", {p.name: p for p in ocr_files.values()}
+    )
+    lingua_record = package_record_file("lingua-language-detector")
+    models["ocr_language"] = _entry(
+        "ocr",
+        "lingua",
+        f"lingua-language-detector=={version('lingua-language-detector')} wheel (models bundled; RECORD lists every file's sha256)",
+        {"lingua-language-detector.RECORD": lingua_record},
+    )
+    return models
+
+
+def stage_fingerprint(config: dict, stage: str) -> str:
+    """One sha256 over the weight hashes of every model a stage uses ('' when it uses none)."""
+    digest = hashlib.sha256()
+    used = False
+    for name, entry in sorted(models_for_config(config).items()):
+        if entry["stage"] != stage:
+            continue
+        used = True
+        digest.update(name.encode())
+        for file, sha in sorted(entry["files"].items()):
+            digest.update(f"{file}={sha}".encode())
+    return digest.hexdigest() if used else ""

@@ -1,0 +1,102 @@
+"""Text gate: the PP-OCRv6 small text-detection model (shipped in the rapidocr wheel) run
+directly on onnxruntime at a small size, to decide whether an image is worth full OCR.
+
+The model outputs a per-pixel text probability map (DB, "Differentiable Binarization"). A text
+region is a connected blob of pixels above ``pixel_threshold``; its score is the mean probability
+inside it. The gate's score for an image is its best region score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .weights import rapidocr_model, short_version
+
+GATE_MODEL_FILE = "PP-OCRv6_det_small.onnx"
+
+
+@dataclass(frozen=True, slots=True)
+class GateScore:
+    score: float  # best region score, 0 when there is no region
+    regions: int  # regions with score >= box_threshold
+
+
+def _onnx_session(model_path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+
+
+class TextGate:
+    """Batched text-presence scoring with the PP-OCR detection model."""
+
+    backend = "ppocr-det-onnx"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        max_side: int = 480,
+        pixel_threshold: float = 0.3,
+        box_threshold: float = 0.5,
+        min_region_pixels: int = 12,
+        threads: int = 1,
+    ):
+        self.model_path = Path(model_path) if model_path else rapidocr_model(GATE_MODEL_FILE)
+        self.max_side = max_side
+        self.pixel_threshold = pixel_threshold
+        self.box_threshold = box_threshold
+        self.min_region_pixels = min_region_pixels
+        self.session = _onnx_session(self.model_path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.version = short_version(self.backend, self.model_path)
+
+    @property
+    def weight_files(self) -> list[Path]:
+        return [self.model_path]
+
+    def _prepare(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Resize to fit max_side with both sides multiples of 32; normalise like PaddleOCR (BGR)."""
+        h, w = image_rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        nh = max(32, int(round(h * scale / 32)) * 32)
+        nw = max(32, int(round(w * scale / 32)) * 32)
+        resized = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        bgr = resized[:, :, ::-1].astype(np.float32)
+        return ((bgr / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+
+    def score_batch(self, images_rgb: list[np.ndarray]) -> list[GateScore]:
+        """Score a batch of RGB images; images are padded to the batch's largest size."""
+        if not images_rgb:
+            return []
+        tensors = [self._prepare(img) for img in images_rgb]
+        height = max(t.shape[1] for t in tensors)
+        width = max(t.shape[2] for t in tensors)
+        batch = np.full((len(tensors), 3, height, width), -1.0, dtype=np.float32)
+        for i, t in enumerate(tensors):
+            batch[i, :, : t.shape[1], : t.shape[2]] = t
+        probs = self.session.run(None, {self.input_name: batch})[0][:, 0]
+        return [self._score_map(probs[i, : t.shape[1], : t.shape[2]]) for i, t in enumerate(tensors)]
+
+    def _score_map(self, prob: np.ndarray) -> GateScore:
+        bitmap = (prob > self.pixel_threshold).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(bitmap, connectivity=8)
+        best = 0.0
+        regions = 0
+        for label in range(1, n):
+            if stats[label, cv2.CC_STAT_AREA] < self.min_region_pixels:
+                continue
+            score = float(prob[labels == label].mean())
+            best = max(best, score)
+            if score >= self.box_threshold:
+                regions += 1
+        return GateScore(score=min(1.0, best), regions=regions)
