@@ -22,7 +22,7 @@ LIMITS = Limits(
 
 
 wildcard_constraints:
-    shard=r"\d{4,}",
+    shard=r"\d+",
 
 
 localrules:

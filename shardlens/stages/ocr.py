@@ -35,6 +35,9 @@ def run_shard(
     to_ocr = {r["image_id"] for r in read_jsonl(gate, "gate") if r["decision"] == "ocr"}
     images = [im for im in distinct_images(ingest) if im.image_id in to_ocr]
     summary = JobSummary(shard=shard, stage="ocr", images=len(images))
+    if not images:  # nothing gated in: no model to load
+        summary.records = write_jsonl(output, "ocr", [])
+        return summary.finish()
     ocr = make_ocr_engine(engine, text_score=text_score, box_thresh=box_thresh, use_cls=use_cls, max_side=max_side, threads=threads)
     guesser = LanguageGuesser(
         languages=language.get("languages", DEFAULT_LANGUAGES),

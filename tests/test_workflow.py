@@ -1,0 +1,95 @@
+"""Real Snakemake runs on a tiny image set: planning, a full run, and what a re-run redoes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import planned_jobs, snakemake, text_image, write_config
+
+pytestmark = pytest.mark.slow
+
+PER_SHARD = ("ingest", "gate", "ocr")
+AGGREGATE = {"manifest": 1, "catalog": 1, "all": 1}
+
+
+def shards_of(workdir: Path) -> list[str]:
+    return sorted(p.stem for p in (workdir / "cache" / "shards").glob("*.tsv"))
+
+
+def test_dry_run_plans_without_running(tmp_path, tiny_images):
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 3})
+    jobs = planned_jobs(workdir)
+    n = len(shards_of(workdir))
+    assert n >= 2
+    assert jobs == {**{stage: n for stage in PER_SHARD}, **AGGREGATE}
+    # a plan writes no stage output and no catalog
+    assert not (workdir / "cache" / "ingest").exists()
+    assert not (workdir / "results").exists()
+
+
+def test_rerun_redoes_only_what_changed(tmp_path, tiny_images):
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 3})
+    snakemake(workdir, "--cores", "2")
+    shards = shards_of(workdir)
+
+    db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM paths").fetchone()[0] == 7
+    assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 6  # cat_copy is the same file
+    assert db.execute("SELECT n_paths FROM images WHERE path = 'cat.jpg'").fetchone()[0] == 2
+    assert db.execute("SELECT error FROM paths WHERE path = 'broken.jpg'").fetchone()[0] == "not_an_image"
+    texts = {row[0] for row in db.execute("SELECT text FROM ocr_lines")}
+    assert {"OPEN 24 HOURS", "Main Street", "Parking"} <= texts
+    db.close()
+    manifest = json.loads((workdir / "cache" / "manifest.json").read_text())
+    assert sorted(manifest["shards"]) == shards
+
+    # a no-op re-run does nothing
+    assert planned_jobs(workdir) == {}
+
+    # editing one image re-runs only its shard's stages plus the aggregates
+    text_image(["CLOSED ON SUNDAY"]).save(tiny_images / "open.png")
+    jobs = planned_jobs(workdir)
+    assert jobs == {**{stage: 1 for stage in PER_SHARD}, **AGGREGATE}
+    snakemake(workdir, "--cores", "2")
+    db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
+    texts = {row[0] for row in db.execute("SELECT text FROM ocr_lines")}
+    assert "CLOSED ON SUNDAY" in texts and "OPEN 24 HOURS" not in texts
+    db.close()
+
+    # an OCR threshold change re-runs OCR for every shard, never ingest or the gate
+    write_config(workdir, images=str(tiny_images), shards={"count": 3}, ocr={"text_score": 0.4})
+    jobs = planned_jobs(workdir)
+    assert jobs == {"ocr": len(shards), **AGGREGATE}
+
+    # adding an image touches one shard only
+    write_config(workdir, images=str(tiny_images), shards={"count": 3})
+    text_image(["NEW ARRIVALS"]).save(tiny_images / "sub" / "new.png")
+    jobs = planned_jobs(workdir)
+    assert jobs.get("ingest") == 1 and jobs.get("gate") == 1
+
+
+def test_config_typo_names_the_key(tmp_path, tiny_images):
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), gate={"score_treshold": 0.5})
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "score_treshold" in proc.stdout + proc.stderr
+
+    write_config(workdir, images=str(tiny_images), shards={"count": "four"})
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "four" in proc.stdout + proc.stderr
+
+
+def test_missing_images_folder_is_a_clear_error(tmp_path):
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tmp_path / "nowhere"))
+    proc = snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "nowhere" in proc.stdout + proc.stderr and "is not a folder" in proc.stdout + proc.stderr
