@@ -7,18 +7,19 @@ rule manifest:
         all_shard_outputs,
     output:
         f"{CACHE}/manifest.json",
-    params:
-        cache=CACHE,
-        shards=shard_names,
-        models={stage: model_fingerprint(stage) for stage in SHARD_STAGES},
     log:
         "logs/manifest.log",
     benchmark:
         "benchmarks/manifest.tsv"
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        shards=shard_names,
+        models={stage: model_fingerprint(stage) for stage in SHARD_STAGES},
     script:
         "../scripts/manifest.py"
 
@@ -29,12 +30,12 @@ rule catalog:
         shard_files=all_shard_outputs,
     output:
         DATABASE,
-    params:
-        cache=CACHE,
     log:
         "logs/catalog.log",
     benchmark:
         "benchmarks/catalog.tsv"
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=2000,

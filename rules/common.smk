@@ -10,7 +10,6 @@ from shardlens.models.registry import stage_fingerprint
 from shardlens.shards import plan_shards, shard_count_for, write_listings
 from shardlens.stages import SHARD_STAGES
 
-
 validate(config, "../config/schema.yaml")
 
 CACHE = "cache"

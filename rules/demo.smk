@@ -9,6 +9,8 @@ checkpoint demo_images:
         "logs/demo_images.log",
     benchmark:
         "benchmarks/demo_images.tsv"
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=1000,

@@ -6,16 +6,18 @@ rule ingest:
         listing=f"{CACHE}/shards/{{shard}}.tsv",
     output:
         f"{CACHE}/ingest/{{shard}}.jsonl",
-    params:
-        images=config["images"],
-        limits=config["limits"],
     log:
         "logs/ingest/{shard}.log",
     benchmark:
         "benchmarks/ingest/{shard}.tsv"
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=30,
+    params:
+        images=config["images"],
+        limits=config["limits"],
     script:
         "../scripts/ingest.py"

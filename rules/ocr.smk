@@ -6,19 +6,21 @@ rule gate:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
     output:
         f"{CACHE}/gate/{{shard}}.jsonl",
+    log:
+        "logs/gate/{shard}.log",
+    benchmark:
+        "benchmarks/gate/{shard}.tsv"
+    conda:
+        "../envs/ocr.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=30,
     params:
         images=config["images"],
         limits=config["limits"],
         options=config["gate"],
         model=model_fingerprint("gate"),
-    log:
-        "logs/gate/{shard}.log",
-    benchmark:
-        "benchmarks/gate/{shard}.tsv"
-    threads: 2
-    resources:
-        mem_mb=2000,
-        runtime=30,
     script:
         "../scripts/gate.py"
 
@@ -29,18 +31,20 @@ rule ocr:
         gate=f"{CACHE}/gate/{{shard}}.jsonl",
     output:
         f"{CACHE}/ocr/{{shard}}.jsonl",
+    log:
+        "logs/ocr/{shard}.log",
+    benchmark:
+        "benchmarks/ocr/{shard}.tsv"
+    conda:
+        "../envs/ocr.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=60,
     params:
         images=config["images"],
         limits=config["limits"],
         options=config["ocr"],
         model=model_fingerprint("ocr"),
-    log:
-        "logs/ocr/{shard}.log",
-    benchmark:
-        "benchmarks/ocr/{shard}.tsv"
-    threads: 2
-    resources:
-        mem_mb=3000,
-        runtime=60,
     script:
         "../scripts/ocr.py"

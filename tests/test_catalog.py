@@ -1,0 +1,107 @@
+"""Manifest and SQLite catalog built from a real cache made by the stage functions."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from conftest import text_image
+from shardlens.catalog import CatalogError, import_cache
+from shardlens.images import list_images
+from shardlens.manifest import build_manifest, write_manifest
+from shardlens.models.registry import models_for_config
+from shardlens.shards import plan_shards, write_listings
+from shardlens.stages import gate, ingest, ocr
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cat")
+    root = tmp / "images"
+    root.mkdir()
+    text_image(["EXIT"]).save(root / "exit.png")
+    text_image(["Hello there"]).save(root / "hello.png")
+    (root / "dup.png").write_bytes((root / "exit.png").read_bytes())
+    (root / "bad.png").write_bytes(b"nope")
+    plan = plan_shards(list_images(root), 2)
+    cache = tmp / "cache"
+    write_listings(plan, cache / "shards")
+    for shard in plan.names:
+        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
+        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
+        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
+    manifest = build_manifest(cache, plan.names, models_for_config({"ocr": {"engine": "rapidocr"}}))
+    write_manifest(cache / "manifest.json", manifest)
+    return cache
+
+
+def dump(db) -> dict:
+    conn = sqlite3.connect(db)
+    out = {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in ("paths", "gate", "ocr_lines", "shard_files")}
+    conn.close()
+    return out
+
+
+def test_manifest_is_deterministic_and_complete(cache):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    again = build_manifest(cache, sorted(manifest["shards"]), manifest["models"])
+    for key in ("dataset_digest", "schema_hash", "models", "shards"):
+        assert again[key] == manifest[key]
+    assert manifest["phase"] == 2 and manifest["counts"]["ingest_records"] == 4
+    assert set(manifest["models"]) == {"text_gate", "ocr", "ocr_language"}
+    assert all(len(sha) == 64 for m in manifest["models"].values() for sha in m["files"].values())
+
+
+def test_import_is_idempotent_and_incremental(cache, tmp_path):
+    db = tmp_path / "a.sqlite"
+    first = import_cache(cache, db, log=lambda m: None)
+    assert first["shards_loaded"] >= 1 and first["rows"] > 0
+    rows = dump(db)
+    second = import_cache(cache, db, log=lambda m: None)
+    assert second["shards_loaded"] == 0 and second["shards_unchanged"] == first["shards_loaded"]
+    assert dump(db) == rows
+    conn = sqlite3.connect(db)
+    assert {r[0] for r in conn.execute("SELECT text FROM ocr_lines")} == {"EXIT", "Hello there"}
+    assert conn.execute("SELECT n_paths FROM images WHERE path = 'dup.png'").fetchone()[0] == 2
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_truncated_cache_file_is_refused_and_db_unchanged(cache, tmp_path):
+    db = tmp_path / "b.sqlite"
+    import_cache(cache, db, log=lambda m: None)
+    before = dump(db)
+    broken = tmp_path / "cache"
+    import shutil
+
+    shutil.copytree(cache, broken)
+    target = sorted((broken / "ingest").glob("*.jsonl"))[0]
+    target.write_bytes(target.read_bytes()[:-20])
+    with pytest.raises(CatalogError, match=r"ingest/\d+\.jsonl: .*truncated or changed after the manifest"):
+        import_cache(broken, db, log=lambda m: None)
+    assert dump(db) == before
+
+
+def test_unknown_schema_hash_is_refused(cache, tmp_path):
+    import shutil
+
+    other = tmp_path / "cache"
+    shutil.copytree(cache, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["schema_hash"] = "f" * 64
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CatalogError, match="schema_hash ffffffffffff is not one this shardlens reads"):
+        import_cache(other, tmp_path / "c.sqlite", log=lambda m: None)
+
+
+def test_cli_import_cache(cache, tmp_path):
+    from typer.testing import CliRunner
+
+    from shardlens.cli import app
+
+    result = CliRunner().invoke(app, ["import-cache", str(cache), str(tmp_path / "d.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "shards loaded" in result.output
+    result = CliRunner().invoke(app, ["import-cache", str(tmp_path / "nocache"), str(tmp_path / "d.sqlite")])
+    assert result.exit_code == 2 and "manifest.json does not exist" in result.output
