@@ -4,6 +4,11 @@ directly on onnxruntime at a small size, to decide whether an image is worth ful
 The model outputs a per-pixel text probability map (DB, "Differentiable Binarization"). A text
 region is a connected blob of pixels above ``pixel_threshold``; its score is the mean probability
 inside it. The gate's score for an image is its best region score.
+
+Text regions are strokes of lines: thin across the line. On flat or out-of-distribution content
+(plain colours, soft noise, large smooth objects) the model paints one big blob in the middle of
+the image instead; a region thicker than ``max_thickness`` of the image's shorter side (measured
+across its minimum-area rectangle) is such a blob and is ignored.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class TextGate:
         pixel_threshold: float = 0.3,
         box_threshold: float = 0.5,
         min_region_pixels: int = 12,
+        max_thickness: float = 0.25,
         threads: int = 1,
     ):
         self.model_path = Path(model_path) if model_path else rapidocr_model(GATE_MODEL_FILE)
@@ -56,6 +62,7 @@ class TextGate:
         self.pixel_threshold = pixel_threshold
         self.box_threshold = box_threshold
         self.min_region_pixels = min_region_pixels
+        self.max_thickness = max_thickness
         self.session = _onnx_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.version = short_version(self.backend, self.model_path)
@@ -90,13 +97,20 @@ class TextGate:
     def _score_map(self, prob: np.ndarray) -> GateScore:
         bitmap = (prob > self.pixel_threshold).astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(bitmap, connectivity=8)
+        max_thickness_px = self.max_thickness * min(prob.shape)
         best = 0.0
         regions = 0
         for label in range(1, n):
             if stats[label, cv2.CC_STAT_AREA] < self.min_region_pixels:
                 continue
-            score = float(prob[labels == label].mean())
+            mask = labels == label
+            score = float(prob[mask].mean())
+            if score < self.box_threshold:
+                continue
+            ys, xs = np.nonzero(mask)
+            (_, _), (w, h), _ = cv2.minAreaRect(np.column_stack([xs, ys]).astype(np.float32))
+            if min(w, h) > max_thickness_px:
+                continue  # a blob, not a line of text
             best = max(best, score)
-            if score >= self.box_threshold:
-                regions += 1
+            regions += 1
         return GateScore(score=min(1.0, best), regions=regions)

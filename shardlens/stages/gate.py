@@ -29,7 +29,8 @@ def run_shard(
     pixel_threshold: float = 0.3,
     box_threshold: float = 0.5,
     min_region_pixels: int = 12,
-    score_threshold: float = 0.6,
+    max_thickness: float = 0.25,
+    score_threshold: float = 0.8,
     batch_size: int = 8,
     threads: int = 1,
     limits: Limits | None = None,
@@ -45,6 +46,7 @@ def run_shard(
         pixel_threshold=pixel_threshold,
         box_threshold=box_threshold,
         min_region_pixels=min_region_pixels,
+        max_thickness=max_thickness,
         threads=threads,
     )
     progress = Progress(logger, f"gate {shard}", len(images))
