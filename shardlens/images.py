@@ -63,7 +63,8 @@ def list_images(
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
     if list_file is not None:
         rel_paths = _read_list_file(Path(list_file), root, allow_outside_root)
-        entries = [_stat_entry(root, rel) for rel in rel_paths]
+        root_str = os.fspath(root)
+        entries = [_stat_entry(root_str, rel) for rel in rel_paths]
     else:
         if not root.is_dir():
             raise ListingError(f"images root {str(root)!r} is not a folder (set 'images' in the config)")
@@ -98,15 +99,19 @@ def _read_list_file(list_file: Path, root: Path, allow_outside_root: bool) -> li
 
 def _relative_to_root(path: str, root_abs: str) -> str | None:
     """Posix path of ``path`` relative to the root, or None if it escapes the root."""
+    if not os.path.isabs(path) and "\\" not in path:
+        parts = path.split("/")
+        if ".." not in parts and "." not in parts and "" not in parts:
+            return path  # already a clean relative path: the common case, kept cheap
     joined = os.path.normpath(os.path.join(root_abs, path))
     if joined != root_abs and not joined.startswith(root_abs + os.sep):
         return None
     return Path(os.path.relpath(joined, root_abs)).as_posix()
 
 
-def _stat_entry(root: Path, rel: str) -> ListedImage:
+def _stat_entry(root: str, rel: str) -> ListedImage:
     try:
-        st = os.stat(root / rel)
+        st = os.stat(os.path.join(root, rel))
     except OSError:
         return ListedImage(rel, -1, 0)
     return ListedImage(rel, st.st_size, st.st_mtime_ns)
