@@ -12,6 +12,9 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/ocr.smk"
+include: "rules/detect.smk"
+include: "rules/embed.smk"
+include: "rules/labels.smk"
 include: "rules/catalog.smk"
 
 

@@ -4,7 +4,8 @@
 
 rule manifest:
     input:
-        all_shard_outputs,
+        shard_files=all_shard_outputs,
+        clusters=f"{CACHE}/clusters.jsonl",
     output:
         f"{CACHE}/manifest.json",
     log:
@@ -28,8 +29,11 @@ rule catalog:
     input:
         manifest=f"{CACHE}/manifest.json",
         shard_files=all_shard_outputs,
+        clusters=f"{CACHE}/clusters.jsonl",
     output:
         DATABASE,
+    params:
+        reviews=REVIEWS_DB,
     log:
         "logs/catalog.log",
     benchmark:

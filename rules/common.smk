@@ -15,6 +15,7 @@ validate(config, "../config/schema.yaml")
 CACHE = "cache"
 DEMO_DIR = "resources/demo"
 DATABASE = config["catalog"]["database"]
+REVIEWS_DB = config["reviews"]["database"]
 LIMITS = Limits(
     max_bytes=config["limits"]["max_bytes"], max_pixels=config["limits"]["max_pixels"]
 )
@@ -29,6 +30,8 @@ localrules:
     demo_images,
     manifest,
     catalog,
+    export,
+    import_reviews,
 
 
 _shard_plan = None
@@ -79,7 +82,26 @@ def all_shard_outputs(wildcards=None):
 
 
 def final_outputs(wildcards=None):
-    return [f"{CACHE}/manifest.json", DATABASE]
+    return [f"{CACHE}/manifest.json", DATABASE, "results/annotations.csv"]
+
+
+def existing_reviews_store(wildcards=None):
+    """The review store once someone has reviewed: new reviews then refresh the exports."""
+    return [REVIEWS_DB] if os.path.exists(REVIEWS_DB) else []
+
+
+def review_csv_to_import(wildcards=None):
+    path = config["reviews"]["import_csv"]
+    if not path:
+        raise WorkflowError(
+            "import_reviews needs a file: snakemake import_reviews --config 'reviews={import_csv: FILE.csv}'"
+        )
+    return path
+
+
+def review_import_name():
+    path = config["reviews"]["import_csv"]
+    return Path(path).stem if path else "none"
 
 
 def model_fingerprint(stage):

@@ -12,13 +12,17 @@ import json
 import sqlite3
 from pathlib import Path
 
+from .reviews import STORE_DDL, mirror_reviews
 from .records import file_digest, load_schema, read_jsonl, schema_hash
+from .stages import AGGREGATES, SHARD_STAGES
 
 # record kind -> (table, primary key). Every stage table also has a 'shard' column.
 STAGE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ingest": ("paths", ("path",)),
     "gate": ("gate", ("shard", "image_id")),
     "ocr": ("ocr_lines", ("shard", "image_id", "line_no")),
+    "detection": ("regions", ("shard", "image_id", "region_id")),
+    "embedding": ("embeddings", ("shard", "kind", "text")),
 }
 
 # Schema hashes this catalog can read, with the adapter that turns such a cache's records into
@@ -54,7 +58,86 @@ CREATE VIEW IF NOT EXISTS images AS
            CASE WHEN SUM(status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status,
            MAX(error) AS error
     FROM paths WHERE image_id IS NOT NULL GROUP BY image_id;
+CREATE TABLE IF NOT EXISTS region_labels (
+    shard TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    region_id INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (shard, image_id, region_id, rank)
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    cluster_id INTEGER PRIMARY KEY,
+    label TEXT NOT NULL,
+    keywords TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_members (
+    text TEXT PRIMARY KEY,
+    cluster_id INTEGER NOT NULL,
+    kinds TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    probability REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS aggregate_files (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    records INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS paths_image ON paths(image_id);
+CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
+-- One row per region and per OCR line with its machine label (its text's cluster; a text HDBSCAN
+-- left unclustered keeps its own words as label, cluster_id -1).
+CREATE VIEW IF NOT EXISTS item_annotations AS
+    SELECT r.image_id, 'region' AS item, r.region_id, NULL AS line_no, r.bbox, r.caption AS text,
+           r.score AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
+           CASE WHEN m.cluster_id >= 0 THEN c.label ELSE r.caption END AS machine_label,
+           COALESCE(m.probability, 0.0) AS confidence
+    FROM regions r
+    LEFT JOIN cluster_members m ON m.text = r.caption
+    LEFT JOIN clusters c ON c.cluster_id = m.cluster_id
+    UNION ALL
+    SELECT o.image_id, 'text', NULL, o.line_no, o.bbox, o.text, o.confidence,
+           COALESCE(m.cluster_id, -1),
+           CASE WHEN m.cluster_id >= 0 THEN c.label ELSE o.text END,
+           COALESCE(m.probability, 0.0)
+    FROM ocr_lines o
+    LEFT JOIN cluster_members m ON m.text = o.text
+    LEFT JOIN clusters c ON c.cluster_id = m.cluster_id;
+-- The same with people's reviews on top: a reviewed label always wins over the machine label.
+CREATE VIEW IF NOT EXISTS final_annotations AS
+    SELECT a.*, v.status AS review_status, v.label AS review_label, v.reviewer, v.reviewed_at,
+           CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label
+                WHEN v.status = 'rejected' THEN NULL
+                ELSE a.machine_label END AS final_label
+    FROM item_annotations a
+    LEFT JOIN reviews v ON v.item_key = a.image_id ||
+        CASE WHEN a.item = 'region' THEN '/region/' || a.region_id ELSE '/line/' || a.line_no END;
+-- Each image with its final label: an image-level review, else its best item (regions before
+-- text, by score), else NULL (nothing found).
+CREATE VIEW IF NOT EXISTS image_labels AS
+    WITH ranked AS (
+        SELECT f.*, ROW_NUMBER() OVER (
+            PARTITION BY f.image_id
+            ORDER BY f.final_label IS NULL, f.item = 'text', f.score DESC, f.region_id, f.line_no
+        ) AS rank
+        FROM final_annotations f
+    )
+    SELECT i.image_id, i.path, i.status,
+           COALESCE(iv.label, r.final_label) AS final_label,
+           CASE WHEN iv.label IS NOT NULL OR r.review_status IS NOT NULL THEN 'review' ELSE 'machine' END AS label_source,
+           r.cluster_id, r.confidence
+    FROM images i
+    LEFT JOIN ranked r ON r.image_id = i.image_id AND r.rank = 1
+    LEFT JOIN reviews iv ON iv.item_key = i.image_id || '/image' AND iv.status != 'rejected';
+-- Every listed file with its image's final label (copies of one image share it) or its error.
+CREATE VIEW IF NOT EXISTS path_labels AS
+    SELECT p.path, p.image_id, p.status, p.error, l.final_label, l.label_source, l.cluster_id, l.confidence
+    FROM paths p LEFT JOIN image_labels l ON l.image_id = p.image_id;
+CREATE INDEX IF NOT EXISTS regions_image ON regions(image_id);
+CREATE INDEX IF NOT EXISTS region_labels_label ON region_labels(label);
 CREATE INDEX IF NOT EXISTS ocr_image ON ocr_lines(image_id);
 """
 
@@ -95,6 +178,7 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     for kind in STAGE_TABLES:
         conn.execute(table_ddl(kind))
+    conn.execute(STORE_DDL)  # the catalog's copy of the review store (see reviews.py)
     conn.executescript(FIXED_DDL)
     return conn
 
@@ -164,6 +248,11 @@ def import_cache(cache_dir: str | Path, db_path: str | Path, log=print) -> dict:
         for shard in sorted(set(loaded) - set(manifest["shards"])):
             _replace_shard(conn, shard, {}, {})
             stats["shards_removed"] += 1
+        for name, info in sorted(manifest.get("aggregates", {}).items()):
+            verify_shard_files(cache_dir, name, {name: info})
+            known = conn.execute("SELECT sha256 FROM aggregate_files WHERE name = ?", (name,)).fetchone()
+            if known is None or known[0] != info["sha256"]:
+                stats["rows"] += _load_aggregate(conn, cache_dir, name, info)
         manifest_bytes = (cache_dir / "manifest.json").read_bytes()
         conn.execute(
             "INSERT OR IGNORE INTO runs (manifest_sha256, generated_at, schema_hash, dataset_digest, manifest) VALUES (?, ?, ?, ?, ?)",
@@ -180,16 +269,62 @@ def import_cache(cache_dir: str | Path, db_path: str | Path, log=print) -> dict:
     return stats
 
 
+def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: dict) -> int:
+    """Replace an aggregate (the clusters) in one transaction."""
+    if AGGREGATES.get(name) != "cluster":
+        raise CatalogError(f"manifest names an aggregate {name!r} this shardlens does not know")
+    clusters, members = [], []
+    for record in read_jsonl(cache_dir / info["file"], "cluster"):
+        clusters.append((record["cluster_id"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
+        for m in record["members"]:
+            members.append((m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("DELETE FROM clusters")
+        conn.execute("DELETE FROM cluster_members")
+        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?)", clusters)
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", members)
+        conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return len(clusters) + len(members)
+
+
 def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: dict) -> int:
-    rows: dict[str, list[tuple]] = {}
+    records: dict[str, list[dict]] = {}
     for stage, info in entry.items():
-        kind = stage
-        if kind not in STAGE_TABLES:
-            continue
-        columns = record_columns(kind)
-        rows[kind] = [_row(kind, shard, r, columns) for r in read_jsonl(cache_dir / info["file"], kind)]
+        kind = SHARD_STAGES.get(stage)
+        if kind in STAGE_TABLES:
+            records[kind] = list(read_jsonl(cache_dir / info["file"], kind))
+    if "ocr" in records and "detection" in records:
+        link_lines_to_regions(records["ocr"], records["detection"])
+    rows = {kind: [_row(kind, shard, r, record_columns(kind)) for r in recs] for kind, recs in records.items()}
+    rows["region_labels"] = [
+        (shard, r["image_id"], r["region_id"], rank, c["label"], c["score"], c["source"])
+        for r in records.get("detection", [])
+        for rank, c in enumerate(r["labels"])
+    ]
     _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()})
     return sum(len(v) for v in rows.values())
+
+
+def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
+    """Set each OCR line's region_id to the smallest detection region holding the line's centre."""
+    by_image: dict[str, list[dict]] = {}
+    for region in regions:
+        by_image.setdefault(region["image_id"], []).append(region)
+    for line in lines:
+        x0, y0, x1, y1 = line["bbox"]
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        holding = [
+            r for r in by_image.get(line["image_id"], [])
+            if r["bbox"][0] <= cx <= r["bbox"][2] and r["bbox"][1] <= cy <= r["bbox"][3]
+        ]
+        if holding:
+            best = min(holding, key=lambda r: ((r["bbox"][2] - r["bbox"][0]) * (r["bbox"][3] - r["bbox"][1]), r["region_id"]))
+            line["region_id"] = best["region_id"]
 
 
 def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]]) -> None:
@@ -202,6 +337,9 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
                 columns = ["shard"] + record_columns(kind)
                 marks = ", ".join("?" * len(columns))
                 conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows[kind])
+        conn.execute("DELETE FROM region_labels WHERE shard = ?", (shard,))
+        if rows.get("region_labels"):
+            conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", rows["region_labels"])
         conn.execute("DELETE FROM shard_files WHERE shard = ?", (shard,))
         conn.executemany(
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",
@@ -213,14 +351,17 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
         raise
 
 
-def build_catalog(cache_dir: str | Path, db_path: str | Path, log=print) -> dict:
+def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | Path | None = None, log=print) -> dict:
     """Build a fresh catalog from the cache beside ``db_path`` and rename it into place, so the
-    database a reader opens is always complete (the Snakemake rule uses this)."""
+    database a reader opens is always complete (the Snakemake rule uses this). People's reviews
+    are copied in from the review store, which no rule rewrites."""
     db_path = Path(db_path)
     tmp = db_path.with_name(f".{db_path.name}.building")
     for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         leftover.unlink(missing_ok=True)
     stats = import_cache(cache_dir, tmp, log=log)
+    if reviews_db is not None:
+        stats["reviews"] = mirror_reviews(reviews_db, tmp)
     tmp.replace(db_path)
     log(f"catalog: {db_path} built ({stats['rows']} rows from {stats['shards_loaded']} shards)")
     return stats

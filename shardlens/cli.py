@@ -33,5 +33,37 @@ def import_cache_cmd(
     )
 
 
+@app.command("import-reviews")
+def import_reviews_cmd(
+    csv_file: Path = typer.Argument(..., help="reviewed annotation sheet (results/annotations.csv with review_status filled in)"),
+    db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog the reviews refer to"),
+    store: Path = typer.Option(Path("reviews/reviews.sqlite"), help="the review store (never rewritten by the workflow)"),
+) -> None:
+    """Validate every row and store the reviews, all or nothing. A bad row rejects the file."""
+    from .reviews import ReviewError, import_review_csv
+
+    if not db.exists():
+        typer.echo(f"error: catalog {db} does not exist: run `snakemake` first", err=True)
+        raise typer.Exit(code=2)
+    try:
+        count = import_review_csv(csv_file, db, store)
+    except ReviewError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{csv_file}: {count} reviews stored in {store} (and mirrored into {db})")
+
+
+@app.command("export")
+def export_cmd(
+    db: Path = typer.Argument(Path("results/annotations.sqlite"), help="the catalog"),
+    out_dir: Path = typer.Argument(Path("results"), help="folder for annotations.csv/.json/.parquet and labelstudio_tasks.json"),
+) -> None:
+    """Write the annotation exports (reviewed labels over machine labels)."""
+    from .exports import export_all
+
+    for kind, path in export_all(db, out_dir).items():
+        typer.echo(f"{kind}: {path}")
+
+
 if __name__ == "__main__":
     app()

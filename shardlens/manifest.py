@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .records import SCHEMA_VERSION, file_digest, read_jsonl, schema_hash, validate_record, write_json
-from .stages import SHARD_STAGES
+from .stages import AGGREGATES, SHARD_STAGES
 
 PHASE = 2
 TOOL_PACKAGES = (
@@ -58,6 +58,12 @@ def build_manifest(cache_dir: str | Path, shards: list[str], models: dict[str, d
             entry[stage] = {"file": f"{stage}/{shard}.jsonl", "sha256": sha, "records": lines}
             counts[f"{stage}_records"] = counts.get(f"{stage}_records", 0) + lines
         shard_files[shard] = entry
+    aggregates = {}
+    for name in AGGREGATES:
+        path = cache_dir / f"{name}.jsonl"
+        if path.exists():
+            sha, lines = file_digest(path)
+            aggregates[name] = {"file": f"{name}.jsonl", "sha256": sha, "records": lines}
     manifest = {
         "phase": PHASE,
         "version": __version__,
@@ -68,6 +74,7 @@ def build_manifest(cache_dir: str | Path, shards: list[str], models: dict[str, d
         "dataset_digest": dataset_digest([cache_dir / "ingest" / f"{s}.jsonl" for s in shards]),
         "stages": stages,
         "shards": shard_files,
+        "aggregates": aggregates,
         "tools": tool_versions(),
         "counts": counts,
     }

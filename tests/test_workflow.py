@@ -12,8 +12,8 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
-PER_SHARD = ("ingest", "gate", "ocr")
-AGGREGATE = {"manifest": 1, "catalog": 1, "all": 1}
+PER_SHARD = ("ingest", "gate", "ocr", "detect", "embed")
+AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "all": 1}
 
 
 def shards_of(workdir: Path) -> list[str]:
@@ -65,13 +65,13 @@ def test_rerun_redoes_only_what_changed(tmp_path, tiny_images):
     # an OCR threshold change re-runs OCR for every shard, never ingest or the gate
     write_config(workdir, images=str(tiny_images), shards={"count": 3}, ocr={"text_score": 0.4})
     jobs = planned_jobs(workdir)
-    assert jobs == {"ocr": len(shards), **AGGREGATE}
+    assert jobs == {"ocr": len(shards), "embed": len(shards), **AGGREGATE}
 
     # adding an image touches one shard only
     write_config(workdir, images=str(tiny_images), shards={"count": 3})
     text_image(["NEW ARRIVALS"]).save(tiny_images / "sub" / "new.png")
     jobs = planned_jobs(workdir)
-    assert jobs.get("ingest") == 1 and jobs.get("gate") == 1
+    assert jobs == {**{stage: 1 for stage in PER_SHARD}, **AGGREGATE}
 
 
 def test_config_typo_names_the_key(tmp_path, tiny_images):

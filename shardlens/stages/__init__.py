@@ -1,9 +1,16 @@
-"""Per-shard stages, in run order. This list is the one place that names them: the Snakemake
-rules, the manifest and the catalog loader all read it."""
+"""Per-shard stages, in run order, and the aggregate files made from all shards. These lists are
+the one place that names them: the Snakemake rules, the manifest and the catalog loader read them."""
 
-# stage name -> record kind (its JSON Schema in shardlens/contracts/)
+# stage name -> record kind (its JSON Schema in shardlens/contracts/); file cache/{stage}/{shard}.jsonl
 SHARD_STAGES: dict[str, str] = {
     "ingest": "ingest",
     "gate": "gate",
     "ocr": "ocr",
+    "detect": "detection",
+    "embed": "embedding",
+}
+
+# aggregate name -> record kind; file cache/{name}.jsonl, made from every shard
+AGGREGATES: dict[str, str] = {
+    "clusters": "cluster",
 }

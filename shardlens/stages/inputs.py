@@ -16,6 +16,8 @@ class ShardImage:
     image_id: str
     path: str  # the first path (in path order) that holds this content
     ok: bool
+    width: int | None = None  # EXIF-oriented size from ingest
+    height: int | None = None
 
 
 def distinct_images(ingest_path: str | Path) -> list[ShardImage]:
@@ -32,7 +34,7 @@ def distinct_images(ingest_path: str | Path) -> list[ShardImage]:
         ok = record["status"] == "ok"
         previous = seen.get(image_id)
         if previous is None or (ok and not previous.ok):
-            seen[image_id] = ShardImage(image_id, record["path"], ok)
+            seen[image_id] = ShardImage(image_id, record["path"], ok, record["width"], record["height"])
     return list(seen.values())
 
 

@@ -1,0 +1,26 @@
+# Detection: regions, label candidates and captions per image. A GPU stage on clusters.
+
+
+rule detect:
+    input:
+        ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
+    output:
+        f"{CACHE}/detect/{{shard}}.jsonl",
+    params:
+        images=config["images"],
+        limits=config["limits"],
+        options=config["detect"],
+        model=model_fingerprint("detect"),
+    conda:
+        "../envs/torch.yaml"
+    log:
+        "logs/detect/{shard}.log",
+    benchmark:
+        "benchmarks/detect/{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    script:
+        "../scripts/detect.py"

@@ -1,0 +1,25 @@
+# Embeddings of every distinct text of a shard (captions, labels, OCR lines). A GPU stage on clusters.
+
+
+rule embed:
+    input:
+        detect=f"{CACHE}/detect/{{shard}}.jsonl",
+        ocr=f"{CACHE}/ocr/{{shard}}.jsonl",
+    output:
+        f"{CACHE}/embed/{{shard}}.jsonl",
+    params:
+        options=config["embed"],
+        model=model_fingerprint("embed"),
+    conda:
+        "../envs/torch.yaml"
+    log:
+        "logs/embed/{shard}.log",
+    benchmark:
+        "benchmarks/embed/{shard}.tsv"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=1,
+    script:
+        "../scripts/embed.py"

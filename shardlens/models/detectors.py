@@ -1,0 +1,108 @@
+"""One detector interface, several backends, chosen in config (``detect.backend``).
+
+- ``nanodet``: NanoDet COCO-80 on onnxruntime, weights committed in the package (offline default)
+- ``owlv2`` / ``owlvit`` / ``grounding-dino``: open-vocabulary detectors through ``transformers``
+  (text prompts -> boxes), from a local directory or a hub id
+and an optional crop classifier (``detect.classifier.backend``: ``siglip`` / ``clip``) that
+scores each region against the vocabulary.
+
+A detector returns, per RGB image, ``[{"bbox", "label", "score", "candidates"?}]`` best first,
+boxes in the pixels of the image it was given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+CLOSED_SET = ("nanodet",)
+OPEN_VOCABULARY = ("owlv2", "owlvit", "grounding-dino")
+DETECTOR_BACKENDS = CLOSED_SET + OPEN_VOCABULARY
+CLASSIFIER_BACKENDS = ("siglip", "clip")
+
+
+class Detector(Protocol):
+    name: str
+    weight_files: list[Path]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[dict]]: ...
+
+
+def make_detector(options: dict, threads: int = 1) -> Detector:
+    backend = options["backend"]
+    if backend == "nanodet":
+        from .nanodet import NanoDetDetector
+
+        return NanoDetDetector(
+            model_path=Path(options["model"]) if options.get("model") else None,
+            score_threshold=options["score_threshold"],
+            iou_threshold=options["iou_threshold"],
+            max_detections=options["max_detections"],
+            threads=threads,
+        )
+    if backend in OPEN_VOCABULARY:
+        from .hf_vision import HFOpenVocabDetector
+
+        if not options.get("model"):
+            raise ValueError(f"detect.backend {backend!r} needs detect.model (a local directory or a hub id)")
+        if not options.get("vocabulary"):
+            raise ValueError(f"detect.backend {backend!r} is open-vocabulary: set detect.vocabulary to the prompts")
+        return HFOpenVocabDetector(
+            backend=backend,
+            model=options["model"],
+            prompts=list(options["vocabulary"]),
+            score_threshold=options["score_threshold"],
+            max_proposals=options["max_detections"],
+            batch_size=options["batch_size"],
+            threads=threads,
+        )
+    raise ValueError(f"unknown detect.backend {backend!r}; available: {', '.join(DETECTOR_BACKENDS)}")
+
+
+def make_classifier(options: dict, labels: list[str], threads: int = 1):
+    """The crop classifier configured under detect.classifier, or None."""
+    backend = options.get("backend")
+    if not backend:
+        return None
+    if backend not in CLASSIFIER_BACKENDS:
+        raise ValueError(f"unknown detect.classifier.backend {backend!r}; available: {', '.join(CLASSIFIER_BACKENDS)}")
+    if not options.get("model"):
+        raise ValueError(f"detect.classifier.backend {backend!r} needs detect.classifier.model")
+    if not labels:
+        raise ValueError("a crop classifier needs detect.vocabulary (the labels it chooses among)")
+    from .hf_vision import HFCropClassifier
+
+    return HFCropClassifier(
+        backend=backend,
+        model=options["model"],
+        labels=labels,
+        prompt_template=options.get("prompt_template", "a photo of a {}"),
+        threads=threads,
+    )
+
+
+def detector_weight_files(options: dict) -> dict[str, Path]:
+    """Weight files of the configured detector (and classifier), without loading them."""
+    backend = options["backend"]
+    files: dict[str, Path] = {}
+    if backend == "nanodet":
+        from .nanodet import DEFAULT_MODEL_PATH
+
+        path = Path(options["model"]) if options.get("model") else DEFAULT_MODEL_PATH
+        files[path.name] = path
+    elif backend in OPEN_VOCABULARY:
+        from .hf_vision import weight_files_for
+
+        for path in weight_files_for(options["model"]):
+            files[f"detector/{path.name}"] = path
+    else:
+        raise ValueError(f"unknown detect.backend {backend!r}; available: {', '.join(DETECTOR_BACKENDS)}")
+    classifier = options.get("classifier") or {}
+    if classifier.get("backend"):
+        from .hf_vision import weight_files_for
+
+        for path in weight_files_for(classifier["model"]):
+            files[f"classifier/{path.name}"] = path
+    return files

@@ -1,0 +1,227 @@
+"""People's reviews of machine labels: validated, all-or-nothing imports into a review store that
+no workflow rule ever rewrites, mirrored into the catalog so exports show reviewed labels.
+
+The store (``reviews/reviews.sqlite`` by default) is the source of truth; the catalog's
+``reviews`` table is a copy refreshed on every catalog build and every import. The CSV
+re-import, the dashboard and any other front end go through :func:`record_reviews`.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+STATUSES = ("accepted", "relabeled", "rejected")
+
+STORE_DDL = """
+CREATE TABLE IF NOT EXISTS reviews (
+    item_key TEXT PRIMARY KEY,
+    image_id TEXT NOT NULL,
+    region_id INTEGER,
+    line_no INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('accepted', 'relabeled', 'rejected')),
+    label TEXT,
+    reviewer TEXT,
+    reviewed_at TEXT,
+    source TEXT NOT NULL,
+    imported_at TEXT NOT NULL
+)
+"""
+COLUMNS = ("item_key", "image_id", "region_id", "line_no", "status", "label", "reviewer", "reviewed_at", "source", "imported_at")
+
+
+class ReviewError(ValueError):
+    """A review file or request with problems; ``problems`` lists each one (line and reason)."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s), nothing was imported:\n{listing}")
+
+
+@dataclass(frozen=True)
+class Review:
+    image_id: str
+    region_id: int | None
+    line_no: int | None
+    status: str
+    label: str | None
+    reviewer: str | None = None
+    reviewed_at: str | None = None
+    where: str = ""  # e.g. "line 7", for messages
+
+    @property
+    def item_key(self) -> str:
+        return item_key(self.image_id, self.region_id, self.line_no)
+
+
+def item_key(image_id: str, region_id: int | None, line_no: int | None) -> str:
+    if region_id is not None:
+        return f"{image_id}/region/{region_id}"
+    if line_no is not None:
+        return f"{image_id}/line/{line_no}"
+    return f"{image_id}/image"
+
+
+def connect_store(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=60000")
+    conn.execute(STORE_DDL)
+    return conn
+
+
+def _int_or_none(value: str, column: str, where: str, problems: list[str]) -> int | None:
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number.is_integer():  # spreadsheets write 3 as "3.0"; "x" or 2.5 is an error
+        problems.append(f"{where}: {column} {value!r} is not a whole number")
+        return None
+    number = int(number)
+    if number < 0:
+        problems.append(f"{where}: {column} {value!r} must not be negative")
+    return number
+
+
+def parse_review_csv(path: str | Path) -> list[Review]:
+    """Rows with a review_status become reviews; rows without are ignored. Raises ReviewError."""
+    path = Path(path)
+    problems: list[str] = []
+    reviews: list[Review] = []
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ReviewError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = {"image_id", "review_status"} - set(reader.fieldnames or [])
+        if missing:
+            raise ReviewError(str(path), [f"line 1: missing column(s) {', '.join(sorted(missing))}"])
+        for row in reader:
+            where = f"line {reader.line_num}"
+            status = (row.get("review_status") or "").strip().lower()
+            if not status:
+                continue
+            if status not in STATUSES:
+                problems.append(f"{where}: review_status {status!r} is not one of {', '.join(STATUSES)}")
+                continue
+            image_id = (row.get("image_id") or "").strip()
+            label = (row.get("review_label") or "").strip() or None
+            if status == "accepted" and label is None:
+                label = (row.get("machine_label") or "").strip() or None
+            if status == "relabeled" and label is None:
+                problems.append(f"{where}: review_status 'relabeled' needs a review_label")
+                continue
+            reviews.append(
+                Review(
+                    image_id=image_id,
+                    region_id=_int_or_none(row.get("region_id", ""), "region_id", where, problems),
+                    line_no=_int_or_none(row.get("line_no", ""), "line_no", where, problems),
+                    status=status,
+                    label=label,
+                    reviewer=(row.get("reviewer") or "").strip() or None,
+                    reviewed_at=(row.get("reviewed_at") or "").strip() or None,
+                    where=where,
+                )
+            )
+    if problems:
+        raise ReviewError(str(path), problems)
+    return reviews
+
+
+def validate_reviews(reviews: list[Review], catalog: sqlite3.Connection) -> list[str]:
+    """Problems with reviews against the catalog: unknown items, conflicting duplicates."""
+    problems: list[str] = []
+    seen: dict[str, Review] = {}
+    for review in reviews:
+        where = review.where or review.item_key
+        if catalog.execute("SELECT 1 FROM paths WHERE image_id = ? LIMIT 1", (review.image_id,)).fetchone() is None:
+            problems.append(f"{where}: image_id {review.image_id[:16]!r}... is not in the catalog")
+            continue
+        if review.region_id is not None and review.line_no is not None:
+            problems.append(f"{where}: give region_id or line_no, not both")
+            continue
+        if review.region_id is not None and catalog.execute(
+            "SELECT 1 FROM regions WHERE image_id = ? AND region_id = ? LIMIT 1", (review.image_id, review.region_id)
+        ).fetchone() is None:
+            problems.append(f"{where}: image {review.image_id[:12]} has no region {review.region_id}")
+            continue
+        if review.line_no is not None and catalog.execute(
+            "SELECT 1 FROM ocr_lines WHERE image_id = ? AND line_no = ? LIMIT 1", (review.image_id, review.line_no)
+        ).fetchone() is None:
+            problems.append(f"{where}: image {review.image_id[:12]} has no OCR line {review.line_no}")
+            continue
+        earlier = seen.get(review.item_key)
+        if earlier is not None and (earlier.status, earlier.label) != (review.status, review.label):
+            problems.append(
+                f"{where}: conflicts with {earlier.where} for the same item "
+                f"({earlier.status} {earlier.label!r} vs {review.status} {review.label!r})"
+            )
+        seen.setdefault(review.item_key, review)
+    return problems
+
+
+def record_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str) -> int:
+    """Validate against the catalog and store all reviews in one transaction, or none.
+
+    Returns the number of reviews written; raises :class:`ReviewError` listing every problem.
+    """
+    catalog = sqlite3.connect(catalog_db, timeout=60)
+    try:
+        problems = validate_reviews(reviews, catalog)
+    finally:
+        catalog.close()
+    if problems:
+        raise ReviewError(source, problems)
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    unique = {r.item_key: r for r in reviews}
+    rows = [
+        (key, r.image_id, r.region_id, r.line_no, r.status, r.label, r.reviewer, r.reviewed_at or now, source, now)
+        for key, r in sorted(unique.items())
+    ]
+    store = connect_store(store_db)
+    try:
+        store.execute("BEGIN IMMEDIATE")
+        store.executemany(f"INSERT OR REPLACE INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        store.execute("COMMIT")
+    except BaseException:
+        store.execute("ROLLBACK")
+        raise
+    finally:
+        store.close()
+    mirror_reviews(store_db, catalog_db)
+    return len(rows)
+
+
+def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
+    reviews = parse_review_csv(csv_path)
+    return record_reviews(reviews, catalog_db, store_db, source=f"csv:{Path(csv_path).name}")
+
+
+def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
+    """Copy the review store into the catalog's ``reviews`` table (replacing the old copy)."""
+    catalog = sqlite3.connect(catalog_db, timeout=60, isolation_level=None)
+    try:
+        catalog.execute(STORE_DDL)
+        rows = []
+        if Path(store_db).exists():
+            store = connect_store(store_db)
+            rows = store.execute(f"SELECT {', '.join(COLUMNS)} FROM reviews").fetchall()
+            store.close()
+        catalog.execute("BEGIN IMMEDIATE")
+        catalog.execute("DELETE FROM reviews")
+        catalog.executemany(f"INSERT INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        catalog.execute("COMMIT")
+        return len(rows)
+    finally:
+        catalog.close()

@@ -1,0 +1,127 @@
+"""Detect stage: regions with label candidates and a caption for every distinct image of a shard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..images import Limits
+from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
+from ..models.detectors import CLOSED_SET, detector_weight_files, make_classifier, make_detector
+from ..models.vocabulary import VocabularyMap, build_vocabulary_map
+from ..models.weights import sha256_file
+from ..records import SCHEMA_VERSION, write_jsonl
+from .inputs import distinct_images, load_rgb
+
+
+def detector_version(options: dict) -> str:
+    """backend:model@sha12 over the detector's (and classifier's) weight files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, path in sorted(detector_weight_files(options).items()):
+        digest.update(f"{name}={sha256_file(path)}".encode())
+    model = Path(options["model"]).name if options.get("model") else "nanodet-m"
+    version = f"{options['backend']}:{model}@{digest.hexdigest()[:12]}"
+    classifier = options.get("classifier") or {}
+    if classifier.get("backend"):
+        version += f"+{classifier['backend']}:{Path(classifier['model']).name}"
+    return version
+
+
+def merge_candidates(detector: list[tuple[str, float]], classifier: list[tuple[str, float]], top_k: int) -> list[dict]:
+    """Label candidates of one region, best first: each label once, with its best score."""
+    best: dict[str, dict] = {}
+    for source, candidates in (("detector", detector), ("classifier", classifier)):
+        for label, score in candidates:
+            score = float(min(1.0, max(0.0, score)))
+            if label not in best or score > best[label]["score"]:
+                best[label] = {"label": label, "score": round(score, 6), "source": source}
+    return sorted(best.values(), key=lambda c: (-c["score"], c["label"]))[:top_k]
+
+
+def region_records(image_id: str, detections: list[dict], vocab: VocabularyMap, classifier_labels: list[list[tuple[str, float]]], top_k: int, version: str, scale: tuple[float, float], size: tuple[int, int]) -> list[dict]:
+    sx, sy = scale
+    width, height = size
+    records = []
+    ordered = sorted(range(len(detections)), key=lambda i: (-detections[i]["score"], i))
+    for region_id, i in enumerate(ordered):
+        det = detections[i]
+        x0, y0, x1, y1 = det["bbox"]
+        bbox = [
+            round(min(max(x0 * sx, 0.0), width), 2),
+            round(min(max(y0 * sy, 0.0), height), 2),
+            round(min(max(x1 * sx, 0.0), width), 2),
+            round(min(max(y1 * sy, 0.0), height), 2),
+        ]
+        raw = det.get("candidates") or [(det["label"], det["score"])]
+        labels = merge_candidates([(vocab(c), s) for c, s in raw], classifier_labels[i] if classifier_labels else [], top_k)
+        records.append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": image_id,
+                "region_id": region_id,
+                "bbox": bbox,
+                "score": round(float(det["score"]), 6),
+                "labels": labels,
+                "caption": labels[0]["label"],
+                "detector_label": det["label"],
+                "detector_version": version,
+            }
+        )
+    return records
+
+
+def run_shard(
+    ingest: str | Path,
+    images_root: str | Path,
+    output: str | Path,
+    shard: str,
+    options: dict,
+    threads: int = 1,
+    limits: Limits | None = None,
+) -> dict:
+    logger = job_logger("detect")
+    limits = limits or Limits()
+    root = Path(images_root)
+    images = [im for im in distinct_images(ingest) if im.ok]
+    summary = JobSummary(shard=shard, stage="detect", images=len(images))
+    if not images:
+        summary.records = write_jsonl(output, "detection", [])
+        return summary.finish()
+    detector = make_detector(options, threads=threads)
+    vocabulary = list(options.get("vocabulary") or [])
+    if options["backend"] in CLOSED_SET and vocabulary:
+        from ..models.text_embedder import TextEmbedder
+
+        embedder = TextEmbedder(threads=threads)
+        vocab = build_vocabulary_map(detector.classes, vocabulary, embedder.encode, options["vocabulary_threshold"])
+        logger.info("vocabulary map: %s", {c: t for c, t in vocab.mapping.items() if c != t})
+    else:
+        vocab = VocabularyMap({}, {})
+    classifier = make_classifier(options.get("classifier") or {}, vocabulary, threads=threads)
+    version = detector_version(options)
+    progress = Progress(logger, f"detect {shard}", len(images))
+    records: list[dict] = []
+    with_regions = 0
+    decode_side = options["decode_max_side"]
+    loaded = prefetch(images, lambda im: load_rgb(root, im, limits, decode_side), depth=options["batch_size"] * 2)
+    for batch in batched(loaded, options["batch_size"]):
+        good = []
+        for image, rgb in batch:
+            if isinstance(rgb, BaseException):
+                logger.warning("%s: cannot decode any more (%s); skipped", image.path, rgb)
+                summary.errors += 1
+            else:
+                good.append((image, rgb))
+        results = detector.detect_batch([rgb for _, rgb in good])
+        for (image, rgb), detections in zip(good, results):
+            scale = (image.width / rgb.shape[1], image.height / rgb.shape[0])
+            per_box = classifier.classify(rgb, [d["bbox"] for d in detections], top_k=options["top_k"]) if classifier and detections else []
+            regions = region_records(image.image_id, detections, vocab, per_box, options["top_k"], version, scale, (image.width, image.height))
+            records.extend(regions)
+            summary.ok += 1
+            with_regions += bool(regions)
+        progress.step(len(batch))
+    summary.records = write_jsonl(output, "detection", records)
+    summary.extra = {"images_with_regions": with_regions, "images_without_regions": summary.ok - with_regions, "regions": len(records)}
+    return summary.finish()

@@ -1,0 +1,55 @@
+"""Embed stage: every distinct text of a shard (captions, labels, OCR lines) embedded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..jobs import JobSummary, job_logger
+from ..records import SCHEMA_VERSION, read_jsonl, write_jsonl
+from ..vectors import encode_vector
+
+
+def collect_texts(detect: str | Path, ocr: str | Path, min_ocr_chars: int = 2) -> dict[tuple[str, str], list[list]]:
+    """(kind, text) -> occurrences [image_id, region_id, line_no], in file order."""
+    texts: dict[tuple[str, str], list[list]] = {}
+    for region in read_jsonl(detect, "detection"):
+        where = [region["image_id"], region["region_id"], None]
+        texts.setdefault(("caption", region["caption"]), []).append(where)
+        for candidate in region["labels"][1:]:
+            texts.setdefault(("label", candidate["label"]), []).append(where)
+    for line in read_jsonl(ocr, "ocr"):
+        text = " ".join(line["text"].split())
+        if len(text) >= min_ocr_chars:
+            texts.setdefault(("ocr", text), []).append([line["image_id"], None, line["line_no"]])
+    return texts
+
+
+def run_shard(detect: str | Path, ocr: str | Path, output: str | Path, shard: str, options: dict, threads: int = 1) -> dict:
+    logger = job_logger("embed")
+    texts = collect_texts(detect, ocr, options["min_ocr_chars"])
+    occurrences = sum(len(v) for v in texts.values())
+    summary = JobSummary(shard=shard, stage="embed", images=len({o[0] for occ in texts.values() for o in occ}))
+    records = []
+    if texts:
+        from ..models.text_embedder import TextEmbedder
+
+        embedder = TextEmbedder(batch_size=options["batch_size"], threads=threads)
+        keys = sorted(texts)  # stable order: same input, same file
+        vectors = embedder.encode([text for _, text in keys])
+        for (kind, text), vector in zip(keys, vectors):
+            records.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": kind,
+                    "text": text,
+                    "occurrences": texts[(kind, text)],
+                    "model": embedder.name,
+                    "dim": embedder.dim,
+                    "vector": encode_vector(vector),
+                }
+            )
+        logger.info("embed %s: %d distinct texts for %d occurrences", shard, len(keys), occurrences)
+    summary.ok = summary.images
+    summary.records = write_jsonl(output, "embedding", records)
+    summary.extra = {"distinct_texts": len(records), "occurrences": occurrences}
+    return summary.finish()

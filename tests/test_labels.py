@@ -1,0 +1,68 @@
+"""Clustering texts into machine labels: deterministic, explicit noise, readable names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shardlens.labels import TextPoint, build_clusters, cluster_points, ctfidf_keywords
+from collections import Counter
+
+
+@pytest.fixture(scope="module")
+def embed():
+    from shardlens.models.text_embedder import TextEmbedder
+
+    return TextEmbedder(threads=2).encode
+
+
+def points_for(embed, counts: dict[str, int]) -> list[TextPoint]:
+    texts = sorted(counts)
+    vectors = embed(texts)
+    return [TextPoint(t, {"caption"}, counts[t], v) for t, v in zip(texts, vectors)]
+
+
+COUNTS = {
+    "person": 9, "cat": 3, "kitten": 1, "car": 2, "automobile": 1, "OPEN 24 HOURS": 1,
+    "Open 24 hours": 1, "EXIT": 1, "Bahnhofstraße 12": 1, "chair": 1,
+}  # fmt: skip
+
+
+def test_clusters_are_deterministic_and_group_like_texts(embed):
+    points = points_for(embed, COUNTS)
+    first = cluster_points(points, min_cluster_size=2, min_samples=1)
+    again = cluster_points(points_for(embed, COUNTS), min_cluster_size=2, min_samples=1)
+    assert np.array_equal(first[0], again[0]) and np.allclose(first[1], again[1])
+    label = dict(zip([p.text for p in points], first[0]))
+    assert label["person"] >= 0  # a frequent text is a cluster on its own
+    assert label["OPEN 24 HOURS"] == label["Open 24 hours"] >= 0
+    assert label["cat"] == label["kitten"] >= 0
+    assert label["cat"] != label["OPEN 24 HOURS"] and label["cat"] != label["person"]
+    assert label["person"] != label["chair"]  # unrelated words never share a cluster
+
+
+def test_noise_goes_to_an_explicit_unclustered_bucket_with_readable_names(embed):
+    points = points_for(embed, COUNTS)
+    labels, probs = cluster_points(points, min_cluster_size=2, min_samples=1)
+    records = build_clusters(points, labels, probs)
+    by_id = {r["cluster_id"]: r for r in records}
+    assert by_id[-1]["label"] == "unclustered"
+    every_text = sorted(m["text"] for r in records for m in r["members"])
+    assert every_text == sorted(COUNTS)  # nothing silently dropped
+    assert all(m["probability"] == 0 for m in by_id[-1]["members"])
+    person_cluster = next(r for r in records if any(m["text"] == "person" for m in r["members"]))
+    assert person_cluster["label"] == "person" and person_cluster["size"] >= 9
+    assert by_id[0]["size"] == max(r["size"] for r in records if r["cluster_id"] >= 0)  # ids by size
+
+
+def test_ctfidf_prefers_distinctive_words():
+    docs = {0: Counter({"open": 3, "hours": 3, "street": 1}), 1: Counter({"street": 5, "main": 4})}
+    keywords = ctfidf_keywords(docs, top=2)
+    assert keywords[0] == ["hours", "open"] or keywords[0] == ["open", "hours"]
+    assert keywords[1][0] == "main"
+
+
+def test_empty_and_single_inputs():
+    assert cluster_points([])[0].size == 0
+    labels, probs = cluster_points([TextPoint("x", {"ocr"}, 1, np.ones(4) / 2)])
+    assert labels.tolist() == [-1] and probs.tolist() == [0.0]
