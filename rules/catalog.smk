@@ -32,8 +32,6 @@ rule catalog:
         clusters=f"{CACHE}/clusters.jsonl",
     output:
         DATABASE,
-    params:
-        reviews=REVIEWS_DB,
     log:
         "logs/catalog.log",
     benchmark:
@@ -44,5 +42,7 @@ rule catalog:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        reviews=REVIEWS_DB,
     script:
         "../scripts/catalog.py"

@@ -6,21 +6,21 @@ rule detect:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
     output:
         f"{CACHE}/detect/{{shard}}.jsonl",
-    params:
-        images=config["images"],
-        limits=config["limits"],
-        options=config["detect"],
-        model=model_fingerprint("detect"),
-    conda:
-        "../envs/torch.yaml"
     log:
         "logs/detect/{shard}.log",
     benchmark:
         "benchmarks/detect/{shard}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
         gpu=1,
+    params:
+        images=config["images"],
+        limits=config["limits"],
+        options=config["detect"],
+        model=model_fingerprint("detect"),
     script:
         "../scripts/detect.py"

@@ -7,19 +7,19 @@ rule embed:
         ocr=f"{CACHE}/ocr/{{shard}}.jsonl",
     output:
         f"{CACHE}/embed/{{shard}}.jsonl",
-    params:
-        options=config["embed"],
-        model=model_fingerprint("embed"),
-    conda:
-        "../envs/torch.yaml"
     log:
         "logs/embed/{shard}.log",
     benchmark:
         "benchmarks/embed/{shard}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=3000,
         runtime=30,
         gpu=1,
+    params:
+        options=config["embed"],
+        model=model_fingerprint("embed"),
     script:
         "../scripts/embed.py"

@@ -7,18 +7,18 @@ rule cluster:
         shard_outputs("embed"),
     output:
         f"{CACHE}/clusters.jsonl",
-    params:
-        options=config["labels"],
-    conda:
-        "../envs/torch.yaml"
     log:
         "logs/cluster.log",
     benchmark:
         "benchmarks/cluster.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        options=config["labels"],
     script:
         "../scripts/cluster.py"
 
@@ -32,12 +32,12 @@ rule export:
         json="results/annotations.json",
         parquet="results/annotations.parquet",
         labelstudio="results/labelstudio_tasks.json",
-    conda:
-        "../envs/torch.yaml"
     log:
         "logs/export.log",
     benchmark:
         "benchmarks/export.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=2000,
@@ -52,17 +52,17 @@ rule import_reviews:
         db=DATABASE,
     output:
         "results/review_imports/{name}.json".format(name=review_import_name()),
-    params:
-        store=REVIEWS_DB,
-    conda:
-        "../envs/core.yaml"
     log:
         "logs/import_reviews.log",
     benchmark:
         "benchmarks/import_reviews.tsv"
+    conda:
+        "../envs/core.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        store=REVIEWS_DB,
     script:
         "../scripts/import_reviews.py"

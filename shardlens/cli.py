@@ -65,5 +65,42 @@ def export_cmd(
         typer.echo(f"{kind}: {path}")
 
 
+@app.command("mirror-models")
+def mirror_models_cmd(
+    sources: list[str] = typer.Argument(..., help="hub ids (org/name) or local model folders"),
+    root: Path = typer.Option(Path("models/mirror"), help="mirror folder; mirror.lock.json records every file's sha256"),
+) -> None:
+    """Copy hub models into a local mirror (the draft's "keep a local mirror") and pin their hashes.
+
+    Point detect.model / detect.classifier.model at ROOT/NAME afterwards: every run then checks
+    the files against the lock and refuses changed weights (detect.allow_changed_weights)."""
+    from .models.mirror import MirrorError, mirror_model
+
+    for source in sources:
+        try:
+            entry = mirror_model(source, root)
+        except (MirrorError, OSError, ValueError) as exc:
+            typer.echo(f"error: {source}: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+        typer.echo(f"{source} -> {entry['path']} ({len(entry['files'])} files pinned)")
+
+
+@app.command("verify-mirror")
+def verify_mirror_cmd(
+    name: str = typer.Argument(..., help="model name inside the mirror"),
+    root: Path = typer.Option(Path("models/mirror"), help="mirror folder"),
+    allow_changed: bool = typer.Option(False, help="accept changed files and update the lock"),
+) -> None:
+    """Rehash a mirrored model against mirror.lock.json."""
+    from .models.mirror import MirrorError, verify_mirror
+
+    try:
+        folder = verify_mirror(root, name, allow_changed=allow_changed)
+    except MirrorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{folder}: matches mirror.lock.json")
+
+
 if __name__ == "__main__":
     app()

@@ -110,3 +110,28 @@ def test_mirrored_model_loads_with_the_same_version(tiny_clip, tmp_path):
     original = HFCropClassifier("clip", str(tiny_clip), ["cat", "dog"])
     mirrored = HFCropClassifier("clip", str(verify_mirror(root, "tiny-clip")), ["cat", "dog"])
     assert mirrored.version == original.version
+
+
+def test_cli_mirror_and_a_run_refusing_changed_weights(tmp_path):
+    """The CLI pins a model; the detector loader then refuses it once a weight file changes."""
+    from typer.testing import CliRunner
+
+    from shardlens.cli import app
+    from shardlens.models.detectors import detector_weight_files
+    from shardlens.models.mirror import MirrorError
+    from tiny_hf_models import build_owlv2
+
+    source = build_owlv2(tmp_path / "owl")
+    root = tmp_path / "mirror"
+    result = CliRunner().invoke(app, ["mirror-models", str(source), "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    mirrored = root / source.name
+    options = {"backend": "owlv2", "model": str(mirrored), "vocabulary": ["cat"], "classifier": {}}
+    assert detector_weight_files(options)  # verified and hashed
+    weights = next(p for p in mirrored.iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(MirrorError, match=weights.name):
+        detector_weight_files(options)
+    result = CliRunner().invoke(app, ["verify-mirror", source.name, "--root", str(root)])
+    assert result.exit_code == 2 and weights.name in result.output
+    assert detector_weight_files({**options, "allow_changed_weights": True})

@@ -23,6 +23,17 @@ DETECTOR_BACKENDS = CLOSED_SET + OPEN_VOCABULARY
 CLASSIFIER_BACKENDS = ("siglip", "clip")
 
 
+def checked_model(model: str, allow_changed: bool = False) -> str:
+    """A model inside a mirror (its folder's parent holds mirror.lock.json) is rehashed against
+    the lock first: a changed weight file stops the run unless ``allow_changed``."""
+    folder = Path(model)
+    if folder.is_dir() and (folder.parent / "mirror.lock.json").exists():
+        from .mirror import verify_mirror
+
+        verify_mirror(folder.parent, folder.name, allow_changed=allow_changed)
+    return model
+
+
 class Detector(Protocol):
     name: str
     weight_files: list[Path]
@@ -51,7 +62,7 @@ def make_detector(options: dict, threads: int = 1) -> Detector:
             raise ValueError(f"detect.backend {backend!r} is open-vocabulary: set detect.vocabulary to the prompts")
         return HFOpenVocabDetector(
             backend=backend,
-            model=options["model"],
+            model=checked_model(options["model"], options.get("allow_changed_weights", False)),
             prompts=list(options["vocabulary"]),
             score_threshold=options["score_threshold"],
             max_proposals=options["max_detections"],
@@ -76,7 +87,7 @@ def make_classifier(options: dict, labels: list[str], threads: int = 1):
 
     return HFCropClassifier(
         backend=backend,
-        model=options["model"],
+        model=checked_model(options["model"], options.get("allow_changed_weights", False)),
         labels=labels,
         prompt_template=options.get("prompt_template", "a photo of a {}"),
         threads=threads,
@@ -95,7 +106,8 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
     elif backend in OPEN_VOCABULARY:
         from .hf_vision import weight_files_for
 
-        for path in weight_files_for(options["model"]):
+        model = checked_model(options["model"], options.get("allow_changed_weights", False))
+        for path in weight_files_for(model):
             files[f"detector/{path.name}"] = path
     else:
         raise ValueError(f"unknown detect.backend {backend!r}; available: {', '.join(DETECTOR_BACKENDS)}")
@@ -103,6 +115,7 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
     if classifier.get("backend"):
         from .hf_vision import weight_files_for
 
-        for path in weight_files_for(classifier["model"]):
+        model = checked_model(classifier["model"], options.get("allow_changed_weights", False))
+        for path in weight_files_for(model):
             files[f"classifier/{path.name}"] = path
     return files
