@@ -76,6 +76,11 @@ def shard_outputs(stage):
     return expand(f"{CACHE}/{stage}/{{shard}}.jsonl", shard=shard_names())
 
 
+def embedding_outputs(wildcards=None):
+    """Every shard's embeddings: what the clusters are made of."""
+    return shard_outputs("embed")
+
+
 def all_shard_outputs(wildcards=None):
     """Every per-shard stage output: what the manifest digests."""
     return [path for stage in SHARD_STAGES for path in shard_outputs(stage)]

@@ -4,7 +4,7 @@
 
 rule cluster:
     input:
-        shard_outputs("embed"),
+        embedding_outputs,
     output:
         f"{CACHE}/clusters.jsonl",
     log:
