@@ -28,6 +28,7 @@ wildcard_constraints:
 localrules:
     all,
     demo_images,
+    cluster,
     manifest,
     catalog,
     export,

@@ -3,7 +3,6 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 from pathlib import Path
 
-from shardlens.exports import export_all
+from shardlens.exports import run_export
 
-paths = export_all(snakemake.input.db, Path(snakemake.output.csv).parent)
-print(f"export: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+run_export(snakemake.input.db, Path(snakemake.output.csv).parent)

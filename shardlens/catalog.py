@@ -359,9 +359,19 @@ def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | 
     tmp = db_path.with_name(f".{db_path.name}.building")
     for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         leftover.unlink(missing_ok=True)
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="catalog")
     stats = import_cache(cache_dir, tmp, log=log)
     if reviews_db is not None:
         stats["reviews"] = mirror_reviews(reviews_db, tmp)
+    conn = sqlite3.connect(tmp)
+    summary.images = conn.execute("SELECT COUNT(*) FROM paths").fetchone()[0]
+    summary.ok = conn.execute("SELECT COUNT(*) FROM paths WHERE status = 'ok'").fetchone()[0]
+    summary.errors = summary.images - summary.ok
+    conn.close()
+    summary.records = stats["rows"]
     tmp.replace(db_path)
     log(f"catalog: {db_path} built ({stats['rows']} rows from {stats['shards_loaded']} shards)")
+    summary.finish()
     return stats

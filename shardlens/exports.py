@@ -166,3 +166,20 @@ def export_all(db_path: str | Path, out_dir: str | Path, stem: str = "annotation
     tmp.write_text(json.dumps(label_studio_tasks(db_path), ensure_ascii=False, indent=1), encoding="utf-8")
     tmp.replace(paths["labelstudio"])
     return paths
+
+
+def run_export(db_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
+    """The export rule: all exports plus the job's summary line."""
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="export")
+    paths = export_all(db_path, out_dir)
+    with open(paths["csv"], encoding="utf-8") as handle:
+        summary.records = sum(1 for _ in handle) - 1
+    conn = sqlite3.connect(db_path)
+    summary.images = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    summary.ok = conn.execute("SELECT COUNT(*) FROM image_labels WHERE final_label IS NOT NULL").fetchone()[0]
+    conn.close()
+    summary.skipped = summary.images - summary.ok
+    summary.finish()
+    return paths

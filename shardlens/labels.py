@@ -185,6 +185,9 @@ def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarra
 
 
 def run_clustering(embed_files: list[str | Path], output: str | Path, options: dict, threads: int = 1, log=print) -> dict:
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="cluster")
     points = load_points(embed_files)
     labels, probs = cluster_points(
         points,
@@ -203,4 +206,9 @@ def run_clustering(embed_files: list[str | Path], output: str | Path, options: d
         "unclustered_texts": sum(len(r["members"]) for r in records if r["cluster_id"] < 0),
     }
     log(f"cluster: {stats['texts']} distinct texts -> {stats['clusters']} clusters, {stats['unclustered_texts']} unclustered")
+    summary.records = len(records)
+    summary.ok = stats["texts"] - stats["unclustered_texts"]
+    summary.skipped = stats["unclustered_texts"]
+    summary.extra = stats
+    summary.finish()
     return stats

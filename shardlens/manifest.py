@@ -84,3 +84,16 @@ def build_manifest(cache_dir: str | Path, shards: list[str], models: dict[str, d
 
 def write_manifest(path: str | Path, manifest: dict) -> None:
     write_json(path, manifest)
+
+
+def run_manifest(output: str | Path, shards: list[str], models: dict[str, dict]) -> dict:
+    """The manifest rule: digest the cache beside ``output`` and write the manifest atomically."""
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="manifest", images=0)
+    manifest = build_manifest(Path(output).parent, shards, models)
+    write_manifest(output, manifest)
+    summary.images = summary.ok = manifest["counts"].get("ingest_records", 0)
+    summary.records = len(manifest["shards"])
+    summary.extra = {"dataset_digest": manifest["dataset_digest"][:16], "schema_hash": manifest["schema_hash"][:16]}
+    return summary.finish()

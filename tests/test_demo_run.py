@@ -66,9 +66,60 @@ def test_text_free_images_are_mostly_skipped_and_text_images_never(demo_run):
 
 
 def test_every_job_log_ends_with_a_summary_line(demo_run):
-    logs = sorted((demo_run / "logs").glob("*/*.log"))
-    assert logs
+    logs = sorted((demo_run / "logs").glob("*/*.log")) + sorted((demo_run / "logs").glob("*.log"))
+    stages = {p.parent.name for p in logs} | {p.stem for p in logs}
+    assert {"ingest", "gate", "ocr", "detect", "embed", "cluster", "manifest", "catalog", "export", "demo_images"} <= stages
     for log in logs:
         last = log.read_text().strip().splitlines()[-1]
         summary = json.loads(last)
         assert {"shard", "stage", "images", "ok", "errors", "skipped", "seconds"} <= set(summary), log
+
+
+def test_demo_clusters_group_objects_and_keep_signs_apart(demo_run):
+    db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
+    person = db.execute(
+        "SELECT DISTINCT a.cluster_id FROM item_annotations a JOIN images i USING (image_id) "
+        "WHERE a.item = 'region' AND a.text = 'person'"
+    ).fetchall()
+    person_images = db.execute(
+        "SELECT COUNT(DISTINCT image_id) FROM regions WHERE caption = 'person'"
+    ).fetchone()[0]
+    assert person_images >= 3 and len(person) == 1 and person[0][0] >= 0
+    cat_cluster = db.execute("SELECT cluster_id FROM cluster_members WHERE text = 'cat'").fetchone()
+    signs = db.execute(
+        "SELECT o.text, COALESCE(m.cluster_id, -1) FROM ocr_lines o JOIN paths p ON p.image_id = o.image_id "
+        "LEFT JOIN cluster_members m ON m.text = o.text WHERE p.path LIKE 'text/signs/%'"
+    ).fetchall()
+    assert signs
+    assert cat_cluster is not None
+    assert all(cluster != cat_cluster[0] or cluster < 0 for _, cluster in signs)
+
+
+def test_demo_exports_exist_with_rows_for_regions_and_text(demo_run):
+    import csv
+
+    with (demo_run / "results" / "annotations.csv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["item"] for r in rows} >= {"region", "text"}
+    tasks = json.loads((demo_run / "results" / "labelstudio_tasks.json").read_text())
+    assert len(tasks) == 42
+    rect = next(r for t in tasks for p in t["predictions"] for r in p["result"] if r["type"] == "rectanglelabels")
+    assert 0 <= rect["value"]["x"] <= 100 and 0 < rect["value"]["width"] <= 100 and "score" in rect
+
+
+def test_default_detector_finds_what_a_person_would_call_right(demo_run):
+    db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
+    expected = {
+        "photos/astronaut.png": "person",
+        "photos/grace_hopper.jpg": "person",
+        "photos/chelsea.jpg": "cat",
+        "photos/coffee.jpg": "cup",
+        "photos/motorcycle_left.jpg": "motorcycle",
+    }
+    for path, label in expected.items():
+        found = db.execute(
+            "SELECT MAX(l.score) FROM region_labels l JOIN paths p ON p.image_id = l.image_id "
+            "WHERE p.path = ? AND l.label = ?",
+            (path, label),
+        ).fetchone()[0]
+        assert found is not None, f"no {label!r} region on {path}"

@@ -93,3 +93,25 @@ def test_missing_images_folder_is_a_clear_error(tmp_path):
     proc = snakemake(workdir, "-n", check=False)
     assert proc.returncode != 0
     assert "nowhere" in proc.stdout + proc.stderr and "is not a folder" in proc.stdout + proc.stderr
+
+
+def test_swapping_the_detector_reruns_only_detect_and_dependants(tmp_path, tiny_images):
+    from tiny_hf_models import build_owlv2
+
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 2})
+    snakemake(workdir, "--cores", "2")
+    n = len(shards_of(workdir))
+    model = build_owlv2(tmp_path / "owl")
+    detect = {"backend": "owlv2", "model": str(model), "vocabulary": ["cat", "sign"], "score_threshold": 0.0, "max_detections": 3}
+    write_config(workdir, images=str(tiny_images), shards={"count": 2}, detect=detect)
+    assert planned_jobs(workdir) == {"detect": n, "embed": n, **AGGREGATE}
+    snakemake(workdir, "--cores", "2")
+    db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
+    versions = {row[0].split(":")[0] for row in db.execute("SELECT DISTINCT detector_version FROM regions")}
+    assert versions == {"owlv2"}
+    labels = {row[0] for row in db.execute("SELECT DISTINCT label FROM region_labels")}
+    assert labels <= {"cat", "sign"} and labels
+    manifest = json.loads((workdir / "cache" / "manifest.json").read_text())
+    assert manifest["models"]["detector"]["backend"] == "owlv2"
+    assert planned_jobs(workdir) == {}
