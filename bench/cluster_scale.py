@@ -1,0 +1,102 @@
+"""Embedding + clustering cost for many short texts: time and peak memory of each step.
+
+Texts are generated (short captions and sign-like phrases from a word list, with repeats like a
+real collection), embedded with all-MiniLM-L6-v2 and clustered exactly as the cluster rule does.
+
+    python bench/cluster_scale.py --texts 10000 100000 [--append]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, resource, sys, time
+import numpy as np
+sys.path.insert(0, {repo!r})
+from shardlens.labels import TextPoint, build_clusters, cluster_points
+from shardlens.models.text_embedder import TextEmbedder
+
+n = {n}
+rng = np.random.default_rng(7)
+nouns = "person car cat dog cup bottle chair table sign street door window tree bus truck bike phone book clock lamp".split()
+adjs = "red blue green old new big small open closed main north south east west".split()
+words = "open hours exit sale today parking station coffee bakery market hotel pharmacy bank museum library school".split()
+texts = []
+for i in range(n):
+    r = rng.random()
+    if r < 0.5:
+        texts.append(f"{{rng.choice(adjs)}} {{rng.choice(nouns)}}")
+    else:
+        k = rng.integers(2, 5)
+        texts.append(" ".join(rng.choice(words, size=k)) + f" {{rng.integers(0, 100000)}}")
+distinct = sorted(set(texts))
+counts = {{t: 0 for t in distinct}}
+for t in texts:
+    counts[t] += 1
+t0 = time.perf_counter()
+embedder = TextEmbedder(threads=2, batch_size=256)
+load_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+vectors = embedder.encode(distinct)
+embed_s = time.perf_counter() - t0
+points = [TextPoint(t, {{"ocr"}}, counts[t], v) for t, v in zip(distinct, vectors)]
+t0 = time.perf_counter()
+labels, probs = cluster_points(points, min_cluster_size=2, min_samples=1, pca_dims=32, threads=2)
+records = build_clusters(points, labels, probs)
+cluster_s = time.perf_counter() - t0
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"texts": n, "distinct": len(distinct), "load_s": load_s, "embed_s": embed_s,
+                  "cluster_s": cluster_s, "clusters": sum(r["cluster_id"] >= 0 for r in records),
+                  "unclustered": sum(len(r["members"]) for r in records if r["cluster_id"] < 0),
+                  "peak_rss_mb": peak_mb}}))
+"""
+
+
+def measure(n: int) -> dict:
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", WORKER.format(repo=str(REPO), n=n)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
+    args = parser.parse_args()
+    lines = [
+        f"### Embedding and clustering ({datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, 2 cores, CPU)",
+        "",
+        f"`python bench/cluster_scale.py --texts {' '.join(map(str, args.texts))}`",
+        "",
+        "| texts | distinct | embed (s) | texts/s | cluster (s) | clusters | unclustered | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n in args.texts:
+        r = measure(n)
+        lines.append(
+            f"| {r['texts']:,} | {r['distinct']:,} | {r['embed_s']:.1f} | {r['distinct'] / r['embed_s']:.0f} | "
+            f"{r['cluster_s']:.1f} | {r['clusters']:,} | {r['unclustered']:,} | {r['peak_rss_mb']:.0f} |"
+        )
+        print(lines[-1], flush=True)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.append:
+        with (REPO / "BENCHMARKS.md").open("a") as handle:
+            handle.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
