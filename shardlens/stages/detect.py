@@ -20,7 +20,7 @@ def detector_version(options: dict) -> str:
     digest = hashlib.sha256()
     for name, path in sorted(detector_weight_files(options).items()):
         digest.update(f"{name}={sha256_file(path)}".encode())
-    model = Path(options["model"]).name if options.get("model") else "nanodet-m"
+    model = Path(options["model"]).name if options.get("model") else "nanodet-g-416"
     version = f"{options['backend']}:{model}@{digest.hexdigest()[:12]}"
     classifier = options.get("classifier") or {}
     if classifier.get("backend"):
