@@ -9,6 +9,7 @@ import pytest
 
 from conftest import text_image
 from shardlens.catalog import CatalogError, import_cache
+from shardlens.config import load_config
 from shardlens.images import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
@@ -32,7 +33,7 @@ def cache(tmp_path_factory):
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
         gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
         ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
-    manifest = build_manifest(cache, plan.names, models_for_config({"ocr": {"engine": "rapidocr"}}))
+    manifest = build_manifest(cache, plan.names, models_for_config(load_config()), stages=["ingest", "gate", "ocr"])
     write_manifest(cache / "manifest.json", manifest)
     return cache
 
@@ -46,11 +47,11 @@ def dump(db) -> dict:
 
 def test_manifest_is_deterministic_and_complete(cache):
     manifest = json.loads((cache / "manifest.json").read_text())
-    again = build_manifest(cache, sorted(manifest["shards"]), manifest["models"])
+    again = build_manifest(cache, sorted(manifest["shards"]), manifest["models"], stages=manifest["stages"])
     for key in ("dataset_digest", "schema_hash", "models", "shards"):
         assert again[key] == manifest[key]
     assert manifest["phase"] == 2 and manifest["counts"]["ingest_records"] == 4
-    assert set(manifest["models"]) == {"text_gate", "ocr", "ocr_language"}
+    assert {"text_gate", "ocr", "ocr_language", "detector", "text_embedder"} <= set(manifest["models"])
     assert all(len(sha) == 64 for m in manifest["models"].values() for sha in m["files"].values())
 
 

@@ -1,0 +1,22 @@
+"""The workflow configuration outside Snakemake: the same schema, the same defaults."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+def load_config(path: str | Path | None = None, **overrides) -> dict:
+    """Validate a config file (or nothing: all defaults) with Snakemake's validator, which fills
+    in every default from config/schema.yaml; ``overrides`` are top-level keys set first."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(path).read_text()) if path else {}
+    config = copy.deepcopy(config or {})
+    config.update(overrides)
+    validate(config, str(SCHEMA))
+    return config
