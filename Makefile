@@ -17,7 +17,7 @@ $(DEPS_STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	@# torch first and pinned: anything that lets pip pick torch itself pulls a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,ui]"
 	rm -f $(VENV)/.deps-*
 	touch $@
 

@@ -1,0 +1,608 @@
+"""The review dashboard (Streamlit): triage machine clusters and override labels.
+
+Run it with ``shardlens review`` (or ``python -m streamlit run shardlens/dashboard/app.py --
+--db results/annotations.sqlite --reviews reviews/reviews.sqlite [--images DIR]``). Paths come
+from these arguments, else from ``SHARDLENS_DB`` / ``SHARDLENS_REVIEWS`` / ``SHARDLENS_IMAGES``,
+else the workflow's defaults.
+
+Views: clusters by size with sample thumbnails; a review queue over filtered items with
+"Accept & next" (key A); one image with its boxes, captions, OCR lines and gate decision; a
+2-D map of the text embeddings. Every override is written with
+:func:`shardlens.reviews.record_reviews` (the CSV re-import's validation), so the catalog and a
+fresh export show it at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import shardlens  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st
+
+from shardlens.dashboard import queries as q
+from shardlens.dashboard.launch import guess_images_root
+from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache, default_cache_dir
+from shardlens.reviews import Review, ReviewError, record_reviews
+
+VIEWS = ("Clusters", "Review queue", "Image", "Map")
+QUEUE_PAGE = 20
+THUMB = 224
+LARGE = 1024
+SOURCE = "dashboard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path
+    reviews: Path
+    images: Path | None
+    thumbnails: Path
+
+
+def parse_settings(argv: list[str]) -> Settings:
+    parser = argparse.ArgumentParser(prog="shardlens-dashboard")
+    parser.add_argument("--db", default=os.environ.get("SHARDLENS_DB", "results/annotations.sqlite"))
+    parser.add_argument("--reviews", default=os.environ.get("SHARDLENS_REVIEWS", "reviews/reviews.sqlite"))
+    parser.add_argument("--images", default=os.environ.get("SHARDLENS_IMAGES"))
+    parser.add_argument("--thumbnails", default=os.environ.get("SHARDLENS_THUMBNAILS"))
+    args, _ = parser.parse_known_args(argv)
+    db = Path(args.db).resolve()
+    images = Path(args.images).resolve() if args.images else guess_images_root(db)
+    thumbs = Path(args.thumbnails).resolve() if args.thumbnails else default_cache_dir(db)
+    return Settings(db, Path(args.reviews).resolve(), images, thumbs)
+
+
+# ------------------------------------------------------------------------------ plumbing
+
+
+@st.cache_resource(show_spinner=False)
+def _prepare(db: str, inode: int) -> bool:
+    """Once per server and catalog file (a rebuilt catalog is a new file): the text indexes that
+    make cluster lookups cheap."""
+    return q.ensure_indexes(db)
+
+
+def catalog_signature(db: Path) -> tuple:
+    """Changes whenever the catalog does (a rebuild, a mirrored review): the key of cached counts."""
+    out = []
+    for path in (db, Path(f"{db}-wal")):
+        try:
+            stat = path.stat()
+            out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _count_items(db: str, signature: tuple, f: q.ItemFilter) -> int:
+    conn = q.open_catalog(db)
+    try:
+        return q.count_items(conn, f)
+    finally:
+        conn.close()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _map_points(db: str, signature: tuple, limit: int, method: str, cluster_id: int | None) -> list[dict]:
+    conn = q.open_catalog(db)
+    try:
+        sample = q.embedding_sample(conn, limit, cluster_id)
+    finally:
+        conn.close()
+    if not sample:
+        return []
+    import numpy as np
+
+    coords = q.project_2d(np.stack([s["vector"] for s in sample]), method=method)
+    return [
+        {"x": float(x), "y": float(y), "text": s["text"], "label": s["label"], "cluster": s["cluster_id"], "kind": s["kind"], "count": s["count"]}
+        for s, (x, y) in zip(sample, coords)
+    ]
+
+
+def flash(kind: str, message: str) -> None:
+    st.session_state.setdefault("flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("flash", []):
+        getattr(st, kind)(message)
+
+
+def reviewer() -> str | None:
+    return (st.session_state.get("reviewer") or "").strip() or None
+
+
+def submit(settings: Settings, reviews: list[Review], what: str) -> bool:
+    """Write reviews through the validated path; report the outcome on the next run."""
+    if not reviews:
+        flash("info", f"{what}: nothing to record")
+        return False
+    try:
+        n = record_reviews(reviews, settings.db, settings.reviews, source=SOURCE)
+    except ReviewError as exc:
+        flash("error", str(exc))
+        return False
+    flash("success", f"{what}: {n} review(s) recorded")
+    return True
+
+
+def item_review(item: dict, status: str, label: str | None = None) -> Review:
+    if status == "accepted":
+        label = item.get("machine_label")
+    elif status == "rejected":
+        label = None
+    return Review(item["image_id"], item.get("region_id"), item.get("line_no"), status, label, reviewer())
+
+
+def item_name(item: dict) -> str:
+    return f"region {item['region_id']}" if item.get("region_id") is not None else f"line {item['line_no']}"
+
+
+def box_color(status: str | None) -> str:
+    return COLORS.get(status or "machine", COLORS["machine"])
+
+
+# ---------------------------------------------------------------------------- callbacks
+
+
+def go_image(image_id: str) -> None:
+    st.session_state["image_id"] = image_id
+    st.session_state["view"] = "Image"
+
+
+def go_cluster_queue(cluster_id: int) -> None:
+    st.session_state["f_cluster"] = cluster_id
+    st.session_state["view"] = "Review queue"
+    st.session_state["cursor"] = 0
+
+
+def move_cursor(step: int, total: int) -> None:
+    st.session_state["cursor"] = max(0, min(total - 1, st.session_state.get("cursor", 0) + step))
+    st.session_state["table_nonce"] = st.session_state.get("table_nonce", 0) + 1
+
+
+def review_current(settings: Settings, item: dict, status: str, total: int, label_key: str | None = None) -> None:
+    label = None
+    if status == "relabeled":
+        label = (st.session_state.get(label_key) or "").strip()
+        if not label:
+            flash("warning", "type the new label first")
+            return
+    if submit(settings, [item_review(item, status, label)], f"{status} {item_name(item)} of {item.get('path')}"):
+        if label_key:
+            st.session_state[label_key] = ""
+        # with 'unreviewed only' the reviewed item leaves the list and the next one takes its place
+        if not st.session_state.get("f_unreviewed"):
+            move_cursor(+1, total)
+        else:
+            st.session_state["table_nonce"] = st.session_state.get("table_nonce", 0) + 1
+
+
+def select_row(key: str, page_start: int) -> None:
+    state = st.session_state.get(key)
+    rows = state.selection.rows if state is not None else []
+    if rows:
+        st.session_state["cursor"] = page_start + rows[0]
+
+
+def review_cluster(settings: Settings, cluster_id: int, status: str, label_key: str | None = None) -> None:
+    conn = q.open_catalog(settings.db)
+    try:
+        items = q.cluster_item_keys(conn, cluster_id)
+        info = q.cluster_info(conn, cluster_id)
+    finally:
+        conn.close()
+    if status == "accepted":  # people's decisions stand: accept what nobody reviewed yet
+        reviews = [Review(i["image_id"], i["region_id"], i["line_no"], "accepted", i["machine_label"], reviewer()) for i in items if i["review_status"] is None]
+        submit(settings, reviews, f"accepted cluster {cluster_id} ({info['label'] if info else '?'})")
+    else:
+        label = (st.session_state.get(label_key) or "").strip()
+        if not label:
+            flash("warning", "type the cluster's new name first")
+            return
+        reviews = [Review(i["image_id"], i["region_id"], i["line_no"], "relabeled", label, reviewer()) for i in items]
+        if submit(settings, reviews, f"renamed cluster {cluster_id} to {label!r}"):
+            st.session_state[label_key] = ""
+
+
+def review_image_item(settings: Settings, item: dict, status: str, label_key: str) -> None:
+    label = None
+    if status == "relabeled":
+        label = (st.session_state.get(label_key) or "").strip()
+        if not label:
+            flash("warning", f"type the new label of {item_name(item)} first")
+            return
+    if submit(settings, [item_review(item, status, label)], f"{status} {item_name(item)}"):
+        st.session_state[label_key] = ""
+
+
+def find_image_cb(settings: Settings) -> None:
+    query = st.session_state.get("goto", "")
+    conn = q.open_catalog(settings.db)
+    try:
+        found = q.find_image(conn, query)
+    finally:
+        conn.close()
+    if found:
+        st.session_state["image_id"] = found
+    else:
+        flash("warning", f"no image matches {query!r}")
+
+
+# -------------------------------------------------------------------------------- views
+
+
+def sidebar(conn, settings: Settings) -> q.ItemFilter:
+    with st.sidebar:
+        st.markdown("## shardlens review")
+        counts = q.summary(conn)
+        st.caption(
+            f"{counts['images']:,} images · {counts['regions']:,} regions · {counts['lines']:,} OCR lines · "
+            f"{counts['clusters']:,} clusters · {counts['reviews']:,} reviews"
+        )
+        st.radio("View", VIEWS, key="view", horizontal=True)
+        st.text_input("Reviewer", key="reviewer")
+        st.markdown("#### Filters")
+        options = q.cluster_options(conn)
+        ids = [None] + [cid for cid, _, _ in options]
+        labels = {cid: f"{label} ({size:,}) #{cid}" for cid, label, size in options}
+        chosen = st.session_state.get("f_cluster")
+        if chosen is not None and chosen not in labels:
+            info = q.cluster_info(conn, chosen)
+            ids.append(chosen)
+            labels[chosen] = f"{info['label'] if info else '?'} #{chosen}"
+        st.selectbox("Cluster", ids, key="f_cluster", format_func=lambda c: "any" if c is None else labels.get(c, str(c)))
+        st.text_input("Label (machine or reviewed)", key="f_label")
+        st.selectbox("Has text", ("any", "with OCR text", "without OCR text"), key="f_has_text")
+        st.checkbox("Unreviewed only", key="f_unreviewed")
+        st.slider("Confidence", 0.0, 1.0, key="f_conf", step=0.01)
+        st.text_input("Search OCR text", key="f_search", placeholder="e.g. exit")
+        st.selectbox("Items", ("regions and lines", "regions", "lines"), key="f_item")
+        st.selectbox("Order", ("least confident first", "most confident first", "by image"), key="f_order")
+        address = st.get_option("server.address")
+        if address not in ("127.0.0.1", "localhost", "::1"):
+            st.warning(
+                f"serving on {address or 'every interface'}: anyone who reaches this port can record reviews. "
+                "`shardlens review` binds 127.0.0.1."
+            )
+        st.caption(f"catalog: {settings.db}\n\nreviews: {settings.reviews}\n\nimages: {settings.images or 'unknown (placeholders)'}")
+    has_text = {"any": None, "with OCR text": True, "without OCR text": False}[st.session_state["f_has_text"]]
+    lo, hi = st.session_state["f_conf"]
+    return q.ItemFilter(
+        cluster_id=st.session_state.get("f_cluster"),
+        label=(st.session_state.get("f_label") or "").strip() or None,
+        has_text=has_text,
+        unreviewed_only=bool(st.session_state.get("f_unreviewed")),
+        min_confidence=float(lo),
+        max_confidence=float(hi),
+        text_search=(st.session_state.get("f_search") or "").strip() or None,
+        item={"regions and lines": None, "regions": "region", "lines": "text"}[st.session_state["f_item"]],
+    )
+
+
+def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
+    total = q.count_clusters(conn)
+    top = st.columns([4, 1, 1, 1, 2], vertical_alignment="bottom")
+    top[0].markdown(f"### Clusters ({total:,}, largest first)")
+    size = top[4].selectbox("Clusters per page", (5, 10, 20, 50), index=1, key="c_size")
+    pages = max(1, -(-total // size))
+    page = min(st.session_state.get("c_page", 0), pages - 1)
+    if top[1].button("◀ Prev", disabled=page == 0, key="c_prev"):
+        page -= 1
+    if top[2].button("Next ▶", disabled=page >= pages - 1, key="c_next"):
+        page += 1
+    st.session_state["c_page"] = page
+    top[3].caption(f"page {page + 1} of {pages}")
+    rows = q.cluster_page(conn, page * size, size)
+    samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=6)
+    for row in rows:
+        with st.container(border=True):
+            cluster_card(conn, settings, thumbs, row, samples.get(row.cluster_id, []))
+
+
+def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.ClusterRow, samples: list[dict]) -> None:
+    name = html.escape(row.label)
+    bucket = row.cluster_id < 0
+    st.markdown(
+        f'<div class="sl-cluster" data-cluster-id="{row.cluster_id}" data-size="{row.size}" data-items="{row.items}" '
+        f'data-texts="{row.texts}" data-reviewed="{row.reviewed}"><span style="font-size:1.2rem;font-weight:600">{name}</span> '
+        f'&nbsp;·&nbsp; <span class="sl-items">{row.items:,} items</span> &nbsp;·&nbsp; {row.reviewed:,} reviewed '
+        f"&nbsp;·&nbsp; size {row.size:,} &nbsp;·&nbsp; {row.texts:,} texts &nbsp;·&nbsp; cluster {row.cluster_id}</div>",
+        unsafe_allow_html=True,
+    )
+    texts = q.cluster_texts(conn, row.cluster_id, 8)
+    keywords = ", ".join(row.keywords) if row.keywords else "—"
+    note = " · no region or OCR line reads these texts (label candidates only)" if row.items == 0 else ""
+    st.caption(
+        ("left unclustered by HDBSCAN: each text keeps its own words as label · " if bucket else f"keywords: {keywords} · ")
+        + "texts: " + ", ".join(f"{t['text']} ({t['count']})" for t in texts) + note
+    )
+    left, right = st.columns([3, 2])
+    with left:
+        cells = st.columns(6)
+        for i, sample in enumerate(samples):
+            with cells[i % 6]:
+                box = [Box(tuple(sample["bbox"]), "", COLORS["highlight"], 4)] if sample.get("bbox") else []
+                path = thumbs.get(sample["image_id"], sample.get("path"), THUMB, box, sample.get("width"), sample.get("height"))
+                st.image(str(path), caption=f"{sample['text']} · {sample.get('path') or sample['image_id'][:12]}", width="stretch")
+                st.button("Open", key=f"open-{row.cluster_id}-{i}", type="tertiary", on_click=go_image, args=(sample["image_id"],))
+    with right:
+        buttons = st.columns(2)
+        buttons[0].button(
+            "Review items", key=f"queue-{row.cluster_id}", on_click=go_cluster_queue, args=(row.cluster_id,), disabled=row.items == 0, width="stretch"
+        )
+        if bucket:
+            st.caption("no common label here: review its items one by one")
+            return
+        buttons[1].button(
+            f"Accept “{row.label}”", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
+            help="accept the machine label for every unreviewed item of this cluster",
+            on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
+        )  # fmt: skip
+        with st.form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
+            cols = st.columns([3, 2], vertical_alignment="bottom")
+            cols[0].text_input(f"New name for cluster {row.cluster_id}", key=f"rename-{row.cluster_id}", placeholder=row.label)
+            cols[1].form_submit_button(
+                "Rename cluster", help="relabel every item of this cluster", disabled=row.items == 0, width="stretch",
+                on_click=review_cluster, args=(settings, row.cluster_id, "relabeled", f"rename-{row.cluster_id}"),
+            )  # fmt: skip
+
+
+def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter) -> None:
+    signature = catalog_signature(settings.db)
+    total = _count_items(str(settings.db), signature, f)
+    order = {"least confident first": "confidence", "most confident first": "-confidence", "by image": "image"}[st.session_state["f_order"]]
+    if st.session_state.get("queue_filter") != (f, order):  # a new list starts at its first item
+        st.session_state["queue_filter"] = (f, order)
+        st.session_state["cursor"] = 0
+    st.markdown(f"### Review queue ({total:,} items)")
+    if total == 0:
+        st.info("no item matches the filters")
+        return
+    cursor = max(0, min(st.session_state.get("cursor", 0), total - 1))
+    st.session_state["cursor"] = cursor
+    page_start = cursor - cursor % QUEUE_PAGE
+    page = q.item_page(conn, f, page_start, QUEUE_PAGE, order=order)
+    if not page:  # the list shrank under the cursor (reviews by someone else): back to its start
+        if cursor == 0:
+            st.info("no item matches the filters")
+            return
+        st.session_state["cursor"] = 0
+        st.rerun()
+    item = page[min(cursor - page_start, len(page) - 1)]
+    left, right = st.columns([3, 2])
+    with left:
+        box = [Box(tuple(item["bbox"]), item["final_label"] or item["text"] or "", COLORS["highlight"])] if item.get("bbox") else []
+        info = q.image_paths(conn, [item["image_id"]]).get(item["image_id"], {})
+        path = thumbs.get(item["image_id"], item.get("path"), 768, box, info.get("width"), info.get("height"))
+        st.image(str(path), caption=f"{item.get('path')} · {item_name(item)}")
+    with right:
+        st.markdown(f"**Item {cursor + 1:,} of {total:,}** · {item_name(item)} of `{item.get('path')}`")
+        st.markdown(
+            f"- text: **{html.escape(item['text'] or '')}**\n- machine label: **{html.escape(item['machine_label'] or '—')}** "
+            f"(cluster {item['cluster_id']}, confidence {item['confidence']:.2f})\n- score: {item['score'] or 0:.2f}\n"
+            f"- review: {item['review_status'] or 'none'}" + (f" → **{html.escape(item['final_label'] or '')}**" if item["review_status"] else "")
+        )
+        b = st.columns(2)
+        b[0].button(
+            "Accept & next", type="primary", shortcut="A", key="q_accept", help="accept the machine label (key A)",
+            on_click=review_current, args=(settings, item, "accepted", total),
+        )  # fmt: skip
+        b[1].button(
+            "Reject & next", shortcut="X", key="q_reject", help="mark the machine label as wrong (key X)",
+            on_click=review_current, args=(settings, item, "rejected", total),
+        )  # fmt: skip
+        b = st.columns(3)
+        b[0].button("◀ Back", shortcut="B", key="q_back", on_click=move_cursor, args=(-1, total), disabled=cursor == 0)
+        b[1].button("Skip ▶", shortcut="N", key="q_skip", on_click=move_cursor, args=(+1, total), disabled=cursor >= total - 1)
+        b[2].button("Open", key="q_open", help="this item's image, all its boxes and OCR lines", on_click=go_image, args=(item["image_id"],))
+        with st.form("q_relabel", border=False, enter_to_submit=True):
+            st.text_input("New label", key="q_label", placeholder=item["machine_label"] or "")
+            st.form_submit_button("Relabel & next", on_click=review_current, args=(settings, item, "relabeled", total, "q_label"))
+        st.caption("keys: A accept & next · X reject & next · N skip · B back")
+    import pandas as pd
+
+    table = pd.DataFrame(
+        [
+            {
+                "#": page_start + i + 1, "": "▶" if page_start + i == cursor else "", "path": r.get("path"), "item": item_name(r),
+                "text": r["text"], "machine label": r["machine_label"], "cluster": r["cluster_id"],
+                "confidence": round(r["confidence"], 3), "review": r["review_status"] or "", "final label": r["final_label"],
+            }
+            for i, r in enumerate(page)
+        ]
+    )  # fmt: skip
+    key = f"q_table-{page_start}-{st.session_state.get('table_nonce', 0)}"
+    st.dataframe(table, hide_index=True, on_select=lambda: select_row(key, page_start), selection_mode="single-row", key=key)
+    nav = st.columns([1, 1, 4])
+    nav[0].button("◀ Page", key="q_prev_page", on_click=move_cursor, args=(-QUEUE_PAGE, total), disabled=page_start == 0)
+    nav[1].button("Page ▶", key="q_next_page", on_click=move_cursor, args=(QUEUE_PAGE, total), disabled=page_start + QUEUE_PAGE >= total)
+
+
+def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
+    image_id = st.session_state.get("image_id") or q.first_image(conn)
+    if image_id is None:
+        st.info("the catalog has no images")
+        return
+    st.session_state["image_id"] = image_id
+    info = q.image_info(conn, image_id)
+    if info is None:
+        st.warning(f"image {image_id[:16]} is not in the catalog (rebuilt?)")
+        st.session_state["image_id"] = None
+        return
+    prev_id, next_id = q.neighbour_image(conn, image_id, -1), q.neighbour_image(conn, image_id, +1)
+    nav = st.columns([1, 1, 4], vertical_alignment="bottom")
+    nav[0].button("◀ Previous", shortcut="P", key="i_prev", disabled=prev_id is None, on_click=go_image, args=(prev_id,))
+    nav[1].button("Next ▶", shortcut="N", key="i_next", disabled=next_id is None, on_click=go_image, args=(next_id,))
+    nav[2].text_input("Go to image (path, part of a path, or id)", key="goto", on_change=find_image_cb, args=(settings,))
+    regions = q.image_regions(conn, image_id)
+    lines = q.image_lines(conn, image_id)
+    st.markdown(f"### {html.escape(info['path'])}")
+    copies = f" · {info['n_paths']} copies: " + ", ".join(info["paths"]) if info["n_paths"] > 1 else ""
+    st.caption(
+        f"image {image_id[:16]}… · {info['width']}×{info['height']} {info['format'] or ''} · {info['bytes'] or 0:,} bytes · "
+        f"status {info['status']}{' (' + info['error'] + ')' if info['error'] else ''}{copies}"
+    )
+    gate = (
+        f"text gate: **{info['gate_decision'] or 'not run'}**"
+        + (f" — skipped: `{info['skip_reason']}`" if info["skip_reason"] else "")
+        + (f" · score {info['gate_score']:.2f} · {info['text_regions']} text regions" if info["gate_score"] is not None else "")
+    )
+    st.markdown(f'<div class="sl-gate" data-decision="{html.escape(str(info["gate_decision"]))}" data-skip-reason="{html.escape(str(info["skip_reason"] or ""))}"></div>', unsafe_allow_html=True)
+    st.markdown(gate)
+    toggles = st.columns(2)
+    show_regions = toggles[0].checkbox("Draw detection boxes", value=True, key="draw_regions")
+    show_lines = toggles[1].checkbox("Draw OCR line boxes", value=True, key="draw_lines")
+    boxes = []
+    if show_regions:
+        boxes += [Box(tuple(r["bbox"]), f"{r['region_id']}: {r['final_label'] or '✗ ' + (r['text'] or '')}", box_color(r["review_status"])) for r in regions if r["bbox"]]
+    if show_lines:
+        boxes += [Box(tuple(l["bbox"]), f"L{l['line_no']}: {l['text']}", COLORS["text"], 2) for l in lines if l["bbox"]]
+    path = thumbs.get(image_id, info["path"], LARGE, boxes, info["width"], info["height"])
+    st.image(str(path), caption=f"{len(regions)} regions, {len(lines)} OCR lines", width="content")
+    st.caption("boxes: orange machine label · green accepted · blue relabeled · red rejected · teal OCR lines")
+
+    st.markdown(f'<div class="sl-regions" data-count="{len(regions)}"></div>', unsafe_allow_html=True)
+    st.markdown(f"#### Regions ({len(regions)})")
+    if regions:
+        st.table(
+            [
+                {
+                    "region": r["region_id"], "caption": r["text"], "machine label": r["machine_label"], "cluster": r["cluster_id"],
+                    "confidence": f"{r['confidence']:.2f}", "score": f"{r['score']:.2f}",
+                    "candidates": ", ".join(f"{c['label']} {c['score']:.2f}" for c in r["labels"][:3]),
+                    "review": r["review_status"] or "", "final label": r["final_label"] or "",
+                }
+                for r in regions
+            ]
+        )  # fmt: skip
+        for r in regions:
+            item_actions(settings, r, f"region {r['region_id']}")
+    st.markdown(f'<div class="sl-lines" data-count="{len(lines)}"></div>', unsafe_allow_html=True)
+    st.markdown(f"#### OCR lines ({len(lines)})")
+    if lines:
+        st.table(
+            [
+                {
+                    "line": l["line_no"], "text": l["text"], "confidence": f"{l['score']:.2f}", "language": l["language"] or "",
+                    "in region": "" if l["in_region"] is None else l["in_region"], "machine label": l["machine_label"],
+                    "cluster": l["cluster_id"], "review": l["review_status"] or "", "final label": l["final_label"] or "",
+                }
+                for l in lines
+            ]
+        )  # fmt: skip
+        for l in lines:
+            item_actions(settings, l, f"line {l['line_no']}")
+
+
+def item_actions(settings: Settings, item: dict, name: str) -> None:
+    """One item's overrides, in a form so the typed label travels with the click (Enter relabels)."""
+    key = f"lab-{item['image_id'][:16]}-{name.replace(' ', '')}"
+    with st.form(f"form-{key}", border=False, enter_to_submit=True):
+        cols = st.columns([2, 3, 1, 1, 1], vertical_alignment="bottom")
+        state = f" *({item['review_status']})*" if item["review_status"] else ""
+        cols[0].markdown(f"**{name}**: {html.escape(item['final_label'] or '✗')}{state}")
+        cols[1].text_input(f"New label for {name}", key=key, placeholder=item["machine_label"] or "")
+        cols[2].form_submit_button(f"Relabel {name}", on_click=review_image_item, args=(settings, item, "relabeled", key))
+        cols[3].form_submit_button(f"Accept {name}", on_click=review_image_item, args=(settings, item, "accepted", key))
+        cols[4].form_submit_button(f"Reject {name}", on_click=review_image_item, args=(settings, item, "rejected", key))
+
+
+def map_view(conn, settings: Settings, f: q.ItemFilter) -> None:
+    import altair as alt
+    import pandas as pd
+
+    st.markdown("### Map of the text embeddings")
+    has_umap = importlib.util.find_spec("umap") is not None
+    cols = st.columns([2, 2, 3])
+    limit = cols[0].slider("Points (at most)", 200, 5000, 3000, step=100, key="m_limit")
+    method = cols[1].radio("Projection", ("pca", "umap") if has_umap else ("pca",), horizontal=True, key="m_method", format_func=str.upper)
+    if not has_umap:
+        cols[2].caption("UMAP: pip install umap-learn (PCA is used otherwise)")
+    points = _map_points(str(settings.db), catalog_signature(settings.db), int(limit), method, f.cluster_id)
+    if not points:
+        st.info("no embeddings in the catalog")
+        return
+    frame = pd.DataFrame(points)
+    n_labels = frame["label"].nunique()
+    color = alt.Color("label:N", title="cluster", legend=alt.Legend(symbolLimit=30) if n_labels <= 30 else None)
+    chart = (
+        alt.Chart(frame)
+        .mark_circle(size=60, opacity=0.75)
+        .encode(
+            x=alt.X("x:Q", title="PC 1" if method == "pca" else "UMAP 1"),
+            y=alt.Y("y:Q", title="PC 2" if method == "pca" else "UMAP 2"),
+            color=color,
+            tooltip=["text:N", "label:N", "cluster:Q", "kind:N", "count:Q"],
+        )
+        .properties(height=620)
+        .interactive()
+    )
+    st.altair_chart(chart, width="stretch")
+    st.caption(f"{len(frame):,} distinct texts ({n_labels} clusters) · hover a point for its text")
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def init_state() -> None:
+    if st.session_state.get("_init"):
+        return
+    st.session_state["_init"] = True
+    st.session_state.setdefault("reviewer", os.environ.get("SHARDLENS_REVIEWER") or os.environ.get("USER") or "dashboard")
+    st.session_state.setdefault("f_conf", (0.0, 1.0))
+    params = st.query_params
+    view = params.get("view", "").lower()
+    for name in VIEWS:
+        if view and name.lower().startswith(view):
+            st.session_state["view"] = name
+    if params.get("image"):
+        st.session_state["image_id"] = params["image"]
+        st.session_state.setdefault("view", "Image")
+    if params.get("cluster"):
+        try:
+            st.session_state["f_cluster"] = int(params["cluster"])
+        except ValueError:
+            pass
+
+
+def main() -> None:
+    st.set_page_config(page_title="shardlens review", page_icon="🔎", layout="wide")
+    st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem} [data-testid='stSidebarHeader']{height:1rem}</style>")
+    settings = parse_settings(sys.argv[1:])
+    if not settings.db.exists():
+        st.error(f"catalog {settings.db} does not exist: run `snakemake` first (or pass --db)")
+        st.stop()
+    _prepare(str(settings.db), settings.db.stat().st_ino)
+    init_state()
+    thumbs = ThumbnailCache(settings.thumbnails, settings.images)
+    conn = q.open_catalog(settings.db)
+    try:
+        f = sidebar(conn, settings)
+        show_flash()
+        view = st.session_state.get("view", VIEWS[0])
+        if view == "Clusters":
+            clusters_view(conn, settings, thumbs)
+        elif view == "Review queue":
+            queue_view(conn, settings, thumbs, f)
+        elif view == "Image":
+            image_view(conn, settings, thumbs)
+        else:
+            map_view(conn, settings, f)
+    finally:
+        conn.close()
+
+
+main()

@@ -1,0 +1,581 @@
+"""Every SQL statement the review dashboard runs against the catalog.
+
+All of them are parameterised and paged (``LIMIT``/``OFFSET``, or bounded by one image or one
+cluster): the app never loads the whole catalog, so a page renders in the same time on 100
+regions or 100,000 (``bench/dashboard_scale.py``). The catalog is opened read-only; writes
+(reviews) only ever go through :func:`shardlens.reviews.record_reviews`.
+
+Machine labels, confidences and review states are computed exactly as the catalog's views
+``item_annotations`` / ``final_annotations`` compute them (the tests compare the rows), so the
+dashboard shows what the exports write.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..vectors import decode_vector
+
+UNCLUSTERED = -1
+
+# Orderings of the item list (the review queue). Every one ends in the item's key so pages
+# never overlap or skip an item.
+_ITEM_KEY = "image_id, item, region_id, line_no"
+ITEM_ORDERS = {
+    "confidence": f"confidence ASC, {_ITEM_KEY}",  # least sure first: triage
+    "-confidence": f"confidence DESC, {_ITEM_KEY}",
+    "image": _ITEM_KEY,
+}
+
+
+def open_catalog(db: str | Path) -> sqlite3.Connection:
+    """Open the catalog read-only (it is rebuilt by the workflow and written by record_reviews)."""
+    path = Path(db).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"catalog {path} does not exist: run `snakemake` first")
+    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+# Indexes that turn "the items of cluster K" into index lookups instead of a scan of every
+# region. The catalog build does not make them (yet); the app adds them once, best effort.
+TEXT_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption)",
+    "CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text)",
+)
+
+
+def ensure_indexes(db: str | Path) -> bool:
+    """Create :data:`TEXT_INDEXES` in the catalog if missing; False when it cannot be written."""
+    try:
+        conn = sqlite3.connect(Path(db), timeout=5)
+    except sqlite3.Error:
+        return False
+    try:
+        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        for ddl in TEXT_INDEXES:
+            if ddl.split()[5] not in present:
+                conn.execute(ddl)
+        conn.commit()
+        return True
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
+def _bbox(text: str | None) -> list[float] | None:
+    return json.loads(text) if text else None
+
+
+# --------------------------------------------------------------------------------- summary
+
+
+def summary(conn: sqlite3.Connection) -> dict[str, int]:
+    """Counts shown in the header: images, regions, OCR lines, clusters, reviews."""
+    row = conn.execute(
+        """
+        SELECT (SELECT COUNT(DISTINCT image_id) FROM paths WHERE image_id IS NOT NULL) AS images,
+               (SELECT COUNT(*) FROM regions) AS regions,
+               (SELECT COUNT(*) FROM ocr_lines) AS lines,
+               (SELECT COUNT(*) FROM clusters WHERE cluster_id >= 0) AS clusters,
+               (SELECT COUNT(*) FROM reviews) AS reviews
+        """
+    ).fetchone()
+    return dict(row)
+
+
+# -------------------------------------------------------------------------------- clusters
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    cluster_id: int
+    label: str
+    keywords: list[str]
+    size: int  # clusters.size: occurrences of its texts (captions, OCR lines, label candidates)
+    items: int  # regions + OCR lines whose text is in the cluster: what a rename relabels
+    texts: int  # distinct texts (cluster_members)
+    reviewed: int  # items with a review
+
+
+def count_clusters(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
+
+
+def cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 10) -> list[ClusterRow]:
+    """Clusters by size (largest first; the 'unclustered' bucket last), one page."""
+    rows = conn.execute(
+        """
+        SELECT p.cluster_id, p.label, p.keywords, p.size,
+               (SELECT COUNT(*) FROM cluster_members m WHERE m.cluster_id = p.cluster_id) AS texts
+        FROM (SELECT cluster_id, label, keywords, size FROM clusters
+              ORDER BY cluster_id < 0, size DESC, cluster_id LIMIT ? OFFSET ?) p
+        ORDER BY p.cluster_id < 0, p.size DESC, p.cluster_id
+        """,
+        (int(limit), int(offset)),
+    ).fetchall()
+    ids = [r["cluster_id"] for r in rows]
+    items = items_per_cluster(conn, ids)
+    reviewed = reviewed_per_cluster(conn, ids)
+    return [
+        ClusterRow(
+            r["cluster_id"], r["label"], json.loads(r["keywords"] or "[]"), r["size"],
+            items.get(r["cluster_id"], 0), r["texts"], reviewed.get(r["cluster_id"], 0),
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, int]:
+    """Regions + OCR lines per cluster (item_annotations' cluster_id), for some clusters: through
+    the member texts (index lookups when the catalog indexes texts); the unclustered bucket, which
+    also holds texts that were never clustered, needs one pass over the items."""
+    out: dict[int, int] = {}
+    wanted = [c for c in cluster_ids if c >= 0]
+    if wanted:
+        for cid, n in conn.execute(
+            """
+            SELECT cid, SUM(n) FROM (
+                SELECT m.cluster_id AS cid, COUNT(*) AS n FROM cluster_members m JOIN regions r ON r.caption = m.text
+                WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
+                UNION ALL
+                SELECT m.cluster_id, COUNT(*) FROM cluster_members m JOIN ocr_lines o ON o.text = m.text
+                WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
+            ) GROUP BY cid
+            """,
+            (json.dumps(wanted), json.dumps(wanted)),
+        ):
+            out[cid] = n
+    for cid in {c for c in cluster_ids if c < 0}:
+        out[cid] = conn.execute(
+            """
+            SELECT (SELECT COUNT(*) FROM regions r LEFT JOIN cluster_members m ON m.text = r.caption
+                    WHERE COALESCE(m.cluster_id, -1) = ?)
+                 + (SELECT COUNT(*) FROM ocr_lines o LEFT JOIN cluster_members m ON m.text = o.text
+                    WHERE COALESCE(m.cluster_id, -1) = ?)
+            """,
+            (cid, cid),
+        ).fetchone()[0]
+    return out
+
+
+def reviewed_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, int]:
+    """Reviewed items per cluster; walks the reviews (few), not the items (many)."""
+    if not cluster_ids:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT cid, COUNT(*) FROM (
+            SELECT COALESCE(m.cluster_id, -1) AS cid
+            FROM reviews v JOIN regions r ON r.image_id = v.image_id AND r.region_id = v.region_id
+            LEFT JOIN cluster_members m ON m.text = r.caption
+            WHERE v.region_id IS NOT NULL
+            UNION ALL
+            SELECT COALESCE(m.cluster_id, -1)
+            FROM reviews v JOIN ocr_lines o ON o.image_id = v.image_id AND o.line_no = v.line_no
+            LEFT JOIN cluster_members m ON m.text = o.text
+            WHERE v.line_no IS NOT NULL
+        ) WHERE cid IN (SELECT value FROM json_each(?)) GROUP BY cid
+        """,
+        (json.dumps(cluster_ids),),
+    ).fetchall()
+    return {cid: n for cid, n in rows}
+
+
+def cluster_options(conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, str, int]]:
+    """(cluster_id, label, size) of the largest clusters, for the filter's drop-down."""
+    return [
+        tuple(r)
+        for r in conn.execute(
+            "SELECT cluster_id, label, size FROM clusters ORDER BY cluster_id < 0, size DESC, cluster_id LIMIT ?", (int(limit),)
+        )
+    ]
+
+
+def cluster_info(conn: sqlite3.Connection, cluster_id: int) -> dict | None:
+    row = conn.execute("SELECT cluster_id, label, keywords, size FROM clusters WHERE cluster_id = ?", (int(cluster_id),)).fetchone()
+    return None if row is None else {**dict(row), "keywords": json.loads(row["keywords"] or "[]")}
+
+
+def cluster_texts(conn: sqlite3.Connection, cluster_id: int, limit: int = 20) -> list[dict]:
+    """The cluster's most frequent texts."""
+    return [
+        dict(r)
+        for r in conn.execute(
+            "SELECT text, kinds, count, probability FROM cluster_members WHERE cluster_id = ? ORDER BY count DESC, text LIMIT ?",
+            (int(cluster_id), int(limit)),
+        )
+    ]
+
+
+def cluster_samples(conn: sqlite3.Connection, cluster_ids: list[int], per_cluster: int = 6, look_at: int = 60) -> dict[int, list[dict]]:
+    """Up to ``per_cluster`` distinct images per cluster, with the box and text of the item that
+    put the image there: the thumbnail grid of one cluster page.
+
+    Per cluster, the first ``look_at`` items found through its member texts are read (an index
+    lookup per text when the catalog indexes texts, see :func:`ensure_indexes`) and the
+    best-scoring item of each image is kept; the whole cluster is never read."""
+    out: dict[int, list[dict]] = {}
+    for cid in cluster_ids:
+        if cid < 0:  # the unclustered bucket: texts HDBSCAN left alone
+            member = "m.cluster_id < 0"
+            params: tuple = ()
+        else:
+            member = "m.cluster_id = ?"
+            params = (int(cid),)
+        rows = conn.execute(
+            f"""
+            SELECT image_id, bbox, text, score FROM (
+                SELECT r.image_id, r.bbox, r.caption AS text, r.score AS score
+                FROM cluster_members m JOIN regions r ON r.caption = m.text WHERE {member}
+                UNION ALL
+                SELECT o.image_id, o.bbox, o.text, o.confidence
+                FROM cluster_members m JOIN ocr_lines o ON o.text = m.text WHERE {member}
+            ) LIMIT ?
+            """,
+            (*params, *params, int(look_at)),
+        ).fetchall()
+        best: dict[str, sqlite3.Row] = {}
+        for r in rows:
+            if r["image_id"] not in best or (r["score"] or 0) > (best[r["image_id"]]["score"] or 0):
+                best[r["image_id"]] = r
+        picked = sorted(best.values(), key=lambda r: (-(r["score"] or 0), r["image_id"]))[:per_cluster]
+        out[cid] = [{"image_id": r["image_id"], "bbox": _bbox(r["bbox"]), "text": r["text"], "score": r["score"]} for r in picked]
+    images = image_paths(conn, sorted({s["image_id"] for samples in out.values() for s in samples}))
+    for samples in out.values():
+        for sample in samples:
+            sample.update({k: v for k, v in images.get(sample["image_id"], {}).items() if k != "image_id"})
+    return out
+
+
+# ----------------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True)
+class ItemFilter:
+    """What the review queue shows. ``None`` means 'any'."""
+
+    cluster_id: int | None = None
+    label: str | None = None  # machine or final label, case-insensitive, exact
+    has_text: bool | None = None  # the item's image has OCR lines (or has none)
+    unreviewed_only: bool = False
+    min_confidence: float = 0.0
+    max_confidence: float = 1.0
+    text_search: str | None = None  # substring (case-insensitive) of an OCR line of the item's image
+    item: str | None = None  # 'region' or 'text'
+    image_id: str | None = None
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# The catalog's item_annotations / final_annotations views, written out over the base tables so
+# that each filter lands inside both arms of the UNION ALL, where it can use an index (SQLite does
+# not push these terms into the view). tests/test_dashboard.py checks that the rows are exactly
+# the views' rows.
+_ARMS = {
+    "region": (
+        "r", "r.caption", "r.score", "'/region/' || r.region_id", "r.region_id AS region_id, NULL AS line_no",
+        "regions r",
+    ),
+    "text": (
+        "o", "o.text", "o.confidence", "'/line/' || o.line_no", "NULL AS region_id, o.line_no AS line_no",
+        "ocr_lines o",
+    ),
+}  # fmt: skip
+
+
+def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
+    x, text, score, key, ids, table = _ARMS[item]
+    clauses, params = [], []
+    if f.cluster_id is not None:
+        if f.cluster_id >= 0:  # members' texts: an index lookup when the catalog indexes texts
+            clauses.append(f"{text} IN (SELECT cm.text FROM cluster_members cm WHERE cm.cluster_id = ?)")
+        else:
+            clauses.append("COALESCE(m.cluster_id, -1) = ?")
+        params.append(int(f.cluster_id))
+    if f.image_id:
+        clauses.append(f"{x}.image_id = ?")
+        params.append(f.image_id)
+    if f.has_text is not None:
+        clauses.append(("" if f.has_text else "NOT ") + f"EXISTS (SELECT 1 FROM ocr_lines t WHERE t.image_id = {x}.image_id)")
+    if f.min_confidence > 0.0:
+        clauses.append("COALESCE(m.probability, 0.0) >= ?")
+        params.append(float(f.min_confidence))
+    if f.max_confidence < 1.0:
+        clauses.append("COALESCE(m.probability, 0.0) <= ?")
+        params.append(float(f.max_confidence))
+    if f.text_search and f.text_search.strip():
+        clauses.append(f"{x}.image_id IN (SELECT s.image_id FROM ocr_lines s WHERE s.text LIKE ? ESCAPE '\\')")
+        params.append(_like(f.text_search.strip()))
+    if f.label and f.label.strip():
+        # a superset of 'machine or final label is LABEL', cheap to test; the exact test is outside
+        clauses.append(
+            f"({text} IN (SELECT lm.text FROM cluster_members lm JOIN clusters lc ON lc.cluster_id = lm.cluster_id "
+            f"WHERE lm.cluster_id >= 0 AND lower(lc.label) = lower(?)) OR lower({text}) = lower(?) "
+            f"OR {x}.image_id IN (SELECT lv.image_id FROM reviews lv WHERE lower(lv.label) = lower(?)))"
+        )
+        params += [f.label.strip()] * 3
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql = f"""SELECT {x}.image_id AS image_id, '{item}' AS item, {ids}, {x}.bbox AS bbox, {text} AS text,
+               {score} AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
+               CASE WHEN m.cluster_id >= 0 THEN c.label ELSE {text} END AS machine_label,
+               COALESCE(m.probability, 0.0) AS confidence, {x}.image_id || {key} AS item_key
+        FROM {table} LEFT JOIN cluster_members m ON m.text = {text} LEFT JOIN clusters c ON c.cluster_id = m.cluster_id{where}"""
+    return sql, params
+
+
+def _needs_reviews(f: ItemFilter) -> bool:
+    """Whether the filter looks at review state (so reviews must be joined before paging)."""
+    return f.unreviewed_only or bool(f.label and f.label.strip())
+
+
+def _arms_sql(f: ItemFilter) -> tuple[list[str], list]:
+    arms, params = [], []
+    for item in ("region", "text"):
+        if f.item in (None, item):
+            sql, p = _arm(item, f)
+            arms.append(sql)
+            params += p
+    return arms, params
+
+
+_REVIEWED_COLUMNS = """i.image_id AS image_id, i.item AS item, i.region_id AS region_id, i.line_no AS line_no,
+               i.bbox AS bbox, i.text AS text, i.score AS score, i.cluster_id AS cluster_id,
+               i.machine_label AS machine_label, i.confidence AS confidence, v.status AS review_status,
+               v.label AS review_label, {final} AS final_label"""
+
+
+def _items_sql(f: ItemFilter) -> tuple[str, list]:
+    """SELECT of the items matching ``f`` with final_annotations' columns (no order, no limit)."""
+    arms, params = _arms_sql(f)
+    outer = []
+    if f.unreviewed_only:
+        outer.append("v.status IS NULL")
+    if f.label and f.label.strip():
+        outer.append("(lower(i.machine_label) = lower(?) OR lower(" + _FINAL_LABEL + ") = lower(?))")
+        params += [f.label.strip()] * 2
+    where = (" WHERE " + " AND ".join(outer)) if outer else ""
+    sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL)}
+        FROM ({" UNION ALL ".join(arms)}) i LEFT JOIN reviews v ON v.item_key = i.item_key{where}"""
+    return sql, params
+
+
+_FINAL_LABEL = (
+    "CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label WHEN v.status = 'rejected' THEN NULL ELSE i.machine_label END"
+)
+
+
+def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: int = 20, order: str = "confidence") -> list[dict]:
+    """One page of items (regions and OCR lines) matching the filter, with their image's path.
+
+    When the filter does not look at reviews, the items are ordered and cut to the page first and
+    only the page's items are looked up in the reviews."""
+    order_sql = ITEM_ORDERS[order]
+    if _needs_reviews(f):
+        sql, params = _items_sql(f)
+        page_sql = f"SELECT * FROM ({sql}) ORDER BY {order_sql} LIMIT ? OFFSET ?"
+    else:
+        arms, params = _arms_sql(f)
+        page_sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL)}
+            FROM (SELECT * FROM ({" UNION ALL ".join(arms)}) ORDER BY {order_sql} LIMIT ? OFFSET ?) i
+            LEFT JOIN reviews v ON v.item_key = i.item_key"""
+    rows = conn.execute(
+        f"""
+        SELECT p.*, (SELECT MIN(q.path) FROM paths q WHERE q.image_id = p.image_id) AS path
+        FROM ({page_sql}) p ORDER BY {order_sql}
+        """,
+        (*params, int(limit), int(offset)),
+    ).fetchall()
+    return [{**dict(r), "bbox": _bbox(r["bbox"])} for r in rows]
+
+
+def count_items(conn: sqlite3.Connection, f: ItemFilter) -> int:
+    """How many items match (each arm counted on its own when reviews do not matter, so SQLite
+    can drop the joins nothing filters on)."""
+    if _needs_reviews(f):
+        sql, params = _items_sql(f)
+        return conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+    total = 0
+    for item in ("region", "text"):
+        if f.item in (None, item):
+            sql, params = _arm(item, f)
+            total += conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
+    return total
+
+
+def cluster_item_keys(conn: sqlite3.Connection, cluster_id: int) -> list[dict]:
+    """Every item of one cluster (for the cluster-wide accept/rename), with its review state."""
+    sql, params = _items_sql(ItemFilter(cluster_id=cluster_id))
+    rows = conn.execute(f"SELECT image_id, region_id, line_no, machine_label, review_status FROM ({sql}) ORDER BY {_ITEM_KEY}", params)
+    return [dict(r) for r in rows]
+
+
+# ---------------------------------------------------------------------------------- images
+
+
+def image_paths(conn: sqlite3.Connection, image_ids: list[str]) -> dict[str, dict]:
+    """path (the first of its copies), width, height, status of some images."""
+    if not image_ids:
+        return {}
+    rows = conn.execute(
+        """
+        SELECT image_id, MIN(path) AS path, MAX(width) AS width, MAX(height) AS height,
+               CASE WHEN SUM(status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status
+        FROM paths WHERE image_id IN (SELECT value FROM json_each(?)) GROUP BY image_id
+        """,
+        (json.dumps(image_ids),),
+    ).fetchall()
+    return {r["image_id"]: dict(r) for r in rows}
+
+
+def image_info(conn: sqlite3.Connection, image_id: str) -> dict | None:
+    """One image: its paths, size, status and error, and its text-gate decision."""
+    row = conn.execute(
+        """
+        SELECT i.image_id, MIN(i.path) AS path, COUNT(*) AS n_paths, MAX(i.width) AS width, MAX(i.height) AS height,
+               MAX(i.format) AS format, MAX(i.bytes) AS bytes,
+               CASE WHEN SUM(i.status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status, MAX(i.error) AS error,
+               g.has_text, g.score AS gate_score, g.decision AS gate_decision, g.skip_reason, g.text_regions
+        FROM paths i LEFT JOIN gate g ON g.image_id = i.image_id
+        WHERE i.image_id = ? GROUP BY i.image_id
+        """,
+        (image_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    out = dict(row)
+    out["paths"] = [p for (p,) in conn.execute("SELECT path FROM paths WHERE image_id = ? ORDER BY path LIMIT 20", (image_id,))]
+    return out
+
+
+def image_regions(conn: sqlite3.Connection, image_id: str) -> list[dict]:
+    """The image's detection regions with label candidates, machine label and review state."""
+    sql, params = _items_sql(ItemFilter(image_id=image_id, item="region"))
+    rows = conn.execute(
+        f"""
+        SELECT f.*, r.labels, r.detector_label
+        FROM ({sql}) f JOIN regions r ON r.image_id = f.image_id AND r.region_id = f.region_id
+        ORDER BY f.region_id
+        """,
+        params,
+    ).fetchall()
+    return [{**dict(r), "bbox": _bbox(r["bbox"]), "labels": json.loads(r["labels"] or "[]")} for r in rows]
+
+
+def image_lines(conn: sqlite3.Connection, image_id: str) -> list[dict]:
+    """The image's OCR lines with language, the region holding them and their review state."""
+    sql, params = _items_sql(ItemFilter(image_id=image_id, item="text"))
+    rows = conn.execute(
+        f"""
+        SELECT f.*, o.language, o.region_id AS in_region
+        FROM ({sql}) f JOIN ocr_lines o ON o.image_id = f.image_id AND o.line_no = f.line_no
+        ORDER BY f.line_no
+        """,
+        params,
+    ).fetchall()
+    return [{**dict(r), "bbox": _bbox(r["bbox"])} for r in rows]
+
+
+_FIRST_PATH = "p.image_id IS NOT NULL AND p.path = (SELECT MIN(c.path) FROM paths c WHERE c.image_id = p.image_id)"
+
+
+def first_image(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute(f"SELECT p.image_id FROM paths p WHERE {_FIRST_PATH} ORDER BY p.path LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def neighbour_image(conn: sqlite3.Connection, image_id: str, step: int = 1) -> str | None:
+    """The next (step > 0) or previous image in path order, or None at either end."""
+    row = conn.execute("SELECT MIN(path) FROM paths WHERE image_id = ?", (image_id,)).fetchone()
+    if row is None or row[0] is None:
+        return first_image(conn)
+    op, direction = (">", "ASC") if step > 0 else ("<", "DESC")
+    found = conn.execute(
+        f"SELECT p.image_id FROM paths p WHERE p.path {op} ? AND {_FIRST_PATH} ORDER BY p.path {direction} LIMIT 1", (row[0],)
+    ).fetchone()
+    return found[0] if found else None
+
+
+def find_image(conn: sqlite3.Connection, query: str) -> str | None:
+    """An image by id (or id prefix), exact path, or the first path containing ``query``."""
+    query = query.strip()
+    if not query:
+        return None
+    row = conn.execute("SELECT image_id FROM paths WHERE path = ? AND image_id IS NOT NULL", (query,)).fetchone()
+    if row is None and len(query) >= 6 and all(c in "0123456789abcdef" for c in query.lower()):
+        row = conn.execute(
+            "SELECT image_id FROM paths WHERE image_id >= ? AND image_id < ? ORDER BY image_id LIMIT 1",
+            (query.lower(), query.lower() + "g"),
+        ).fetchone()
+    if row is None:
+        row = conn.execute(
+            "SELECT image_id FROM paths WHERE path LIKE ? ESCAPE '\\' AND image_id IS NOT NULL ORDER BY path LIMIT 1", (_like(query),)
+        ).fetchone()
+    return row[0] if row else None
+
+
+# ------------------------------------------------------------------------------------- map
+
+
+def embedding_sample(conn: sqlite3.Connection, limit: int = 3000, cluster_id: int | None = None) -> list[dict]:
+    """At most ``limit`` distinct embedded texts, a deterministic spread sample (a multiplicative
+    hash of the rowid), with their cluster and decoded vector."""
+    where, params = "", []
+    if cluster_id is not None:
+        where, params = "WHERE COALESCE(m.cluster_id, -1) = ?", [int(cluster_id)]
+    rows = conn.execute(
+        f"""
+        SELECT e.kind, e.text, e.vector, COALESCE(m.cluster_id, -1) AS cluster_id,
+               COALESCE(c.label, 'unclustered') AS label, COALESCE(m.count, 0) AS count
+        FROM embeddings e
+        LEFT JOIN cluster_members m ON m.text = e.text
+        LEFT JOIN clusters c ON c.cluster_id = m.cluster_id AND m.cluster_id >= 0
+        WHERE e.rowid IN (
+            SELECT e2.rowid FROM embeddings e2 LEFT JOIN cluster_members m ON m.text = e2.text {where.replace('e.', 'e2.')}
+            ORDER BY (e2.rowid * 2654435761) % 4294967311 LIMIT ?)
+        """,
+        (*params, int(limit) * 2),
+    ).fetchall()
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["text"] in seen:  # the same text embedded in several shards
+            continue
+        seen.add(r["text"])
+        out.append({"kind": r["kind"], "text": r["text"], "cluster_id": r["cluster_id"], "label": r["label"], "count": r["count"], "vector": decode_vector(r["vector"])})
+        if len(out) >= limit:
+            break
+    return out
+
+
+def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of row vectors: PCA (numpy SVD) or UMAP when ``umap-learn`` is installed."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        return np.zeros((0, 2))
+    if method == "umap" and x.shape[0] > 15:
+        import umap  # optional; the app only offers it when importable
+
+        return np.asarray(umap.UMAP(n_components=2, random_state=seed).fit_transform(x))
+    x = x - x.mean(axis=0)
+    if x.shape[0] == 1:
+        return np.zeros((1, 2))
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    coords = x @ vt[:2].T
+    if coords.shape[1] < 2:
+        coords = np.hstack([coords, np.zeros((coords.shape[0], 2 - coords.shape[1]))])
+    # a stable orientation: the largest-magnitude coordinate of each axis is positive
+    signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
+    return coords * np.where(signs == 0, 1, signs)

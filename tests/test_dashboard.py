@@ -1,0 +1,582 @@
+"""The review dashboard: its queries against a real catalog (made by the real workflow on a tiny
+generated image set), its thumbnail cache, and the Streamlit app driven in headless Chromium
+(Debian's, through Playwright): cluster counts, an image's boxes, and an override made in the
+browser landing in the review store, the catalog and a fresh export.
+
+The browser tests skip (with the reason) only when streamlit, playwright or /usr/bin/chromium
+is missing (`.ci/install-browser.sh` installs the last two); with SHARDLENS_REQUIRE_BROWSER=1
+(CI) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, smooth_image, snakemake, text_image, write_config
+from shardlens.dashboard import queries as q
+from shardlens.dashboard.launch import CHROMIUM_ARGS, dashboard_command, guess_images_root
+from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_dir
+from shardlens.exports import export_all
+from shardlens.reviews import Review, connect_store, record_reviews
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = REPO / "docs" / "dashboard.png"
+VIEW_COLUMNS = "image_id, item, region_id, line_no, bbox, text, score, cluster_id, machine_label, confidence, review_status, review_label, final_label"
+ITEM_ORDER = "image_id, item, region_id, line_no"
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def workflow_run(tmp_path_factory) -> Path:
+    """A real run of the workflow on six small images and a broken file (one build per module)."""
+    from skimage import data
+
+    workdir = tmp_path_factory.mktemp("dashboard")
+    root = workdir / "images"
+    (root / "sub").mkdir(parents=True)
+    text_image(["OPEN 24 HOURS"]).save(root / "open.png")
+    text_image(["Main Street", "Parking"]).save(root / "sub" / "street.png")
+    Image.fromarray(data.chelsea()).save(root / "cat.jpg", quality=90)
+    Image.fromarray(data.coffee()).save(root / "sub" / "coffee.JPG", quality=90)
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")
+    smooth_image(1).save(root / "gradient.jpg", quality=90)
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    write_config(workdir, images=str(root), shards={"count": 2})
+    snakemake(workdir, "--cores", "2")
+    assert (workdir / "results" / "annotations.sqlite").exists()
+    return workdir
+
+
+def copy_catalog(src: Path, dst: Path) -> Path:
+    """A consistent copy of a WAL-mode catalog (SQLite's backup API)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    source, target = sqlite3.connect(src), sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return dst
+
+
+@pytest.fixture()
+def catalog(workflow_run, tmp_path) -> Path:
+    """A private copy of the run's catalog (tests write reviews into it)."""
+    return copy_catalog(workflow_run / "results" / "annotations.sqlite", tmp_path / "results" / "annotations.sqlite")
+
+
+def view_rows(db: Path, where: str = "", params=()) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM final_annotations {where} ORDER BY {ITEM_ORDER}", params)]
+    finally:
+        conn.close()
+
+
+def as_tuples(rows: list[dict]) -> list[tuple]:
+    import json
+
+    out = []
+    for r in rows:
+        bbox = json.dumps(r["bbox"], separators=(",", ":")) if r["bbox"] is not None else None
+        out.append((r["image_id"], r["item"], r["region_id"], r["line_no"], bbox, *(r[c] for c in VIEW_COLUMNS.split(", ")[5:])))
+    return out
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("dashboard_scale", REPO / "bench" / "dashboard_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------ queries
+
+
+@pytest.mark.slow
+def test_items_are_exactly_the_catalog_views(catalog, tmp_path):
+    conn = q.open_catalog(catalog)
+    first = conn.execute("SELECT image_id, region_id FROM regions ORDER BY image_id, region_id LIMIT 1").fetchone()
+    line = conn.execute("SELECT image_id, line_no FROM ocr_lines ORDER BY image_id, line_no LIMIT 1").fetchone()
+    conn.close()
+    assert first is not None and line is not None, "the tiny set must give regions and OCR lines"
+    record_reviews(
+        [Review(first[0], first[1], None, "relabeled", "kitten", "t"), Review(line[0], None, line[1], "rejected", None, "t")],
+        catalog, tmp_path / "store.sqlite", source="test",
+    )  # fmt: skip
+    conn = q.open_catalog(catalog)
+    sql, params = q._items_sql(q.ItemFilter())
+    mine = [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM ({sql}) ORDER BY {ITEM_ORDER}", params)]
+    conn.close()
+    assert mine == view_rows(catalog)
+    assert {r[-1] for r in mine} >= {"kitten"} and any(r[10] == "rejected" and r[12] is None for r in mine)
+
+
+@pytest.mark.slow
+def test_paging_and_filters_against_sql(catalog, tmp_path):
+    conn = q.open_catalog(catalog)
+    everything = view_rows(catalog)
+    assert q.count_items(conn, q.ItemFilter()) == len(everything) > 0
+    for order in q.ITEM_ORDERS:
+        paged = []
+        for offset in range(0, len(everything) + 2, 2):
+            page = q.item_page(conn, q.ItemFilter(), offset, 2, order=order)
+            assert len(page) <= 2
+            paged += page
+        assert sorted(as_tuples(paged)) == sorted(everything), order  # every item once, none twice
+    confidences = [r["confidence"] for r in q.item_page(conn, q.ItemFilter(), 0, 100, order="confidence")]
+    assert confidences == sorted(confidences)
+
+    def check(f: q.ItemFilter, where: str, params=()):
+        expected = view_rows(catalog, where, params)
+        got = as_tuples(q.item_page(conn, f, 0, 1000, order="image"))
+        assert got == expected, f
+        assert q.count_items(conn, f) == len(expected)
+        return expected
+
+    clusters = [cid for (cid,) in conn.execute("SELECT cluster_id FROM clusters ORDER BY cluster_id")]
+    assert clusters, "the workflow made no clusters"
+    items = {r.cluster_id: r.items for r in q.cluster_page(conn, 0, 1000)}
+    for cid in clusters:
+        assert len(check(q.ItemFilter(cluster_id=cid), "WHERE cluster_id = ?", (cid,))) == items[cid]
+    assert sum(items.values()) == len(everything)
+    label = everything[0][8]
+    check(q.ItemFilter(label=label.upper()), "WHERE lower(machine_label) = lower(?) OR lower(final_label) = lower(?)", (label, label))
+    check(q.ItemFilter(has_text=True), "WHERE image_id IN (SELECT image_id FROM ocr_lines)")
+    check(q.ItemFilter(has_text=False), "WHERE image_id NOT IN (SELECT image_id FROM ocr_lines)")
+    check(q.ItemFilter(min_confidence=0.5, max_confidence=1.0), "WHERE confidence >= 0.5")
+    check(q.ItemFilter(max_confidence=0.5), "WHERE confidence <= 0.5")
+    check(q.ItemFilter(item="text"), "WHERE item = 'text'")
+    found = check(q.ItemFilter(text_search="park"), "WHERE image_id IN (SELECT image_id FROM ocr_lines WHERE lower(text) LIKE '%park%')")
+    assert found, "OCR search found nothing for 'park' (sub/street.png reads 'Parking')"
+    check(q.ItemFilter(text_search="100%_"), "WHERE 0")  # LIKE wildcards are literal
+    # unreviewed only: a review takes the item out of the list
+    before = q.count_items(conn, q.ItemFilter(unreviewed_only=True))
+    record_reviews([Review(everything[0][0], everything[0][2], everything[0][3], "accepted", everything[0][8])], catalog, tmp_path / "s.sqlite", "test")
+    assert q.count_items(conn, q.ItemFilter(unreviewed_only=True)) == before - 1
+    check(q.ItemFilter(unreviewed_only=True), "WHERE review_status IS NULL")
+    conn.close()
+
+
+@pytest.mark.slow
+def test_clusters_page_counts_and_samples(catalog):
+    conn = q.open_catalog(catalog)
+    total = q.count_clusters(conn)
+    pages = [q.cluster_page(conn, offset, 1) for offset in range(total + 1)]
+    assert pages[-1] == [] and all(len(p) == 1 for p in pages[:-1])
+    rows = [p[0] for p in pages[:-1]]
+    assert rows == q.cluster_page(conn, 0, 100)
+    real = [r for r in rows if r.cluster_id >= 0]
+    assert [r.size for r in real] == sorted((r.size for r in real), reverse=True)
+    assert all(r.cluster_id < 0 for r in rows[len(real) :])  # 'unclustered' last
+    items = dict(conn.execute("SELECT cluster_id, COUNT(*) FROM item_annotations GROUP BY cluster_id").fetchall())
+    texts = dict(conn.execute("SELECT cluster_id, COUNT(*) FROM cluster_members GROUP BY cluster_id").fetchall())
+    for r in rows:
+        assert r.items == items.get(r.cluster_id, 0), r
+        assert r.texts == texts.get(r.cluster_id, 0), r
+    samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=6)
+    for r in rows:
+        images = [s["image_id"] for s in samples[r.cluster_id]]
+        assert len(images) <= 6 and len(set(images)) == len(images) and (len(images) > 0) == (r.items > 0)
+        members = {row[0] for row in conn.execute("SELECT image_id FROM item_annotations WHERE cluster_id = ?", (r.cluster_id,))}
+        assert set(images) <= members
+        assert all(s["path"] and s["width"] for s in samples[r.cluster_id])
+    for r in rows:
+        assert len(q.cluster_item_keys(conn, r.cluster_id)) == r.items
+    conn.close()
+
+
+@pytest.mark.slow
+def test_image_detail_and_navigation(catalog):
+    conn = q.open_catalog(catalog)
+    paths = [p for (p,) in conn.execute("SELECT path FROM images ORDER BY path")]
+    seen, image_id = [], q.first_image(conn)
+    while image_id is not None:
+        seen.append(q.image_info(conn, image_id)["path"])
+        image_id = q.neighbour_image(conn, image_id, +1)
+    assert seen == paths
+    back, image_id = [], q.find_image(conn, paths[-1])
+    while image_id is not None:
+        back.append(q.image_info(conn, image_id)["path"])
+        image_id = q.neighbour_image(conn, image_id, -1)
+    assert back == paths[::-1]
+    cat = q.find_image(conn, "cat.jpg")
+    assert q.find_image(conn, cat[:10]) == cat and q.find_image(conn, "CAT") == cat and q.find_image(conn, "no such") is None
+    info = q.image_info(conn, cat)
+    assert info["gate_decision"] in ("ocr", "skip") and info["width"] > 0
+    n_regions = conn.execute("SELECT COUNT(*) FROM regions WHERE image_id = ?", (cat,)).fetchone()[0]
+    regions = q.image_regions(conn, cat)
+    assert len(regions) == n_regions > 0 and all(len(r["bbox"]) == 4 and r["labels"] for r in regions)
+    street = q.find_image(conn, "street")
+    lines = q.image_lines(conn, street)
+    assert [line["text"] for line in lines] == [t for (t,) in conn.execute("SELECT text FROM ocr_lines WHERE image_id = ? ORDER BY line_no", (street,))]
+    broken = conn.execute("SELECT image_id FROM paths WHERE path = 'broken.jpg'").fetchone()
+    if broken and broken[0]:
+        assert q.image_info(conn, broken[0])["status"] == "error"
+    conn.close()
+
+
+@pytest.mark.slow
+def test_embedding_map_sample(catalog):
+    conn = q.open_catalog(catalog)
+    n_texts = conn.execute("SELECT COUNT(DISTINCT text) FROM embeddings").fetchone()[0]
+    sample = q.embedding_sample(conn, 3000)
+    assert len(sample) == n_texts and len({s["text"] for s in sample}) == len(sample)
+    assert len(q.embedding_sample(conn, 2)) == 2
+    coords = q.project_2d(np.stack([s["vector"] for s in sample]))
+    assert coords.shape == (len(sample), 2) and np.isfinite(coords).all()
+    assert np.allclose(coords, q.project_2d(np.stack([s["vector"] for s in sample])))
+    conn.close()
+
+
+def test_queries_on_a_synthetic_catalog(tmp_path):
+    """The same checks on a bigger catalog made like the 100k benchmark's (3,000 regions)."""
+    bench = load_bench()
+    db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews.sqlite"
+    counts = bench.synthesize_catalog(db, tmp_path / "images", regions=3000, clusters=40)
+    assert counts["regions"] == 3000
+    assert bench.add_reviews(db, store, 30) == 30
+    assert q.ensure_indexes(db)
+    conn = q.open_catalog(db)
+    names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"regions_caption", "ocr_text"} <= names
+    sql, params = q._items_sql(q.ItemFilter())
+    assert [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM ({sql}) ORDER BY {ITEM_ORDER}", params)] == view_rows(db)
+    total = q.count_items(conn, q.ItemFilter())
+    assert total == counts["regions"] + counts["ocr_lines"]
+    keys = set()
+    for offset in range(0, total, 500):
+        keys |= {(r["image_id"], r["item"], r["region_id"], r["line_no"]) for r in q.item_page(conn, q.ItemFilter(), offset, 500)}
+    assert len(keys) == total
+    biggest = q.cluster_page(conn, 0, 1)[0]
+    assert q.count_items(conn, q.ItemFilter(cluster_id=biggest.cluster_id)) == biggest.items
+    assert q.count_items(conn, q.ItemFilter(unreviewed_only=True)) == total - 30
+    assert len(q.embedding_sample(conn, 100)) == 100
+    conn.close()
+
+
+def test_thumbnail_cache(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    text_image(["EXIT"], size=(800, 300)).save(root / "exit.png")
+    cache = ThumbnailCache(tmp_path / "thumbs", root)
+    plain = cache.get("ab" * 32, "exit.png", 200, (), 800, 300)
+    assert plain.parent.name == "ab" and Image.open(plain).size == (200, 75)
+    mtime = plain.stat().st_mtime_ns
+    assert cache.get("ab" * 32, "exit.png", 200, (), 800, 300) == plain and plain.stat().st_mtime_ns == mtime
+    boxed = cache.get("ab" * 32, "exit.png", 200, [Box((40, 40, 200, 90), "EXIT")], 800, 300)
+    relabeled = cache.get("ab" * 32, "exit.png", 200, [Box((40, 40, 200, 90), "way out")], 800, 300)
+    assert len({plain, boxed, relabeled}) == 3
+    pixels = np.asarray(Image.open(boxed).convert("RGB")).astype(int)
+    assert (np.abs(pixels - np.asarray(Image.open(plain).convert("RGB")).astype(int)).sum(axis=2) > 60).any()  # a box is drawn
+    missing = cache.get("cd" * 32, "gone.png", 128, [Box((0, 0, 10, 10), "x")], 640, 480)
+    assert missing.name.endswith("-missing.jpg") and Image.open(missing).size == (128, 96)
+    nowhere = ThumbnailCache(tmp_path / "t2", None).get("ef" * 32, "exit.png", 64, (), 800, 300)
+    assert nowhere.name.endswith("-missing.jpg")
+    assert default_cache_dir(tmp_path / "results" / "annotations.sqlite") == (tmp_path / "results" / ".thumbnails").resolve()
+
+
+def test_launch_command_and_images_root(tmp_path):
+    cmd = dashboard_command(tmp_path / "a.sqlite", tmp_path / "r.sqlite", port=9999)
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("app.py")
+    flags = dict(zip(cmd[5 : cmd.index("--")][::2], cmd[5 : cmd.index("--")][1::2]))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "9999"
+    assert flags["--server.headless"] == "true" and flags["--browser.gatherUsageStats"] == "false"
+    assert cmd[cmd.index("--") + 1 :][:2] == ["--db", str((tmp_path / "a.sqlite").resolve())]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("images: pics\n")
+    assert guess_images_root(tmp_path / "results" / "annotations.sqlite") == tmp_path / "pics"
+
+
+# ------------------------------------------------------------------------------ browser
+
+
+def browser_or_skip() -> None:
+    missing = [name for name in ("streamlit", "playwright") if importlib.util.find_spec(name) is None]
+    if not CHROMIUM.exists():
+        missing.append(str(CHROMIUM))
+    if missing:
+        reason = f"dashboard browser test needs {', '.join(missing)} (pip install -e '.[ui]'; .ci/install-browser.sh)"
+        if os.environ.get("SHARDLENS_REQUIRE_BROWSER") == "1":  # CI: a missing browser is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(workflow_run, tmp_path_factory):
+    """The dashboard on a copy of the run's catalog, on a free port of 127.0.0.1."""
+    browser_or_skip()
+    work = tmp_path_factory.mktemp("app")
+    db = copy_catalog(workflow_run / "results" / "annotations.sqlite", work / "results" / "annotations.sqlite")
+    store = work / "reviews" / "reviews.sqlite"
+    port = free_port()
+    log = (work / "streamlit.log").open("w")
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", HOME=str(work))
+    proc = subprocess.Popen(
+        dashboard_command(db, store, port=port, images=workflow_run / "images"),
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=work,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, 9) if proc.poll() is None else None
+            pytest.fail(f"dashboard did not start:\n{(work / 'streamlit.log').read_text()[-4000:]}")
+        time.sleep(0.2)
+    yield {"url": url, "db": db, "store": store, "work": work, "images": workflow_run / "images", "log": work / "streamlit.log"}
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+        context = p.chromium.launch_persistent_context(
+            profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900}
+        )
+        context.set_default_timeout(60_000)
+        yield context
+        context.close()
+
+
+def wait_idle(page) -> None:
+    """Until the script run has finished (Streamlit renders a page progressively while it runs)."""
+    page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached")
+
+
+def open_page(browser, url: str):
+    page = browser.new_page()
+    page.goto(url)
+    page.locator("[data-testid='stSidebar']").wait_for()
+    page.locator("[data-testid='stMain'] h3").first.wait_for()  # the view's heading: its run has started
+    wait_idle(page)
+    return page
+
+
+def no_exception(page) -> None:
+    errors = page.locator("[data-testid='stException']")
+    assert errors.count() == 0, errors.first.inner_text()
+
+
+@pytest.mark.slow
+def test_browser_cluster_list_counts(app, browser):
+    conn = sqlite3.connect(app["db"])
+    expected = conn.execute(
+        """SELECT c.cluster_id, c.size, (SELECT COUNT(*) FROM item_annotations a WHERE a.cluster_id = c.cluster_id),
+                  (SELECT COUNT(*) FROM cluster_members m WHERE m.cluster_id = c.cluster_id)
+           FROM clusters c ORDER BY c.cluster_id < 0, c.size DESC, c.cluster_id LIMIT 10"""
+    ).fetchall()
+    conn.close()
+    page = open_page(browser, app["url"])
+    page.wait_for_function("n => document.querySelectorAll('.sl-cluster').length >= n", arg=len(expected))
+    page.locator("[data-testid='stImage'] img").first.wait_for()
+    no_exception(page)
+    shown = [
+        tuple(int(el.get_attribute(f"data-{name}")) for name in ("cluster-id", "size", "items", "texts"))
+        for el in page.locator(".sl-cluster").all()
+    ]
+    assert shown == expected and len(shown) > 1
+    for el, (cid, size, items, texts) in zip(page.locator(".sl-cluster").all(), expected):
+        assert f"{items:,} items" in el.inner_text() and f"size {size:,}" in el.inner_text()
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_image_view_shows_boxes(app, browser):
+    conn = q.open_catalog(app["db"])
+    cat = q.find_image(conn, "cat.jpg")
+    n_regions = conn.execute("SELECT COUNT(*) FROM regions WHERE image_id = ?", (cat,)).fetchone()[0]
+    n_lines = conn.execute("SELECT COUNT(*) FROM ocr_lines WHERE image_id = ?", (cat,)).fetchone()[0]
+    gate = conn.execute("SELECT decision, skip_reason FROM gate WHERE image_id = ?", (cat,)).fetchone()
+    conn.close()
+    page = open_page(browser, f"{app['url']}/?view=image&image={cat}")
+    page.locator(".sl-regions").wait_for(state="attached")
+    page.locator("[data-testid='stTable']").first.wait_for()
+    no_exception(page)
+    assert page.locator(".sl-regions").get_attribute("data-count") == str(n_regions)
+    assert page.locator(".sl-gate").get_attribute("data-decision") == gate[0]
+    assert page.locator(".sl-gate").get_attribute("data-skip-reason") == (gate[1] or "")
+    image = page.locator("[data-testid='stImage'] img").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert f"{n_regions} regions, {n_lines} OCR lines" in page.locator("[data-testid='stImage']").first.inner_text()
+    table = page.locator("[data-testid='stTable']").first
+    assert table.locator("tbody tr").count() == n_regions
+    # the drawn image came from the thumbnail cache, with the boxes drawn (not the plain key)
+    drawn = list((app["db"].parent / ".thumbnails" / cat[:2]).glob(f"{cat}-1024-*.jpg"))
+    assert drawn and not any(p.stem.endswith("plain1") for p in drawn)
+    for region in range(n_regions):
+        button = page.get_by_role("button", name=f"Relabel region {region}")
+        button.wait_for()
+        assert button.count() == 1
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_relabel_lands_in_store_catalog_and_export(app, browser, tmp_path):
+    conn = q.open_catalog(app["db"])
+    cat = q.find_image(conn, "cat.jpg")
+    conn.close()
+    page = open_page(browser, f"{app['url']}/?view=image&image={cat}")
+    page.get_by_label("New label for region 0").fill("tabby cat")
+    page.get_by_role("button", name="Relabel region 0").click()
+    page.get_by_text("relabeled region 0: 1 review(s) recorded").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    key = f"{cat}/region/0"
+    store = connect_store(app["store"])
+    row = store.execute("SELECT status, label, source, reviewer FROM reviews WHERE item_key = ?", (key,)).fetchone()
+    store.close()
+    assert row[:3] == ("relabeled", "tabby cat", "dashboard") and row[3]
+    catalog = sqlite3.connect(app["db"])
+    assert catalog.execute("SELECT status, label FROM reviews WHERE item_key = ?", (key,)).fetchone() == ("relabeled", "tabby cat")
+    catalog.close()
+    paths = export_all(app["db"], tmp_path / "export")
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text(encoding="utf-8"))))
+    exported = [r for r in rows if r["image_id"] == cat and r["region_id"] == "0"]
+    assert len(exported) == 1 and exported[0]["final_label"] == "tabby cat" and exported[0]["review_status"] == "relabeled"
+    # the page shows it too (after the rerun), and the box label is redrawn
+    page.locator("[data-testid='stTable']").first.get_by_text("tabby cat").wait_for()
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_accept_and_next_with_one_key(app, browser):
+    page = open_page(browser, f"{app['url']}/?view=review")
+    page.get_by_text("Item 1 of").wait_for()
+    first = page.locator("[data-testid='stDataFrame']").first
+    first.wait_for()
+    n_before = sqlite3.connect(app["store"]).execute("SELECT COUNT(*) FROM reviews").fetchone()[0] if app["store"].exists() else 0
+    page.locator("h3").first.click()  # focus the page, not an input
+    page.keyboard.press("a")
+    page.get_by_text("Item 2 of").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    store = sqlite3.connect(app["store"])
+    accepted = store.execute("SELECT COUNT(*) FROM reviews WHERE status = 'accepted' AND source = 'dashboard'").fetchone()[0]
+    n_after = store.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
+    store.close()
+    assert accepted >= 1 and n_after == n_before + 1
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_screenshot_for_readme(app, browser, tmp_path):
+    """docs/dashboard.png: the review queue (image with its box, 'Accept & next', the item list).
+    Written when missing or with SHARDLENS_UPDATE_SCREENSHOT=1, else into the test's folder."""
+    page = open_page(browser, f"{app['url']}/?view=review")
+    page.get_by_text("Item 1 of").wait_for()
+    page.locator("[data-testid='stDataFrame']").first.wait_for()
+    image = page.locator("[data-testid='stImage'] img").first
+    image.wait_for()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    page.wait_for_timeout(500)  # the data grid paints after it is attached
+    no_exception(page)
+    png = Image.open(io.BytesIO(page.screenshot()))
+    small = png.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+    target = SCREENSHOT if (not SCREENSHOT.exists() or os.environ.get("SHARDLENS_UPDATE_SCREENSHOT") == "1") else tmp_path / "dashboard.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    small.save(target, optimize=True)
+    assert target.stat().st_size < 400_000
+    page.close()
+
+
+# ----------------------------------------------------------- the app without a browser
+
+
+def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
+    """The app's script run by Streamlit's AppTest on a synthetic catalog: every view renders;
+    'Accept & next', a cluster rename and a relabel go through record_reviews."""
+    if importlib.util.find_spec("streamlit") is None:
+        if os.environ.get("SHARDLENS_REQUIRE_BROWSER") == "1":
+            pytest.fail("streamlit is not installed (pip install -e '.[ui]')")
+        pytest.skip("streamlit is not installed (pip install -e '.[ui]')")
+    from streamlit.testing.v1 import AppTest
+
+    bench = load_bench()
+    db, store, images = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite", tmp_path / "images"
+    bench.synthesize_catalog(db, images, regions=600, clusters=12)
+    for name, value in (("SHARDLENS_DB", db), ("SHARDLENS_REVIEWS", store), ("SHARDLENS_IMAGES", images)):
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(sys, "argv", ["app.py"])
+    at = AppTest.from_file(str(REPO / "shardlens" / "dashboard" / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    cards = [m.value for m in at.markdown if 'class="sl-cluster"' in m.value]
+    assert len(cards) == 10
+    for view in ("Review queue", "Image", "Map", "Clusters"):
+        at.radio(key="view").set_value(view).run()
+        assert not at.exception, (view, at.exception)
+
+    def stored() -> dict[str, tuple]:
+        if not store.exists():
+            return {}
+        conn = sqlite3.connect(store)
+        try:
+            return {k: (s, label) for k, s, label in conn.execute("SELECT item_key, status, label FROM reviews")}
+        finally:
+            conn.close()
+
+    # rename the largest cluster: every one of its items is relabeled
+    conn = q.open_catalog(db)
+    top = q.cluster_page(conn, 0, 1)[0]
+    conn.close()
+    at.text_input(key=f"rename-{top.cluster_id}").input("automobile")
+    next(b for b in at.button if b.label == "Rename cluster").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert sum(1 for s in stored().values() if s == ("relabeled", "automobile")) == top.items
+    # the queue, unreviewed only: Accept & next records one review and the next item moves up
+    at.radio(key="view").set_value("Review queue").run()
+    at.checkbox(key="f_unreviewed").check().run()
+    conn = q.open_catalog(db)
+    remaining = q.count_items(conn, q.ItemFilter(unreviewed_only=True))
+    first = q.item_page(conn, q.ItemFilter(unreviewed_only=True), 0, 1)[0]
+    conn.close()
+    assert any(f"Review queue ({remaining:,} items)" in m.value for m in at.markdown)
+    at.button(key="q_accept").click().run()
+    assert not at.exception, at.exception
+    key = f"{first['image_id']}/region/{first['region_id']}" if first["region_id"] is not None else f"{first['image_id']}/line/{first['line_no']}"
+    assert stored()[key] == ("accepted", first["machine_label"])
+    assert any(f"Review queue ({remaining - 1:,} items)" in m.value for m in at.markdown)
+    # relabel the current item from the queue's form
+    at.text_input(key="q_label").input("something else")
+    next(b for b in at.button if b.label == "Relabel & next").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert sum(1 for s in stored().values() if s == ("relabeled", "something else")) == 1
