@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The dependency stamp changes whenever pyproject.toml does, so a shared venv is rebuilt then.
 DEPS_STAMP := $(VENV)/.deps-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup demo test
+.PHONY: setup demo test paddle-venv
 
 setup: $(DEPS_STAMP)
 	@# the package itself, editable from this checkout (cheap; done every time so a shared venv follows the checkout)
@@ -26,3 +26,7 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -ra
+
+# A separate environment for `ocr.engine: paddleocr` (path: SHARDLENS_PADDLE_VENV, default .venv-paddle)
+paddle-venv:
+	bash .ci/setup-paddle-venv.sh

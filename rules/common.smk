@@ -110,6 +110,13 @@ def review_import_name():
     return Path(path).stem if path else "none"
 
 
+def ocr_environment():
+    """PaddleOCR has its own environment (another OpenCV build than rapidocr's)."""
+    if config["ocr"]["engine"] == "paddleocr":
+        return "../envs/ocr-paddle.yaml"
+    return "../envs/ocr.yaml"
+
+
 def model_fingerprint(stage):
     """sha256 over the weight files a stage uses: in params, so a new model re-runs the stage."""
     return stage_fingerprint(config, stage)

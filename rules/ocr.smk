@@ -36,10 +36,10 @@ rule ocr:
     benchmark:
         "benchmarks/ocr/{shard}.tsv"
     conda:
-        "../envs/ocr.yaml"
+        ocr_environment()
     threads: 2
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
         runtime=60,
     params:
         images=config["images"],

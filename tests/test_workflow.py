@@ -115,3 +115,25 @@ def test_swapping_the_detector_reruns_only_detect_and_dependants(tmp_path, tiny_
     manifest = json.loads((workdir / "cache" / "manifest.json").read_text())
     assert manifest["models"]["detector"]["backend"] == "owlv2"
     assert planned_jobs(workdir) == {}
+
+
+def test_switching_the_ocr_engine_reruns_only_ocr_and_dependants(tmp_path, tiny_images):
+    """Both OCR backends in one workflow: rapidocr in the main environment, then paddleocr in its
+    own (the OCR job talks to a worker in the paddle venv)."""
+    from test_paddle_ocr import paddle_python
+
+    paddle_python()  # skips with the reason when the paddle venv is absent (CI creates it)
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 2})
+    snakemake(workdir, "--cores", "2")
+    n = len(shards_of(workdir))
+    write_config(workdir, images=str(tiny_images), shards={"count": 2}, ocr={"engine": "paddleocr"})
+    assert planned_jobs(workdir) == {"ocr": n, "embed": n, **AGGREGATE}
+    snakemake(workdir, "--cores", "2")
+    db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
+    sources = {row[0].split(":")[0].split("-")[0] for row in db.execute("SELECT DISTINCT source FROM ocr_lines")}
+    assert sources == {"paddleocr"}
+    texts = {row[0] for row in db.execute("SELECT text FROM ocr_lines")}
+    assert {"OPEN 24 HOURS", "Main Street"} <= texts, texts
+    manifest = json.loads((workdir / "cache" / "manifest.json").read_text())
+    assert manifest["models"]["ocr"]["backend"] == "paddleocr"

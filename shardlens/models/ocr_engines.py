@@ -112,7 +112,21 @@ class RapidOCREngine:
         return lines
 
 
-OCR_ENGINES = {"rapidocr": RapidOCREngine}
+def _paddleocr_engine(**options) -> OCREngine:
+    """In-process where paddleocr imports (its conda env or the paddle venv), else a worker
+    process in the paddle venv (PaddlePaddle needs another OpenCV build than rapidocr)."""
+    import importlib.util
+
+    if importlib.util.find_spec("paddleocr") is not None:
+        from .paddle_ocr import PaddleOCREngine
+
+        return PaddleOCREngine(**options)
+    from .paddle_bridge import PaddleBridgeEngine
+
+    return PaddleBridgeEngine(**options)
+
+
+OCR_ENGINES = {"rapidocr": RapidOCREngine, "paddleocr": _paddleocr_engine}
 
 
 def make_ocr_engine(engine: str, **options) -> OCREngine:
@@ -127,4 +141,8 @@ def ocr_weight_files(engine: str) -> dict[str, Path]:
     """Weight files of an engine without loading it (for Snakemake params and the manifest)."""
     if engine == "rapidocr":
         return {role: rapidocr_model(name) for role, name in RAPIDOCR_MODEL_FILES.items()}
+    if engine == "paddleocr":
+        from .paddle_models import paddle_weight_files
+
+        return paddle_weight_files()
     raise ValueError(f"unknown OCR engine {engine!r}; available: {', '.join(sorted(OCR_ENGINES))}")

@@ -85,7 +85,9 @@ class PaddleOCREngine:
             text_rec_score_thresh=text_score,
             device="cpu",
             engine="paddle_static",
-            enable_mkldnn=False,  # oneDNN kernels: crashes/slow first runs on some CPUs; plain CPU here
+            # oneDNN on: paddlepaddle 3.3.1 fails in the first det run with "(Unimplemented)
+            # ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<pir::DoubleAttribute>]"
+            enable_mkldnn=False,
             cpu_threads=max(1, threads),
         )
         self.source = paddle_source()

