@@ -46,3 +46,23 @@ rule catalog:
         reviews=REVIEWS_DB,
     script:
         "../scripts/catalog.py"
+
+
+rule ingest_report:
+    input:
+        db=DATABASE,
+        listing_skipped=LISTING_SKIPPED,
+    output:
+        INGEST_REPORT,
+    log:
+        "logs/ingest_report.log",
+    benchmark:
+        "benchmarks/ingest_report.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/ingest_report.py"

@@ -5,8 +5,9 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from shardlens.images import Limits, list_images
+from shardlens.images import list_images
 from shardlens.models.registry import stage_fingerprint
+from shardlens.report import write_listing_skipped
 from shardlens.shards import plan_shards, shard_count_for, write_listings
 from shardlens.stages import SHARD_STAGES
 
@@ -16,9 +17,8 @@ CACHE = "cache"
 DEMO_DIR = "resources/demo"
 DATABASE = config["catalog"]["database"]
 REVIEWS_DB = config["reviews"]["database"]
-LIMITS = Limits(
-    max_bytes=config["limits"]["max_bytes"], max_pixels=config["limits"]["max_pixels"]
-)
+LISTING_SKIPPED = f"{CACHE}/listing_skipped.tsv"
+INGEST_REPORT = "results/ingest_report.csv"
 
 
 wildcard_constraints:
@@ -33,6 +33,7 @@ localrules:
     catalog,
     export,
     import_reviews,
+    ingest_report,
 
 
 _shard_plan = None
@@ -49,13 +50,16 @@ def shard_plan():
         if uses_demo_images():
             checkpoints.demo_images.get()
         listing = config["listing"]
+        skipped = []
         images = list_images(
             config["images"],
             extensions=listing["extensions"],
             list_file=listing["list_file"],
             follow_symlinks=listing["follow_symlinks"],
             allow_outside_root=listing["allow_outside_root"],
+            skipped=skipped,
         )
+        write_listing_skipped(skipped, LISTING_SKIPPED)
         if not images:
             raise WorkflowError(
                 f"no images found under {config['images']!r} with extensions "
@@ -88,7 +92,12 @@ def all_shard_outputs(wildcards=None):
 
 
 def final_outputs(wildcards=None):
-    return [f"{CACHE}/manifest.json", DATABASE, "results/annotations.csv"]
+    return [
+        f"{CACHE}/manifest.json",
+        DATABASE,
+        "results/annotations.csv",
+        INGEST_REPORT,
+    ]
 
 
 def existing_reviews_store(wildcards=None):
@@ -120,3 +129,27 @@ def ocr_environment():
 def model_fingerprint(stage):
     """sha256 over the weight files a stage uses: in params, so a new model re-runs the stage."""
     return stage_fingerprint(config, stage)
+
+
+def remove_stale_temporaries():
+    """Temporary files of jobs killed by SIGKILL or a power loss, which never reached their
+    rename; the lock this run holds means no other run is writing them."""
+    for stale in Path(CACHE).glob("*/.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def print_ingest_summary():
+    """The run's last line: how many files were processed, skipped and failed."""
+    log = Path("logs/ingest_report.log")
+    lines = log.read_text().splitlines() if log.exists() else []
+    human = [line for line in lines if line.startswith("ingest:")]
+    if human:
+        print(human[-1])
+
+
+onstart:
+    remove_stale_temporaries()
+
+
+onsuccess:
+    print_ingest_summary()

@@ -19,5 +19,6 @@ rule ingest:
     params:
         images=config["images"],
         limits=config["limits"],
+        allow_outside_root=config["listing"]["allow_outside_root"],
     script:
         "../scripts/ingest.py"

@@ -10,4 +10,5 @@ run_shard(
     output=snakemake.output[0],
     shard=snakemake.wildcards.shard,
     limits=Limits(**snakemake.params.limits),
+    allow_outside_root=snakemake.params.allow_outside_root,
 )

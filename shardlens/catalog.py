@@ -12,8 +12,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+from .adapters import CacheAdapter, known_adapters
 from .reviews import STORE_DDL, mirror_reviews
-from .records import file_digest, load_schema, read_jsonl, schema_hash
+from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash
 from .stages import AGGREGATES, SHARD_STAGES
 
 # record kind -> (table, primary key). Every stage table also has a 'shard' column.
@@ -25,9 +26,13 @@ STAGE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "embedding": ("embeddings", ("shard", "kind", "text")),
 }
 
-# Schema hashes this catalog can read, with the adapter that turns such a cache's records into
-# the current ones (None: already current). Reading an older cache goes through its adapter.
-SCHEMA_ADAPTERS: dict[str, str | None] = {schema_hash(): None}
+# Schema hashes this catalog can read, with the adapter that turns such a cache's manifest and
+# records into the current ones (None: already current). Reading an older cache goes through its
+# adapter, one per version (shardlens/adapters/); any other hash is refused, listing these.
+SCHEMA_ADAPTERS: dict[str, CacheAdapter | None] = {
+    schema_hash(): None,
+    **{adapter.schema_hash: adapter for adapter in known_adapters()},
+}
 
 _SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT", "array": "TEXT", "object": "TEXT"}
 
@@ -88,6 +93,8 @@ CREATE TABLE IF NOT EXISTS aggregate_files (
 );
 CREATE INDEX IF NOT EXISTS paths_image ON paths(image_id);
 CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
+CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption);
+CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text);
 -- One row per region and per OCR line with its machine label (its text's cluster; a text HDBSCAN
 -- left unclustered keeps its own words as label, cluster_id -1).
 CREATE VIEW IF NOT EXISTS item_annotations AS
@@ -199,74 +206,113 @@ def read_manifest(cache_dir: Path) -> dict:
     path = cache_dir / "manifest.json"
     if not path.exists():
         raise CatalogError(f"{path} does not exist: run `snakemake` first (the manifest rule writes it)")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    found = manifest.get("schema_hash")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{path} is not valid JSON ({exc}): delete it and run `snakemake` to remake it") from None
+    found = manifest.get("schema_hash") if isinstance(manifest, dict) else None
     if found not in SCHEMA_ADAPTERS:
-        known = ", ".join(h[:12] for h in SCHEMA_ADAPTERS)
+        known = ", ".join(
+            f"{h[:12]} ({'current, schema_version ' + str(SCHEMA_VERSION) if a is None else a.name + ': ' + a.description})"
+            for h, a in SCHEMA_ADAPTERS.items()
+        )
         raise CatalogError(
             f"{path}: schema_hash {str(found)[:12]} is not one this shardlens reads (it reads: {known}); "
             "re-run the workflow with this version, or import with the shardlens version that wrote it"
         )
+    adapter = SCHEMA_ADAPTERS[found]
+    if adapter is not None:
+        try:
+            manifest = adapter.upgrade_manifest(manifest)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogError(f"{path}: schema_hash says {adapter.name}, but the manifest does not read as one ({exc})") from None
     return manifest
 
 
 def verify_shard_files(cache_dir: Path, shard: str, entry: dict) -> None:
     """Raise if a cache file differs from what the manifest recorded (truncated, edited, missing)."""
     for stage, info in entry.items():
-        path = cache_dir / info["file"]
+        rel = Path(info["file"])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise CatalogError(f"{cache_dir / 'manifest.json'}: shard {shard} names {info['file']!r}, which is not inside the cache; refusing to read it")
+        path = cache_dir / rel
         if not path.exists():
-            raise CatalogError(f"{path} is missing but listed in the manifest: re-run `snakemake` to remake it")
+            raise CatalogError(
+                f"{path} is missing but listed in the manifest: run `snakemake --cores all --forcerun {path}` to remake it "
+                "(a plain run does not remake a deleted intermediate file while the files made from it are up to date)"
+            )
         sha, lines = file_digest(path)
         if sha != info["sha256"] or lines != info["records"]:
             raise CatalogError(
                 f"{path}: {lines} lines, sha256 {sha[:12]}; the manifest recorded {info['records']} lines, "
                 f"sha256 {info['sha256'][:12]}. The file was truncated or changed after the manifest was "
-                "written: re-run `snakemake --rerun-incomplete` to remake it"
+                f"written (Snakemake does not notice when its time stamp is unchanged): run "
+                f"`snakemake --cores all --forcerun {path}` to remake it and everything made from it"
             )
 
 
 def import_cache(cache_dir: str | Path, db_path: str | Path, log=print) -> dict:
-    """Load ``cache_dir`` into the SQLite catalog at ``db_path``; return counts of what changed."""
+    """Load ``cache_dir`` into the SQLite catalog at ``db_path``; return counts of what changed.
+
+    The whole import is one transaction: a reader, or the database after a crash or an error at
+    any point, sees the catalog as it was before or as it is after, never a mix of the two
+    caches. A second import into the same database waits for the first (busy timeout), then
+    finds the shards already loaded. Caches of older versions are read through their adapter.
+    """
     cache_dir = Path(cache_dir)
     manifest = read_manifest(cache_dir)
+    adapter = SCHEMA_ADAPTERS[manifest["schema_hash"]]
     conn = connect(db_path)
     stats = {"shards_loaded": 0, "shards_unchanged": 0, "shards_removed": 0, "rows": 0}
     try:
-        loaded = {}
-        for shard, stage, sha in conn.execute("SELECT shard, stage, sha256 FROM shard_files"):
-            loaded.setdefault(shard, {})[stage] = sha
-        total = len(manifest["shards"])
-        for n, (shard, entry) in enumerate(sorted(manifest["shards"].items()), start=1):
-            verify_shard_files(cache_dir, shard, entry)
-            if loaded.get(shard) == {stage: info["sha256"] for stage, info in entry.items()}:
-                stats["shards_unchanged"] += 1
-                continue
-            stats["rows"] += _load_shard(conn, cache_dir, shard, entry)
-            stats["shards_loaded"] += 1
-            if n % 100 == 0 or n == total:
-                log(f"import-cache: {n}/{total} shards")
-        for shard in sorted(set(loaded) - set(manifest["shards"])):
-            _replace_shard(conn, shard, {}, {})
-            stats["shards_removed"] += 1
-        for name, info in sorted(manifest.get("aggregates", {}).items()):
-            verify_shard_files(cache_dir, name, {name: info})
-            known = conn.execute("SELECT sha256 FROM aggregate_files WHERE name = ?", (name,)).fetchone()
-            if known is None or known[0] != info["sha256"]:
-                stats["rows"] += _load_aggregate(conn, cache_dir, name, info)
-        manifest_bytes = (cache_dir / "manifest.json").read_bytes()
-        conn.execute(
-            "INSERT OR IGNORE INTO runs (manifest_sha256, generated_at, schema_hash, dataset_digest, manifest) VALUES (?, ?, ?, ?, ?)",
-            (
-                hashlib.sha256(manifest_bytes).hexdigest(),
-                manifest["generated_at"],
-                manifest["schema_hash"],
-                manifest["dataset_digest"],
-                manifest_bytes.decode("utf-8"),
-            ),
-        )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise CatalogError(f"{db_path}: {exc}: another import is still writing it; run this one again when it ends") from None
+        _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     finally:
         conn.close()
     return stats
+
+
+def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log) -> None:
+    loaded = {}
+    for shard, stage, sha in conn.execute("SELECT shard, stage, sha256 FROM shard_files"):
+        loaded.setdefault(shard, {})[stage] = sha
+    total = len(manifest["shards"])
+    for n, (shard, entry) in enumerate(sorted(manifest["shards"].items()), start=1):
+        verify_shard_files(cache_dir, shard, entry)
+        if loaded.get(shard) == {stage: info["sha256"] for stage, info in entry.items()}:
+            stats["shards_unchanged"] += 1
+            continue
+        stats["rows"] += _load_shard(conn, cache_dir, shard, entry, adapter=adapter)
+        stats["shards_loaded"] += 1
+        if n % 100 == 0 or n == total:
+            log(f"import-cache: {n}/{total} shards")
+    for shard in sorted(set(loaded) - set(manifest["shards"])):
+        _replace_shard(conn, shard, {}, {})
+        stats["shards_removed"] += 1
+    for name, info in sorted(manifest.get("aggregates", {}).items()):
+        verify_shard_files(cache_dir, name, {name: info})
+        known = conn.execute("SELECT sha256 FROM aggregate_files WHERE name = ?", (name,)).fetchone()
+        if known is None or known[0] != info["sha256"]:
+            stats["rows"] += _load_aggregate(conn, cache_dir, name, info)
+    manifest_bytes = (cache_dir / "manifest.json").read_bytes()
+    conn.execute(
+        "INSERT OR IGNORE INTO runs (manifest_sha256, generated_at, schema_hash, dataset_digest, manifest) VALUES (?, ?, ?, ?, ?)",
+        (
+            hashlib.sha256(manifest_bytes).hexdigest(),
+            manifest["generated_at"],
+            manifest["schema_hash"],
+            manifest["dataset_digest"],
+            manifest_bytes.decode("utf-8"),
+        ),
+    )
 
 
 def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: dict) -> int:
@@ -278,26 +324,31 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
         clusters.append((record["cluster_id"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
         for m in record["members"]:
             members.append((m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("SAVEPOINT aggregate")
     try:
         conn.execute("DELETE FROM clusters")
         conn.execute("DELETE FROM cluster_members")
         conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?)", clusters)
         conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", members)
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
-        conn.execute("COMMIT")
+        conn.execute("RELEASE aggregate")
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK TO aggregate")
+        conn.execute("RELEASE aggregate")
         raise
     return len(clusters) + len(members)
 
 
-def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: dict) -> int:
+def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: dict, adapter: CacheAdapter | None = None) -> int:
     records: dict[str, list[dict]] = {}
     for stage, info in entry.items():
         kind = SHARD_STAGES.get(stage)
         if kind in STAGE_TABLES:
-            records[kind] = list(read_jsonl(cache_dir / info["file"], kind))
+            path = cache_dir / info["file"]
+            try:
+                records[kind] = list(read_jsonl(path, kind) if adapter is None else adapter.read(path, kind))
+            except (RecordError, KeyError, TypeError, ValueError) as exc:
+                raise CatalogError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
     if "ocr" in records and "detection" in records:
         link_lines_to_regions(records["ocr"], records["detection"])
     rows = {kind: [_row(kind, shard, r, record_columns(kind)) for r in recs] for kind, recs in records.items()}
@@ -328,8 +379,9 @@ def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
 
 
 def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]]) -> None:
-    """Swap one shard's rows in a single transaction: readers see the old shard or the new one."""
-    conn.execute("BEGIN IMMEDIATE")
+    """Swap one shard's rows in a single transaction (a savepoint inside the import's
+    transaction): readers see the old shard or the new one."""
+    conn.execute("SAVEPOINT shard")
     try:
         for kind, (table, _) in STAGE_TABLES.items():
             conn.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
@@ -345,9 +397,10 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",
             [(shard, stage, sha, n) for stage, (sha, n) in sorted(files.items())],
         )
-        conn.execute("COMMIT")
+        conn.execute("RELEASE shard")
     except BaseException:
-        conn.execute("ROLLBACK")
+        conn.execute("ROLLBACK TO shard")
+        conn.execute("RELEASE shard")
         raise
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat as stat_mod
 import struct
 import warnings
 from dataclasses import dataclass
@@ -51,13 +52,19 @@ def list_images(
     list_file: str | Path | None = None,
     follow_symlinks: bool = False,
     allow_outside_root: bool = False,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[ListedImage]:
     """List images under ``root`` (recursively, extension match case-insensitive) or from ``list_file``.
 
     A list file holds one path per line (relative to ``root``, or absolute inside it); blank lines
     and lines starting with ``#`` are ignored. Paths that leave the root (``..``, absolute paths
-    elsewhere, symlinks pointing out) are refused unless ``allow_outside_root``.
+    elsewhere) are refused unless ``allow_outside_root``; a listed symlink pointing out of the
+    root is refused by ingest (error ``permission_denied``), which resolves every path it reads.
     Returns entries sorted by path.
+
+    ``skipped``, when given, receives ``(path, reason)`` for each image-named entry the folder walk
+    leaves out (``symlink_not_followed``, ``symlink_outside_root``) and each folder it cannot read
+    (``unreadable_folder``), so a report can name them.
     """
     root = Path(root)
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
@@ -68,7 +75,9 @@ def list_images(
     else:
         if not root.is_dir():
             raise ListingError(f"images root {str(root)!r} is not a folder (set 'images' in the config)")
-        entries = list(_walk(root, exts, follow_symlinks, allow_outside_root))
+        entries = list(_walk(root, exts, follow_symlinks, allow_outside_root, skipped))
+        if skipped is not None:
+            skipped.sort()
     entries.sort(key=lambda e: e.path)
     return entries
 
@@ -117,10 +126,15 @@ def _stat_entry(root: str, rel: str) -> ListedImage:
     return ListedImage(rel, st.st_size, st.st_mtime_ns)
 
 
-def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outside_root: bool):
+def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outside_root: bool, skipped: list | None = None):
     root_real = os.path.realpath(root)
     stack = [root]
     visited_dirs: set[tuple[int, int]] = set()
+
+    def skip(path: str, reason: str) -> None:
+        if skipped is not None:
+            skipped.append((Path(os.path.relpath(path, root)).as_posix(), reason))
+
     while stack:
         folder = stack.pop()
         try:
@@ -132,22 +146,31 @@ def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outsid
             with os.scandir(folder) as it:
                 dir_entries = list(it)
         except OSError:
+            if os.fspath(folder) != os.fspath(root):
+                skip(os.fspath(folder), "unreadable_folder")
             continue
         for entry in dir_entries:
+            wanted_name = entry.name.lower().endswith(exts)
             try:
                 is_link = entry.is_symlink()
                 if entry.is_dir(follow_symlinks=follow_symlinks):
                     if is_link and not _inside(entry.path, root_real, allow_outside_root):
+                        skip(entry.path, "symlink_outside_root")
                         continue
                     stack.append(Path(entry.path))
                     continue
             except OSError:
+                # a link that cannot be resolved (a loop): list it when it looks like an image,
+                # so that ingest reports it instead of it vanishing silently
+                if wanted_name and follow_symlinks:
+                    yield ListedImage(Path(os.path.relpath(entry.path, root)).as_posix(), -1, 0)
                 continue
-            if not entry.name.lower().endswith(exts):
+            if not wanted_name:
                 continue
             rel = Path(os.path.relpath(entry.path, root)).as_posix()
             if is_link and not (follow_symlinks and _inside(entry.path, root_real, allow_outside_root)):
                 if not follow_symlinks:
+                    skip(entry.path, "symlink_not_followed")
                     continue
                 yield ListedImage(rel, -1, 0)  # points outside the root: ingest reports it
                 continue
@@ -167,32 +190,77 @@ def _inside(path: str, root_real: str, allow_outside_root: bool) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Safety limits for decoding untrusted files."""
+    """Safety limits for decoding untrusted files (config ``limits``).
+
+    ``decode_timeout_s``: ingest reads and decodes each file in a worker process and gives up on
+    a file that takes longer (error ``decode_timeout``); ``None`` decodes in-process, unguarded.
+    """
 
     max_bytes: int = 200 * 1024 * 1024
     max_pixels: int = 120_000_000
+    decode_timeout_s: float | None = 60.0
+
+
+def resolve_inside(root: Path, rel_path: str, allow_outside_root: bool = False) -> Path:
+    """``root / rel_path``, refused (``permission_denied``) when it resolves outside the root.
+
+    Listing keeps clean relative paths without resolving them (cheap for millions of entries),
+    so this is where a symlink out of the root (a list-file entry, or a link the walk listed) is
+    caught: once per file, beside the read that costs far more. Absolute paths only reach here
+    when the listing allowed them (``listing.allow_outside_root``).
+    """
+    path = root / rel_path
+    if allow_outside_root or os.path.isabs(rel_path):
+        return path
+    real = os.path.realpath(path)
+    root_real = os.path.realpath(root)
+    if real != root_real and not real.startswith(root_real + os.sep):
+        raise ImageError(
+            "permission_denied",
+            f"{rel_path} resolves to {real}, outside the images root {root_real} "
+            "(set listing.allow_outside_root: true to allow it)",
+        )
+    return path
 
 
 def read_bytes(path: Path, limits: Limits) -> bytes:
-    """Read a file's bytes or raise :class:`ImageError` with a specific reason."""
+    """Read a file's bytes or raise :class:`ImageError` with a specific reason.
+
+    The file is opened non-blocking and checked to be a regular file on the open descriptor, so
+    a named pipe or device named like an image is refused instead of blocking the job forever.
+    """
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise ImageError("not_found", f"{path} does not exist") from None
     except PermissionError:
         raise ImageError("permission_denied", f"{path}: permission denied") from None
     except OSError as exc:
-        reason = "not_found" if exc.errno == errno.ELOOP else "io_error"
+        reason = "not_found" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else "io_error"
         raise ImageError(reason, f"{path}: {exc.strerror}") from None
-    if st.st_size > limits.max_bytes:
-        raise ImageError("too_large_bytes", f"{st.st_size} bytes is over the limit of {limits.max_bytes}")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            kind = "a named pipe" if stat_mod.S_ISFIFO(st.st_mode) else "a folder" if stat_mod.S_ISDIR(st.st_mode) else "a device or socket"
+            raise ImageError("io_error", f"{path} is {kind}, not a regular file")
+        if st.st_size > limits.max_bytes:
+            raise ImageError("too_large_bytes", f"{st.st_size} bytes is over the limit of {limits.max_bytes}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, min(1 << 24, limits.max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limits.max_bytes:  # grew while we read
+                raise ImageError("too_large_bytes", f"more than {limits.max_bytes} bytes (the file grew while read)")
     except PermissionError:
         raise ImageError("permission_denied", f"{path}: permission denied") from None
     except OSError as exc:
         raise ImageError("io_error", f"{path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if not data:
         raise ImageError("empty_file", "the file is empty (0 bytes)")
     return data
@@ -201,6 +269,34 @@ def read_bytes(path: Path, limits: Limits) -> bytes:
 # Formats that need an optional decoder plugin; without it the file is 'unsupported_format'.
 PLUGIN_FORMATS = (".heic", ".heif", ".avif")
 
+# ISO-BMFF brands (bytes 8-12 after 'ftyp') of HEIF-family files, which need a plugin.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
+
+# Leading bytes of image formats: a file starting with one of these is an image that is damaged
+# ('corrupt'), not a file that is no image at all ('not_an_image').
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG2000"),
+)
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The image format a file's first bytes announce (``HEIF`` for HEIC/AVIF), or None."""
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "HEIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return name
+    return None
+
 
 def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = None, name: str = "") -> Image.Image:
     """Open, fully decode and EXIF-orient an image; raise :class:`ImageError` with a reason.
@@ -208,12 +304,19 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
     ``draft_size`` lets JPEG decode at a reduced scale (DCT scaling), much faster when only a
     small version is needed; the returned image is then smaller than the original. ``name`` (the
     file name) tells an undecodable HEIC/AVIF ('unsupported_format') from a non-image.
+
+    Pillow's decompression-bomb guard is set to ``limits.max_pixels`` for the call (its warning
+    above the limit is an error here, and it refuses outright above twice the limit before
+    reading any pixel data), then restored.
     """
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         previous_limit = Image.MAX_IMAGE_PIXELS
+        previous_warn = Image.WARN_POSSIBLE_FORMATS
         Image.MAX_IMAGE_PIXELS = limits.max_pixels
+        Image.WARN_POSSIBLE_FORMATS = True  # why each plugin refused the file, for the detail
         try:
             image = Image.open(fp)
             image.seek(0)  # animated formats: the first frame
@@ -231,19 +334,41 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageError("too_many_pixels", str(exc)) from None
         except UnidentifiedImageError:
-            if name.lower().endswith(PLUGIN_FORMATS):
+            head = source[:16] if isinstance(source, bytes) else _head(source)
+            announced = sniff_format(head)
+            if announced == "HEIF":
+                brand = head[8:12].decode("ascii", "replace")
+                raise ImageError("unsupported_format", f"HEIF-family content (brand {brand!r}); no decoder for it is installed") from None
+            if announced is None and name.lower().endswith(PLUGIN_FORMATS):
                 raise ImageError("unsupported_format", f"no decoder for {Path(name).suffix} is installed") from None
+            if announced is not None:
+                prefix = f"{announced} opening failed. "
+                why = "; ".join(
+                    str(w.message).removeprefix(prefix) for w in caught if str(w.message).startswith(prefix)
+                ) or "its decoder refused it"
+                raise ImageError("corrupt", f"a damaged {announced} file: {why}") from None
             raise ImageError("not_an_image", "no installed decoder recognises this file") from None
         except OSError as exc:
             text = str(exc)
             if "truncated" in text or "image file is truncated" in text or "broken data stream" in text:
                 raise ImageError("truncated", text) from None
             raise ImageError("corrupt", text) from None
-        except (SyntaxError, ValueError, EOFError, struct.error) as exc:
+        except (SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, ZeroDivisionError) as exc:
             raise ImageError("corrupt", f"{type(exc).__name__}: {exc}") from None
+        except MemoryError:
+            raise ImageError("too_many_pixels", "decoding needs more memory than is available") from None
         finally:
             Image.MAX_IMAGE_PIXELS = previous_limit
+            Image.WARN_POSSIBLE_FORMATS = previous_warn
     return oriented
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(16)
+    except OSError:
+        return b""
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_text_free_images_are_mostly_skipped_and_text_images_never(demo_run):
 def test_every_job_log_ends_with_a_summary_line(demo_run):
     logs = sorted((demo_run / "logs").glob("*/*.log")) + sorted((demo_run / "logs").glob("*.log"))
     stages = {p.parent.name for p in logs} | {p.stem for p in logs}
-    assert {"ingest", "gate", "ocr", "detect", "embed", "cluster", "manifest", "catalog", "export", "demo_images"} <= stages
+    assert {"ingest", "gate", "ocr", "detect", "embed", "cluster", "manifest", "catalog", "export", "demo_images", "ingest_report"} <= stages
     for log in logs:
         last = log.read_text().strip().splitlines()[-1]
         summary = json.loads(last)

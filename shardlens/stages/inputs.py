@@ -8,7 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ..images import Limits, fit_within, open_image, to_rgb_array
-from ..records import read_jsonl
+from ..records import RecordError, read_jsonl
+from ..shards import read_listing
+
+
+class IncompleteIngestError(RecordError):
+    """An ingest file that does not hold one record per path of its shard listing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +31,10 @@ def distinct_images(ingest_path: str | Path) -> list[ShardImage]:
     Identical files under several paths are processed once; the catalog keeps every path.
     Files that could not be read at all (no image_id) have nothing to process.
     """
+    records = list(read_jsonl(ingest_path, "ingest"))
+    check_covers_listing(ingest_path, records)
     seen: dict[str, ShardImage] = {}
-    for record in read_jsonl(ingest_path, "ingest"):
+    for record in records:
         image_id = record["image_id"]
         if image_id is None:
             continue
@@ -36,6 +43,39 @@ def distinct_images(ingest_path: str | Path) -> list[ShardImage]:
         if previous is None or (ok and not previous.ok):
             seen[image_id] = ShardImage(image_id, record["path"], ok, record["width"], record["height"])
     return list(seen.values())
+
+
+def check_covers_listing(ingest_path: str | Path, records: list[dict]) -> None:
+    """Raise unless the ingest file has exactly one record per path of its shard's listing.
+
+    Stage outputs are written atomically, so a shorter file was cut or edited after ingest wrote
+    it (a bad copy, a full disk, a hand edit). Snakemake takes a changed file for an edit and
+    re-runs what depends on it, which would silently drop the missing images; this check stops
+    that, naming the file. Only files in the cache layout (``.../ingest/{shard}.jsonl`` beside
+    ``.../shards/{shard}.tsv``) are checked.
+    """
+    ingest_path = Path(ingest_path)
+    listing = ingest_path.parent.parent / "shards" / f"{ingest_path.stem}.tsv"
+    if ingest_path.parent.name != "ingest" or not listing.is_file():
+        return
+    listed = read_listing(listing)
+    got = [r["path"] for r in records]
+    if sorted(listed) == sorted(got):
+        return
+    missing = sorted(set(listed) - set(got))
+    extra = sorted(set(got) - set(listed))
+    parts = []
+    if missing:
+        parts.append(f"no record for {len(missing)} listed path(s) ({', '.join(repr(p) for p in missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    if extra:
+        parts.append(f"records for {len(extra)} path(s) not in the listing ({', '.join(repr(p) for p in extra[:3])}{', ...' if len(extra) > 3 else ''})")
+    if not parts:
+        parts.append("paths recorded more than once")
+    raise IncompleteIngestError(
+        f"{ingest_path} does not match its listing {listing}: {'; '.join(parts)}. It was truncated or edited "
+        f"after ingest wrote it: run `snakemake --cores all --forcerun {ingest_path}` to remake it and everything "
+        "made from it"
+    )
 
 
 def load_rgb(root: Path, image: ShardImage, limits: Limits, max_side: int | None = None) -> np.ndarray:

@@ -1,0 +1,47 @@
+"""Compatibility adapters: reading caches written by older releases.
+
+The catalog reads a cache through the adapter registered for its manifest's ``schema_hash``
+(``shardlens.catalog.SCHEMA_ADAPTERS``): ``None`` for the current contracts, else one
+:class:`CacheAdapter` per older version. An adapter upgrades the manifest and every record to the
+current shapes; the upgraded records are validated against the current JSON Schemas, so the
+loader downstream knows a single layout. A cache whose hash has no adapter is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..records import read_jsonl, validate_record
+
+
+class CacheAdapter:
+    """Upgrades one older cache version to the current record shapes."""
+
+    name: str = ""  # short name used in messages, e.g. "phase1"
+    schema_hash: str = ""  # the schema_hash that version's manifests carry
+    description: str = ""  # one line: which release wrote it
+
+    def upgrade_manifest(self, manifest: dict) -> dict:
+        """The manifest in the current layout (``shards`` -> stage -> {file, sha256, records})."""
+        return manifest
+
+    def upgrade(self, kind: str, record: dict) -> dict | None:
+        """One record of ``kind`` (current record kind) in the current shape; None drops it."""
+        raise NotImplementedError
+
+    def read(self, path: str | Path, kind: str) -> Iterator[dict]:
+        """Records of a cache file of this version, upgraded and validated."""
+        for line_no, record in enumerate(read_jsonl(path, kind, validate=False), start=1):
+            upgraded = self.upgrade(kind, record)
+            if upgraded is None:
+                continue
+            validate_record(kind, upgraded, where=f"{path} line {line_no} (read through the {self.name} adapter)")
+            yield upgraded
+
+
+def known_adapters() -> list[CacheAdapter]:
+    """Every adapter this release ships, oldest first."""
+    from .phase1 import Phase1Adapter
+
+    return [Phase1Adapter()]

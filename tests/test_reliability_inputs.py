@@ -1,0 +1,336 @@
+"""Reliability of ingest on hostile inputs, without Snakemake: every file of a generated corpus
+gets its defined outcome, limits come from the config, a hanging or crashing decoder costs one
+file, paths cannot leave the images root, and the review import never opens a path from a CSV.
+
+The same corpus through the real workflow (and into SQLite) is in test_reliability_workflow.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image, ImageFile
+
+from badinputs import CORPUS_LIMITS, can_deny_reads, make_corpus, png_bomb, ingest_corpus_unprivileged
+from shardlens.images import ImageError, Limits, ListingError, list_images, open_image, read_bytes
+from shardlens.stages import ingest
+from shardlens.stages.ingest import IsolatedIngest, ingest_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "images"
+    return root, make_corpus(root)
+
+
+def test_every_corpus_file_gets_its_outcome(corpus, tmp_path):
+    root, cases = corpus
+    records = {r["path"]: r for r in ingest_corpus_unprivileged(root, tmp_path, CORPUS_LIMITS)}
+    assert sorted(records) == [c.path for c in cases]  # every file listed, one record each
+    for case in cases:
+        r = records[case.path]
+        got = (r["status"], r["error"])
+        assert got == (case.status, case.reason), f"{case.path!r} ({case.what}): {got} {r['error_detail']}"
+        if case.status == "ok":
+            assert (r["width"], r["height"], r["format"]) == (*case.size, case.format), case.path
+            assert r["image_id"] and r["error_detail"] is None
+        else:
+            assert r["error_detail"], case.path
+            assert str(root) not in r["error_detail"]  # records do not depend on where images live
+        if case.duplicate_of:
+            assert r["image_id"] == records[case.duplicate_of]["image_id"]
+    # read but undecodable files still carry their content hash; unreadable ones do not
+    assert records["errors/cut.jpg"]["image_id"] and records["errors/badcrc.png"]["image_id"]
+    for unread in ("links/outside.jpg", "links/loop.jpg", "odd/pipe.jpg"):
+        assert records[unread]["image_id"] is None and records[unread]["bytes"] is None
+    if can_deny_reads():
+        assert records["errors/secret.jpg"]["image_id"] is None
+
+
+def test_the_walk_skips_links_by_default_and_says_so(corpus):
+    root, cases = corpus
+    skipped: list[tuple[str, str]] = []
+    listed = [e.path for e in list_images(root, skipped=skipped)]
+    links = sorted(c.path for c in cases if c.path.startswith("links/"))
+    assert sorted(set(c.path for c in cases) - set(listed)) == links
+    assert skipped == [(p, "symlink_not_followed") for p in links]  # named like images; links/up is not
+    # followed, the folder loop (links/up -> ..) is walked once and the file loop is listed
+    followed = [e.path for e in list_images(root, follow_symlinks=True)]
+    assert sorted(followed) == [c.path for c in cases]
+
+
+def test_permission_denied_code_path(tmp_path, monkeypatch):
+    """The open failing with EACCES, without relying on file modes (root reads anything)."""
+    from shardlens import images
+
+    (tmp_path / "locked.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 100)
+    real_open = os.open
+
+    def deny(path, *args, **kwargs):
+        if str(path).endswith("locked.jpg"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.os, "open", deny)
+    record = ingest_file(tmp_path, "locked.jpg", Limits())
+    assert (record["status"], record["error"], record["image_id"]) == ("error", "permission_denied", None)
+    assert record["error_detail"] == "locked.jpg: permission denied"
+
+
+def test_pillow_bomb_guard_is_the_configured_limit():
+    """open_image hands limits.max_pixels to Pillow's guard for the call, and restores it."""
+    before = Image.MAX_IMAGE_PIXELS
+    bomb = png_bomb(1000, 1000)  # 1 M pixels declared in ~100 bytes
+    # over twice the limit: Pillow refuses while reading the header, naming the limit it was given
+    with pytest.raises(ImageError) as refused:
+        open_image(bomb, Limits(max_pixels=400_000))
+    assert refused.value.reason == "too_many_pixels" and "exceeds limit of 800000 pixels" in refused.value.detail
+    # between the limit and twice it: Pillow's DecompressionBombWarning is an error here
+    with pytest.raises(ImageError) as warned:
+        open_image(bomb, Limits(max_pixels=600_000))
+    assert warned.value.reason == "too_many_pixels" and "exceeds limit of 600000 pixels" in warned.value.detail
+    # under the limit the guard stays quiet (this header-only file then fails as truncated)
+    with pytest.raises(ImageError) as fine:
+        open_image(bomb, Limits(max_pixels=2_000_000))
+    assert fine.value.reason == "truncated"
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_limits_keys_in_the_config_schema_are_limits_fields():
+    """The ingest rule builds Limits(**config['limits']): every schema key must be a field with
+    the same default."""
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    props = schema["properties"]["limits"]["properties"]
+    defaults = Limits()
+    for key, spec in props.items():
+        assert hasattr(defaults, key), f"config limits.{key} is not a Limits field"
+        assert getattr(defaults, key) == spec["default"], key
+    assert Limits(**{k: spec["default"] for k, spec in props.items()}) == defaults
+
+
+def test_read_bytes_never_blocks_on_a_named_pipe(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")
+    started = time.monotonic()
+    with pytest.raises(ImageError) as err:
+        read_bytes(tmp_path / "pipe.png", Limits())
+    assert err.value.reason == "io_error" and "named pipe" in err.value.detail
+    assert time.monotonic() - started < 1
+
+
+# --- a decoder that hangs or crashes costs one file ---------------------------------------------
+
+
+class _StuckDecoder(ImageFile.ImageFile):
+    """A registered 'format' whose decoder never returns (HANG) or kills its process (CRSH)."""
+
+    format = "SHARDLENS_TEST"
+    format_description = "test decoder"
+
+    def _open(self):
+        self._size = (8, 8)
+        self._mode = "RGB"
+        self.tile = []
+        self.behaviour = self.fp.read(4)
+
+    def load(self):
+        if self.behaviour == b"HANG":
+            time.sleep(3600)
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+@pytest.fixture()
+def stuck_decoder():
+    Image.register_open(_StuckDecoder.format, _StuckDecoder, lambda prefix: prefix[:4] in (b"HANG", b"CRSH"))
+    yield
+    Image.OPEN.pop(_StuckDecoder.format, None)
+    if _StuckDecoder.format in Image.ID:
+        Image.ID.remove(_StuckDecoder.format)
+
+
+def _ok_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 4), (1, 2, 3)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the test decoder reaches the worker through fork")
+def test_a_hanging_or_crashing_decoder_costs_one_file(tmp_path, stuck_decoder):
+    (tmp_path / "hang.png").write_bytes(b"HANG" + b"\x00" * 60)
+    (tmp_path / "crash.png").write_bytes(b"CRSH" + b"\x00" * 60)
+    (tmp_path / "fine.png").write_bytes(_ok_png())
+    started = time.monotonic()
+    with IsolatedIngest(tmp_path, Limits(decode_timeout_s=0.5)) as worker:
+        hung = worker("hang.png")
+        after_hang = worker("fine.png")
+        crashed = worker("crash.png")
+        after_crash = worker("fine.png")
+        assert worker.restarts == 2
+    assert time.monotonic() - started < 10
+    assert (hung["status"], hung["error"]) == ("error", "decode_timeout")
+    assert "longer than 0.5 s" in hung["error_detail"]
+    assert hung["image_id"] and hung["bytes"] == 64  # read and hashed before the decoder hung
+    assert (crashed["status"], crashed["error"]) == ("error", "corrupt")
+    assert "crashed (signal 11)" in crashed["error_detail"]
+    for record in (after_hang, after_crash):
+        assert (record["status"], record["width"], record["height"]) == ("ok", 5, 4)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the test decoder reaches the worker through fork")
+def test_ingest_shard_goes_on_after_a_hang(tmp_path, stuck_decoder):
+    (tmp_path / "a_hang.png").write_bytes(b"HANG" + b"\x00" * 60)
+    (tmp_path / "b_fine.png").write_bytes(_ok_png())
+    (tmp_path / "listing.tsv").write_text("path\tsize\tmtime_ns\na_hang.png\t64\t0\nb_fine.png\t1\t0\n")
+    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits(decode_timeout_s=0.5))
+    assert (summary["ok"], summary["errors"], summary["extra"]) == (1, 1, {"worker_restarts": 1})
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert '"decode_timeout"' in lines[0] and '"status":"ok"' in lines[1]
+
+
+def test_worker_cost_in_the_common_case(tmp_path):
+    """Decoding in the worker must stay cheap: measured against in-process decoding."""
+    data = _ok_png()
+    names = [f"img{i:03d}.png" for i in range(150)]
+    for name in names:
+        (tmp_path / name).write_bytes(data)
+    started = time.perf_counter()
+    for name in names:
+        ingest_file(tmp_path, name, Limits())
+    in_process = time.perf_counter() - started
+    started = time.perf_counter()
+    with IsolatedIngest(tmp_path, Limits(decode_timeout_s=30)) as worker:
+        records = [worker(name) for name in names]
+    isolated = time.perf_counter() - started
+    assert all(r["status"] == "ok" for r in records)
+    per_file_ms = (isolated - in_process) / len(names) * 1000
+    print(f"\nworker overhead: {per_file_ms:.2f} ms/file ({in_process:.3f} s in-process, {isolated:.3f} s isolated, 150 files)")
+    assert isolated < in_process + 0.05 * len(names)  # generous: < 50 ms per file even on a loaded machine
+
+
+# --- paths cannot leave the images root ---------------------------------------------------------
+
+
+def _jpeg(path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(path, "JPEG")
+
+
+def test_list_file_cannot_escape_by_dotdot_absolute_path_or_symlink(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    _jpeg(root / "in.jpg")
+    _jpeg(tmp_path / "secret.jpg")
+    os.symlink(tmp_path / "secret.jpg", root / "link.jpg")
+    os.symlink(tmp_path, root / "outdir")
+
+    def listing(*lines: str) -> Path:
+        path = tmp_path / "list.txt"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # 1. '..'
+    with pytest.raises(ListingError, match=r"line 2: path '\.\./secret\.jpg' is outside the images root.*allow_outside_root"):
+        list_images(root, list_file=listing("in.jpg", "../secret.jpg"))
+    # 2. an absolute path elsewhere
+    with pytest.raises(ListingError, match=r"line 1: path '/.*/secret\.jpg' is outside the images root"):
+        list_images(root, list_file=listing(str(tmp_path / "secret.jpg")))
+    # an absolute path inside the root is fine, and becomes relative
+    assert [e.path for e in list_images(root, list_file=listing(str(root / "in.jpg")))] == ["in.jpg"]
+    # 3. a symlink out (the file itself, or a folder on the way): listed cheaply, refused by ingest
+    entries = list_images(root, list_file=listing("link.jpg", "outdir/secret.jpg"))
+    for entry in entries:
+        record = ingest_file(root, entry.path, Limits())
+        assert (record["error"], record["image_id"], record["bytes"]) == ("permission_denied", None, None), record
+        assert "outside the images root" in record["error_detail"] and "allow_outside_root" in record["error_detail"]
+    # allowed in the config, all three work
+    allowed = list_images(root, list_file=listing("../secret.jpg", str(tmp_path / "secret.jpg"), "link.jpg"), allow_outside_root=True)
+    assert [e.path for e in allowed] == [str(tmp_path / "secret.jpg"), "link.jpg"]  # the first two are one file
+    for entry in allowed:
+        record = ingest_file(root, entry.path, Limits(), allow_outside_root=True)
+        assert record["status"] == "ok", record
+
+
+def test_walk_does_not_follow_links_out_of_the_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    _jpeg(root / "sub" / "in.jpg")
+    (tmp_path / "outside").mkdir()
+    _jpeg(tmp_path / "outside" / "secret.jpg")
+    os.symlink(tmp_path / "outside", root / "outdir")
+    os.symlink(tmp_path / "outside" / "secret.jpg", root / "secret.jpg")
+    skipped: list[tuple[str, str]] = []
+    entries = list_images(root, follow_symlinks=True, skipped=skipped)
+    assert [e.path for e in entries] == ["secret.jpg", "sub/in.jpg"]
+    assert skipped == [("outdir", "symlink_outside_root")]
+    # the file link is listed (so it is reported), and ingest refuses it
+    assert ingest_file(root, "secret.jpg", Limits())["error"] == "permission_denied"
+    assert [e.path for e in list_images(root, follow_symlinks=True, allow_outside_root=True)] == [
+        "outdir/secret.jpg", "secret.jpg", "sub/in.jpg"
+    ]
+
+
+def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
+    from shardlens.records import write_jsonl
+    from shardlens.stages.inputs import IncompleteIngestError, distinct_images
+
+    cache = tmp_path / "cache"
+    (cache / "shards").mkdir(parents=True)
+    (cache / "shards" / "0003.tsv").write_text("path\tsize\tmtime_ns\na.png\t1\t0\nb.png\t1\t0\n")
+    record = ingest._empty_record("a.png") | {"image_id": "0" * 64, "bytes": 1, "width": 1, "height": 1, "format": "PNG"}
+    write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record, record | {"path": "b.png"}])
+    assert len(distinct_images(cache / "ingest" / "0003.jsonl")) == 1
+    write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record])  # b.png's line lost
+    with pytest.raises(IncompleteIngestError, match=r"0003\.jsonl does not match its listing .*no record for 1 listed path\(s\) \('b\.png'\).*--forcerun .*0003\.jsonl"):
+        distinct_images(cache / "ingest" / "0003.jsonl")
+
+
+# --- the review import never opens a path from the CSV ------------------------------------------
+
+
+def test_review_import_uses_image_ids_and_never_opens_csv_paths(tmp_path):
+    """reviews.py reads image_id / region_id / line_no from the CSV; its path column is never
+    used. An audit hook records every file the import opens."""
+    from shardlens import catalog, reviews
+
+    db = tmp_path / "catalog.sqlite"
+    conn = catalog.connect(db)
+    image_id = "a" * 64
+    conn.execute("INSERT INTO paths (shard, path, image_id, status) VALUES ('0000', 'x.png', ?, 'ok')", (image_id,))
+    conn.execute(
+        "INSERT INTO ocr_lines (shard, image_id, line_no, text, confidence, bbox, source) VALUES ('0000', ?, 0, 'EXIT', 0.9, '[0,0,1,1]', 't')",
+        (image_id,),
+    )
+    conn.close()
+    bait = tmp_path / "bait.png"
+    bait.write_bytes(b"never read")
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        "image_id,path,line_no,machine_label,review_status,review_label\n"
+        f"{image_id},{bait},0,EXIT,relabeled,exit sign\n"
+        f"{image_id},../../etc/passwd,0,EXIT,relabeled,exit sign\n"
+    )
+    opened: list[str] = []
+    recording = [True]
+
+    def hook(event, args):
+        if recording[0] and event in ("open", "sqlite3.connect", "os.listdir", "os.scandir"):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        written = reviews.import_review_csv(sheet, db, tmp_path / "store.sqlite")
+    finally:
+        recording[0] = False
+    assert written == 1
+    assert not any("bait" in p or "passwd" in p for p in opened), opened
+    assert {Path(p).name for p in opened if p.startswith(str(tmp_path))} <= {"sheet.csv", "catalog.sqlite", "store.sqlite"}
+    row = sqlite3.connect(tmp_path / "store.sqlite").execute("SELECT image_id, line_no, label FROM reviews").fetchone()
+    assert row == (image_id, 0, "exit sign")
