@@ -51,7 +51,7 @@ rule catalog:
 rule ingest_report:
     input:
         db=DATABASE,
-        listing_skipped=LISTING_SKIPPED,
+        listing_skipped=listing_skipped,
     output:
         INGEST_REPORT,
     log:

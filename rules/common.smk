@@ -100,6 +100,12 @@ def final_outputs(wildcards=None):
     ]
 
 
+def listing_skipped(wildcards=None):
+    """What the folder walk left out; written while listing, so list first (after the demo)."""
+    shard_plan()
+    return LISTING_SKIPPED
+
+
 def existing_reviews_store(wildcards=None):
     """The review store once someone has reviewed: new reviews then refresh the exports."""
     return [REVIEWS_DB] if os.path.exists(REVIEWS_DB) else []
