@@ -70,6 +70,11 @@ class RapidOCREngine:
                 "Global.text_score": text_score,
                 "Global.max_side_len": max_side,
                 "Det.box_thresh": box_thresh,
+                # RapidOCR's default (limit_type min, 736) enlarges every image whose short side
+                # is under 736 px before detection: 2-4x slower for the same text on our
+                # benchmarks (BENCHMARKS.md). Detect at the image's size, capped at max_side.
+                "Det.limit_type": "max",
+                "Det.limit_side_len": max_side,
                 "EngineConfig.onnxruntime.intra_op_num_threads": max(1, threads),
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             }
