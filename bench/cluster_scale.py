@@ -9,15 +9,14 @@ real collection), embedded with all-MiniLM-L6-v2 and clustered exactly as the cl
 from __future__ import annotations
 
 import argparse
-import platform
-import resource
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 
 WORKER = r"""
 import json, resource, sys, time
@@ -74,28 +73,25 @@ def measure(n: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--append", action="store_true", help="append the table to BENCHMARKS.md")
+    add_common_args(parser)
     args = parser.parse_args()
+    load_before = wait_for_quiet(args.max_load, args.max_wait)
     lines = [
-        f"### Embedding and clustering ({datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, 2 cores, CPU)",
+        "Each size in its own process (threads=2, embed batch 256); peak RSS = that process's ru_maxrss. "
+        "Clustering = PCA to 32 dims + HDBSCAN + c-TF-IDF labels, as the cluster rule runs it.",
         "",
-        f"`python bench/cluster_scale.py --texts {' '.join(map(str, args.texts))}`",
-        "",
-        "| texts | distinct | embed (s) | texts/s | cluster (s) | clusters | unclustered | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| texts | distinct | model load (s) | embed (s) | texts/s | cluster (s) | clusters | unclustered | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in args.texts:
+        log(f"{n:,} texts")
         r = measure(n)
         lines.append(
-            f"| {r['texts']:,} | {r['distinct']:,} | {r['embed_s']:.1f} | {r['distinct'] / r['embed_s']:.0f} | "
+            f"| {r['texts']:,} | {r['distinct']:,} | {r['load_s']:.1f} | {r['embed_s']:.1f} | {r['distinct'] / r['embed_s']:.0f} | "
             f"{r['cluster_s']:.1f} | {r['clusters']:,} | {r['unclustered']:,} | {r['peak_rss_mb']:.0f} |"
         )
-        print(lines[-1], flush=True)
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if args.append:
-        with (REPO / "BENCHMARKS.md").open("a") as handle:
-            handle.write("\n" + table)
+        log(lines[-1])
+    emit("Embedding and clustering at scale", command_line(), load_before, lines, append=args.append)
 
 
 if __name__ == "__main__":
