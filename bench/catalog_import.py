@@ -20,6 +20,7 @@ import hashlib
 import json
 import pstats
 import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -195,6 +196,7 @@ def main() -> None:
         lines.append(f"| {name} | {sec:.2f} | {sec / total:.0%} |")
     lines.append(f"| total (profiled) | {total:.2f} | 100% |")
     emit("Catalog import: import-cache vs a plain executemany loop", command_line(), load_before, lines, append=args.append)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -245,6 +246,7 @@ def main() -> None:
         "(photos from scikit-image, letterboxed to 416, GFL decode + NMS included in the latency).",
     ]
     emit("Runtimes: onnxruntime vs PyTorch on CPU", command_line(), load_before, lines, notes, append=args.append)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

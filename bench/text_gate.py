@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -146,6 +147,7 @@ def main() -> None:
         + (f" ({', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''})." if lost else "."),
     ]
     emit("Text gate: gate + OCR vs OCR on everything", command_line(), load_before, lines, append=args.append)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
