@@ -177,17 +177,19 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
         if t not in counts:
             continue
         prob = 0.0 if k < 0 else round(float(rng.uniform(0.6, 1.0)), 6)
-        members.append((text, k, json.dumps([kind]), counts[t], prob))
+        members.append(("text" if kind == "ocr" else "region", text, k, json.dumps([kind]), counts[t], prob))
         vector = (centres[k] if k >= 0 else rng.normal(size=DIM)) + rng.normal(scale=0.35, size=DIM)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         add("embedding", shard="0000", kind=kind, text=text, occurrences=json.dumps(occurrences[t][:50]), model="synthetic", dim=DIM, vector=encode_vector(vector))
     sizes: dict[int, int] = {}
-    for text, k, _, count, _ in members:
+    items: dict[int, str] = {}
+    for item, text, k, _, count, _ in members:
         sizes[k] = sizes.get(k, 0) + count
+        items.setdefault(k, item)
     for k, size in sizes.items():
         label = "unclustered" if k < 0 else labels[k]
         keywords = [] if k < 0 else label.lower().split()[:3]
-        cluster_rows.append((k, label, json.dumps(keywords), size))
+        cluster_rows.append((k, None if k < 0 else items[k], label, json.dumps(keywords), size))
 
     if db.exists():
         db.unlink()
@@ -198,8 +200,8 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
             marks = ", ".join("?" * len(cols[kind]))
             conn.executemany(f"INSERT INTO {table} ({', '.join(cols[kind])}) VALUES ({marks})", rows[kind])
         conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", region_labels)
-        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?)", cluster_rows)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", members)
+        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", cluster_rows)
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?)", members)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
     finally:

@@ -75,16 +75,19 @@ CREATE TABLE IF NOT EXISTS region_labels (
 );
 CREATE TABLE IF NOT EXISTS clusters (
     cluster_id INTEGER PRIMARY KEY,
+    item TEXT,
     label TEXT NOT NULL,
     keywords TEXT NOT NULL,
     size INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cluster_members (
-    text TEXT PRIMARY KEY,
+    item TEXT NOT NULL,
+    text TEXT NOT NULL,
     cluster_id INTEGER NOT NULL,
     kinds TEXT NOT NULL,
     count INTEGER NOT NULL,
-    probability REAL NOT NULL
+    probability REAL NOT NULL,
+    PRIMARY KEY (item, text)
 );
 CREATE TABLE IF NOT EXISTS aggregate_files (
     name TEXT PRIMARY KEY,
@@ -95,24 +98,23 @@ CREATE INDEX IF NOT EXISTS paths_image ON paths(image_id);
 CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
 CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption);
 CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text);
--- One row per region and per OCR line with its machine label (its text's cluster; a text HDBSCAN
--- left unclustered keeps its own words as label, cluster_id -1).
+-- One row per region and per OCR line with its machine label and its cluster. Clusters group,
+-- they never rename: a region's machine label is its own top candidate (caption), an OCR line's
+-- is its own text; cluster_id is the group of similar items (-1: unclustered).
 CREATE VIEW IF NOT EXISTS item_annotations AS
     SELECT r.image_id, 'region' AS item, r.region_id, NULL AS line_no, r.bbox, r.caption AS text,
            r.score AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
-           CASE WHEN m.cluster_id >= 0 THEN c.label ELSE r.caption END AS machine_label,
+           r.caption AS machine_label,
            COALESCE(m.probability, 0.0) AS confidence
     FROM regions r
-    LEFT JOIN cluster_members m ON m.text = r.caption
-    LEFT JOIN clusters c ON c.cluster_id = m.cluster_id
+    LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
     UNION ALL
     SELECT o.image_id, 'text', NULL, o.line_no, o.bbox, o.text, o.confidence,
            COALESCE(m.cluster_id, -1),
-           CASE WHEN m.cluster_id >= 0 THEN c.label ELSE o.text END,
+           o.text,
            COALESCE(m.probability, 0.0)
     FROM ocr_lines o
-    LEFT JOIN cluster_members m ON m.text = o.text
-    LEFT JOIN clusters c ON c.cluster_id = m.cluster_id;
+    LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text;
 -- The same with people's reviews on top: a reviewed label always wins over the machine label.
 CREATE VIEW IF NOT EXISTS final_annotations AS
     SELECT a.*, v.status AS review_status, v.label AS review_label, v.reviewer, v.reviewed_at,
@@ -321,15 +323,15 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
         raise CatalogError(f"manifest names an aggregate {name!r} this shardlens does not know")
     clusters, members = [], []
     for record in read_jsonl(cache_dir / info["file"], "cluster"):
-        clusters.append((record["cluster_id"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
+        clusters.append((record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
         for m in record["members"]:
-            members.append((m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
+            members.append((m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
     conn.execute("SAVEPOINT aggregate")
     try:
         conn.execute("DELETE FROM clusters")
         conn.execute("DELETE FROM cluster_members")
-        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?)", clusters)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", members)
+        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", clusters)
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?)", members)
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
         conn.execute("RELEASE aggregate")
     except BaseException:

@@ -1,4 +1,10 @@
-"""Machine labels: HDBSCAN over the embeddings of all distinct texts, with readable names.
+"""Machine groups: HDBSCAN over the embeddings of all distinct texts, with readable names.
+
+Clusters group; they never rename. A region keeps its own top candidate as machine label and an
+OCR line its own text; a cluster is the set of similar items a reviewer can accept or relabel in
+one go. Object labels (detection captions and candidates) and OCR texts are clustered apart, so
+that a text never names or joins an object cluster: each point belongs to one ``item`` group,
+``region`` or ``text``.
 
 Deterministic for the same input: texts are sorted, PCA is exact, HDBSCAN has no randomness.
 Identical texts are one point; a text seen ``n`` times is repeated ``min(n, min_cluster_size)``
@@ -20,6 +26,9 @@ from .vectors import decode_vector
 
 UNCLUSTERED = -1
 
+# embedding kind -> the item group its texts are clustered in (item_annotations' ``item``)
+ITEM_OF_KIND = {"caption": "region", "label": "region", "ocr": "text"}
+
 
 @dataclass
 class TextPoint:
@@ -27,20 +36,31 @@ class TextPoint:
     kinds: set[str]
     count: int
     vector: np.ndarray
+    item: str = ""  # 'region' or 'text'; derived from the kinds when not given
+
+    def __post_init__(self) -> None:
+        if not self.item:
+            items = {ITEM_OF_KIND[k] for k in self.kinds}
+            if len(items) != 1:
+                raise ValueError(f"text {self.text!r} mixes item groups {sorted(items)}: give one point per group")
+            self.item = items.pop()
 
 
 def load_points(embed_files: list[str | Path]) -> list[TextPoint]:
-    """Distinct texts over all shards (kinds merged, occurrences counted), sorted by text."""
-    points: dict[str, TextPoint] = {}
+    """Distinct (item group, text) pairs over all shards (kinds merged, occurrences counted),
+    sorted by group, then text. A word read by OCR and detected as a class is two points."""
+    points: dict[tuple[str, str], TextPoint] = {}
     for path in embed_files:
         for record in read_jsonl(path, "embedding"):
-            point = points.get(record["text"])
+            key = (ITEM_OF_KIND[record["kind"]], record["text"])
+            point = points.get(key)
             if point is None:
-                points[record["text"]] = TextPoint(record["text"], {record["kind"]}, len(record["occurrences"]), decode_vector(record["vector"], record["dim"]))
+                vector = decode_vector(record["vector"], record["dim"])
+                points[key] = TextPoint(record["text"], {record["kind"]}, len(record["occurrences"]), vector, key[0])
             else:
                 point.kinds.add(record["kind"])
                 point.count += len(record["occurrences"])
-    return [points[t] for t in sorted(points)]
+    return [points[k] for k in sorted(points)]
 
 
 def reduce_dimensions(vectors: np.ndarray, dims: int) -> np.ndarray:
@@ -65,12 +85,36 @@ def cluster_points(
     min_similarity: float = 0.5,
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) per point; -1 is noise.
+    """(labels, probabilities) per point; -1 is noise. Each item group is clustered on its own.
 
     HDBSCAN finds density, not meaning: on few texts it happily pairs "person" with "chair". A
     member whose cosine similarity (full 384-d embedding) to its cluster's representative text is
     below ``min_similarity`` is moved to the unclustered bucket.
     """
+    labels = np.full(len(points), UNCLUSTERED)
+    probs = np.zeros(len(points))
+    offset = 0
+    for item in sorted({p.item for p in points}):
+        idx = [i for i, p in enumerate(points) if p.item == item]
+        group_labels, group_probs = _cluster_group(
+            [points[i] for i in idx], min_cluster_size, min_samples, pca_dims, selection_epsilon, min_similarity, threads
+        )
+        labels[idx] = np.where(group_labels >= 0, group_labels + offset, UNCLUSTERED)
+        probs[idx] = group_probs
+        offset += int(group_labels.max(initial=-1)) + 1
+    return _renumber(labels, points), probs
+
+
+def _cluster_group(
+    points: list[TextPoint],
+    min_cluster_size: int,
+    min_samples: int | None,
+    pca_dims: int,
+    selection_epsilon: float,
+    min_similarity: float,
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """HDBSCAN over the points of one item group; labels not yet renumbered."""
     n = len(points)
     if n == 0:
         return np.zeros(0, int), np.zeros(0)
@@ -104,7 +148,7 @@ def cluster_points(
         for i in members:
             if float(points[i].vector @ rep_vector) < min_similarity:
                 labels[i], probs[i] = UNCLUSTERED, 0.0
-    return _renumber(labels, points), probs
+    return labels, probs
 
 
 def _renumber(labels: np.ndarray, points: list[TextPoint]) -> np.ndarray:
@@ -157,6 +201,18 @@ def _representative_index(members: list[int], points: list[TextPoint]) -> int:
     return members[best]
 
 
+def display_name(members: list[int], points: list[TextPoint]) -> str:
+    """A cluster's name, chosen among its members' texts. An object cluster is named by its most
+    frequent label (the class, when every member shares it); a text cluster by its most
+    representative text. Ties go to the representative."""
+    rep = _representative_index(members, points)
+    if points[rep].item != "region":
+        return points[rep].text
+    top = max(points[i].count for i in members)
+    frequent = [i for i in members if points[i].count == top]
+    return points[rep].text if rep in frequent else min(points[i].text for i in frequent)
+
+
 def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarray) -> list[dict]:
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -170,17 +226,18 @@ def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarra
             {
                 "schema_version": SCHEMA_VERSION,
                 "cluster_id": cluster_id,
-                "label": "unclustered" if cluster_id < 0 else representative(idx, points),
+                "item": None if cluster_id < 0 else points[idx[0]].item,
+                "label": "unclustered" if cluster_id < 0 else display_name(idx, points),
                 "keywords": keywords.get(cluster_id, []),
                 "size": int(sum(points[i].count for i in idx)),
                 "members": [
-                    {"text": points[i].text, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6)}
-                    for i in sorted(idx, key=lambda i: (-points[i].count, points[i].text))
+                    {"text": points[i].text, "item": points[i].item, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6)}
+                    for i in sorted(idx, key=lambda i: (-points[i].count, points[i].item, points[i].text))
                 ],
             }
         )
     if UNCLUSTERED not in groups:
-        records.append({"schema_version": SCHEMA_VERSION, "cluster_id": UNCLUSTERED, "label": "unclustered", "keywords": [], "size": 0, "members": []})
+        records.append({"schema_version": SCHEMA_VERSION, "cluster_id": UNCLUSTERED, "item": None, "label": "unclustered", "keywords": [], "size": 0, "members": []})
     return records
 
 

@@ -85,10 +85,10 @@ def test_demo_clusters_group_objects_and_keep_signs_apart(demo_run):
         "SELECT COUNT(DISTINCT image_id) FROM regions WHERE caption = 'person'"
     ).fetchone()[0]
     assert person_images >= 3 and len(person) == 1 and person[0][0] >= 0
-    cat_cluster = db.execute("SELECT cluster_id FROM cluster_members WHERE text = 'cat'").fetchone()
+    cat_cluster = db.execute("SELECT cluster_id FROM cluster_members WHERE item = 'region' AND text = 'cat'").fetchone()
     signs = db.execute(
         "SELECT o.text, COALESCE(m.cluster_id, -1) FROM ocr_lines o JOIN paths p ON p.image_id = o.image_id "
-        "LEFT JOIN cluster_members m ON m.text = o.text WHERE p.path LIKE 'text/signs/%'"
+        "LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text WHERE p.path LIKE 'text/signs/%'"
     ).fetchall()
     assert signs
     assert cat_cluster is not None
@@ -123,3 +123,25 @@ def test_default_detector_finds_what_a_person_would_call_right(demo_run):
             (path, label),
         ).fetchone()[0]
         assert found is not None, f"no {label!r} region on {path}"
+
+
+def test_machine_labels_keep_the_detectors_meaning(demo_run):
+    """Clusters group, they never rename: a region's machine label is its own top candidate, an
+    OCR line's its own text, and the final label differs only where a person reviewed it."""
+    db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
+    candidates: dict[tuple[str, int], list[str]] = {}
+    for image_id, region_id, label in db.execute("SELECT image_id, region_id, label FROM region_labels ORDER BY image_id, region_id, rank"):
+        candidates.setdefault((image_id, region_id), []).append(label)
+    regions = db.execute(
+        "SELECT image_id, region_id, machine_label, final_label, review_status, cluster_id FROM final_annotations WHERE item = 'region'"
+    ).fetchall()
+    assert len(regions) == len(candidates) > 5
+    for image_id, region_id, machine, final, review, _ in regions:
+        assert machine == candidates[(image_id, region_id)][0]
+        assert review is not None or final == machine
+    lines = db.execute("SELECT text, machine_label FROM final_annotations WHERE item = 'text'").fetchall()
+    assert lines and all(text == machine for text, machine in lines)
+    mixed = db.execute(
+        "SELECT cluster_id FROM cluster_members WHERE cluster_id >= 0 GROUP BY cluster_id HAVING COUNT(DISTINCT item) > 1"
+    ).fetchall()
+    assert mixed == []  # object labels and OCR texts are clustered apart

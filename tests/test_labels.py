@@ -66,3 +66,37 @@ def test_empty_and_single_inputs():
     assert cluster_points([])[0].size == 0
     labels, probs = cluster_points([TextPoint("x", {"ocr"}, 1, np.ones(4) / 2)])
     assert labels.tolist() == [-1] and probs.tolist() == [0.0]
+
+
+def test_object_labels_and_ocr_texts_are_clustered_apart(embed):
+    """A word read by OCR never joins, or names, a cluster of detected objects."""
+    region_texts = {"orange": 4, "banana": 1, "apple": 1}
+    ocr_texts = {"orange": 3, "ORANGE JUICE": 2, "Café Orange": 1}
+    points = [TextPoint(t, {"caption"}, c, v) for (t, c), v in zip(region_texts.items(), embed(list(region_texts)))]
+    points += [TextPoint(t, {"ocr"}, c, v) for (t, c), v in zip(ocr_texts.items(), embed(list(ocr_texts)))]
+    labels, probs = cluster_points(points, min_cluster_size=2, min_samples=1, min_similarity=0.3)
+    records = build_clusters(points, labels, probs)
+    for record in records:
+        if record["cluster_id"] < 0:
+            continue
+        assert {m["item"] for m in record["members"]} == {record["item"]}
+        assert record["label"] in {m["text"] for m in record["members"]}  # named among its members
+    clustered = [(m["item"], m["text"]) for r in records if r["cluster_id"] >= 0 for m in r["members"]]
+    assert ("text", "ORANGE JUICE") in clustered  # the OCR texts do group
+    orange = {m["item"]: r["cluster_id"] for r in records for m in r["members"] if m["text"] == "orange"}
+    assert set(orange) == {"region", "text"}  # one point per group, each in its own group's clusters
+    assert orange["region"] != orange["text"] or orange["region"] < 0
+
+
+def test_an_object_cluster_is_named_by_its_most_frequent_label():
+    vectors = {"cat": np.array([1.0, 0.0]), "kitten": np.array([0.9, np.sqrt(1 - 0.81)]), "tabby": np.array([0.95, np.sqrt(1 - 0.9025)])}
+    points = [TextPoint("cat", {"caption"}, 5, vectors["cat"]), TextPoint("kitten", {"label"}, 1, vectors["kitten"]), TextPoint("tabby", {"caption"}, 2, vectors["tabby"])]
+    records = build_clusters(points, np.array([0, 0, 0]), np.ones(3))
+    assert records[0]["label"] == "cat" and records[0]["item"] == "region"
+    only = build_clusters(points[:1], np.array([0]), np.ones(1))
+    assert only[0]["label"] == "cat"  # every member shares the class: the class
+
+
+def test_a_point_cannot_mix_item_groups():
+    with pytest.raises(ValueError, match="mixes item groups"):
+        TextPoint("orange", {"caption", "ocr"}, 2, np.ones(2))

@@ -27,7 +27,7 @@ TABLES = {
     "region_labels": "image_id, region_id, rank",
     "embeddings": "kind, text",
     "clusters": "cluster_id",
-    "cluster_members": "text",
+    "cluster_members": "item, text",
 }
 
 

@@ -347,8 +347,8 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
             st.caption("no common label here: review its items one by one")
             return
         buttons[1].button(
-            f"Accept “{row.label}”", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
-            help="accept the machine label for every unreviewed item of this cluster",
+            "Accept all", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
+            help="accept each unreviewed item's own machine label (clusters group, they never rename)",
             on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
         )  # fmt: skip
         with st.form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):

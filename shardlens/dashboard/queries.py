@@ -145,10 +145,10 @@ def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[
         for cid, n in conn.execute(
             """
             SELECT cid, SUM(n) FROM (
-                SELECT m.cluster_id AS cid, COUNT(*) AS n FROM cluster_members m JOIN regions r ON r.caption = m.text
+                SELECT m.cluster_id AS cid, COUNT(*) AS n FROM cluster_members m JOIN regions r ON m.item = 'region' AND r.caption = m.text
                 WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
                 UNION ALL
-                SELECT m.cluster_id, COUNT(*) FROM cluster_members m JOIN ocr_lines o ON o.text = m.text
+                SELECT m.cluster_id, COUNT(*) FROM cluster_members m JOIN ocr_lines o ON m.item = 'text' AND o.text = m.text
                 WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
             ) GROUP BY cid
             """,
@@ -158,9 +158,9 @@ def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[
     for cid in {c for c in cluster_ids if c < 0}:
         out[cid] = conn.execute(
             """
-            SELECT (SELECT COUNT(*) FROM regions r LEFT JOIN cluster_members m ON m.text = r.caption
+            SELECT (SELECT COUNT(*) FROM regions r LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
                     WHERE COALESCE(m.cluster_id, -1) = ?)
-                 + (SELECT COUNT(*) FROM ocr_lines o LEFT JOIN cluster_members m ON m.text = o.text
+                 + (SELECT COUNT(*) FROM ocr_lines o LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text
                     WHERE COALESCE(m.cluster_id, -1) = ?)
             """,
             (cid, cid),
@@ -177,12 +177,12 @@ def reviewed_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> di
         SELECT cid, COUNT(*) FROM (
             SELECT COALESCE(m.cluster_id, -1) AS cid
             FROM reviews v JOIN regions r ON r.image_id = v.image_id AND r.region_id = v.region_id
-            LEFT JOIN cluster_members m ON m.text = r.caption
+            LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
             WHERE v.region_id IS NOT NULL
             UNION ALL
             SELECT COALESCE(m.cluster_id, -1)
             FROM reviews v JOIN ocr_lines o ON o.image_id = v.image_id AND o.line_no = v.line_no
-            LEFT JOIN cluster_members m ON m.text = o.text
+            LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text
             WHERE v.line_no IS NOT NULL
         ) WHERE cid IN (SELECT value FROM json_each(?)) GROUP BY cid
         """,
@@ -236,10 +236,10 @@ def cluster_samples(conn: sqlite3.Connection, cluster_ids: list[int], per_cluste
             f"""
             SELECT image_id, bbox, text, score FROM (
                 SELECT r.image_id, r.bbox, r.caption AS text, r.score AS score
-                FROM cluster_members m JOIN regions r ON r.caption = m.text WHERE {member}
+                FROM cluster_members m JOIN regions r ON m.item = 'region' AND r.caption = m.text WHERE {member}
                 UNION ALL
                 SELECT o.image_id, o.bbox, o.text, o.confidence
-                FROM cluster_members m JOIN ocr_lines o ON o.text = m.text WHERE {member}
+                FROM cluster_members m JOIN ocr_lines o ON m.item = 'text' AND o.text = m.text WHERE {member}
             ) LIMIT ?
             """,
             (*params, *params, int(look_at)),
@@ -301,7 +301,7 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
     clauses, params = [], []
     if f.cluster_id is not None:
         if f.cluster_id >= 0:  # members' texts: an index lookup when the catalog indexes texts
-            clauses.append(f"{text} IN (SELECT cm.text FROM cluster_members cm WHERE cm.cluster_id = ?)")
+            clauses.append(f"{text} IN (SELECT cm.text FROM cluster_members cm WHERE cm.item = '{item}' AND cm.cluster_id = ?)")
         else:
             clauses.append("COALESCE(m.cluster_id, -1) = ?")
         params.append(int(f.cluster_id))
@@ -322,17 +322,15 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
     if f.label and f.label.strip():
         # a superset of 'machine or final label is LABEL', cheap to test; the exact test is outside
         clauses.append(
-            f"({text} IN (SELECT lm.text FROM cluster_members lm JOIN clusters lc ON lc.cluster_id = lm.cluster_id "
-            f"WHERE lm.cluster_id >= 0 AND lower(lc.label) = lower(?)) OR lower({text}) = lower(?) "
-            f"OR {x}.image_id IN (SELECT lv.image_id FROM reviews lv WHERE lower(lv.label) = lower(?)))"
+            f"(lower({text}) = lower(?) OR {x}.image_id IN (SELECT lv.image_id FROM reviews lv WHERE lower(lv.label) = lower(?)))"
         )
-        params += [f.label.strip()] * 3
+        params += [f.label.strip()] * 2
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     sql = f"""SELECT {x}.image_id AS image_id, '{item}' AS item, {ids}, {x}.bbox AS bbox, {text} AS text,
                {score} AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
-               CASE WHEN m.cluster_id >= 0 THEN c.label ELSE {text} END AS machine_label,
+               {text} AS machine_label,
                COALESCE(m.probability, 0.0) AS confidence, {x}.image_id || {key} AS item_key
-        FROM {table} LEFT JOIN cluster_members m ON m.text = {text} LEFT JOIN clusters c ON c.cluster_id = m.cluster_id{where}"""
+        FROM {table} LEFT JOIN cluster_members m ON m.item = '{item}' AND m.text = {text}{where}"""
     return sql, params
 
 
@@ -540,10 +538,10 @@ def embedding_sample(conn: sqlite3.Connection, limit: int = 3000, cluster_id: in
         SELECT e.kind, e.text, e.vector, COALESCE(m.cluster_id, -1) AS cluster_id,
                COALESCE(c.label, 'unclustered') AS label, COALESCE(m.count, 0) AS count
         FROM embeddings e
-        LEFT JOIN cluster_members m ON m.text = e.text
+        LEFT JOIN cluster_members m ON m.item = (CASE e.kind WHEN 'ocr' THEN 'text' ELSE 'region' END) AND m.text = e.text
         LEFT JOIN clusters c ON c.cluster_id = m.cluster_id AND m.cluster_id >= 0
         WHERE e.rowid IN (
-            SELECT e2.rowid FROM embeddings e2 LEFT JOIN cluster_members m ON m.text = e2.text {where.replace('e.', 'e2.')}
+            SELECT e2.rowid FROM embeddings e2 LEFT JOIN cluster_members m ON m.item = (CASE e2.kind WHEN 'ocr' THEN 'text' ELSE 'region' END) AND m.text = e2.text {where.replace('e.', 'e2.')}
             ORDER BY (e2.rowid * 2654435761) % 4294967311 LIMIT ?)
         """,
         (*params, int(limit) * 2),
