@@ -82,17 +82,22 @@ class TextGate:
         return ((bgr / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
 
     def score_batch(self, images_rgb: list[np.ndarray]) -> list[GateScore]:
-        """Score a batch of RGB images; images are padded to the batch's largest size."""
+        """Score a batch of RGB images. An image's score never depends on its neighbours: images
+        run together only when their prepared tensors have the same size (no padding), and the
+        model sees each one exactly as it would alone."""
         if not images_rgb:
             return []
         tensors = [self._prepare(img) for img in images_rgb]
-        height = max(t.shape[1] for t in tensors)
-        width = max(t.shape[2] for t in tensors)
-        batch = np.full((len(tensors), 3, height, width), -1.0, dtype=np.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(tensors):
-            batch[i, :, : t.shape[1], : t.shape[2]] = t
-        probs = self.session.run(None, {self.input_name: batch})[0][:, 0]
-        return [self._score_map(probs[i, : t.shape[1], : t.shape[2]]) for i, t in enumerate(tensors)]
+            by_shape.setdefault(t.shape, []).append(i)
+        results: list[GateScore | None] = [None] * len(tensors)
+        for indices in by_shape.values():
+            batch = np.stack([tensors[i] for i in indices])
+            probs = self.session.run(None, {self.input_name: batch})[0][:, 0]
+            for k, i in enumerate(indices):
+                results[i] = self._score_map(probs[k])
+        return results  # type: ignore[return-value]
 
     def _score_map(self, prob: np.ndarray) -> GateScore:
         bitmap = (prob > self.pixel_threshold).astype(np.uint8)
