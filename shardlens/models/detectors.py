@@ -51,6 +51,8 @@ def make_detector(options: dict, threads: int = 1) -> Detector:
             score_threshold=options["score_threshold"],
             iou_threshold=options["iou_threshold"],
             max_detections=options["max_detections"],
+            resize=options["resize"],
+            flip=options["flip"],
             threads=threads,
         )
     if backend in OPEN_VOCABULARY:

@@ -58,6 +58,9 @@ REG_MAX = 10  # distances are predicted over the bins 0..REG_MAX (11 bins per si
 MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
 STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
 WEIGHTS_DIR = Path(__file__).parent / "weights" / "nanodet-g"
+# letterbox: fit keeping the aspect ratio on a black canvas (how nanodet-g was trained);
+# stretch: resize to the square, as minimal deployment scripts do.
+RESIZE_MODES = ("letterbox", "stretch")
 DEFAULT_MODEL_PATH = WEIGHTS_DIR / "nanodet-g-416.onnx"
 
 
@@ -77,13 +80,14 @@ class ScaleInfo:
     pad_y: int  # top padding on the network input
 
 
-def preprocess(image_rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, ScaleInfo]:
+def preprocess(image_rgb: np.ndarray, size: int = INPUT_SIZE, keep_ratio: bool = True) -> tuple[np.ndarray, ScaleInfo]:
     """Letterbox an RGB uint8 ``(H, W, 3)`` image into a normalised ``(1, 3, size, size)`` tensor.
 
     The image is resized keeping its aspect ratio so that it fits ``size x size``
     (area interpolation when shrinking, bilinear when enlarging), centred on a black
     canvas, converted to BGR and normalised with ``MEAN_BGR`` / ``STD_BGR`` -- the
-    upstream NanoDet-g pipeline (``keep_ratio: True``, zero border).
+    upstream NanoDet-g pipeline (``keep_ratio: True``, zero border). With ``keep_ratio=False``
+    the image is stretched to ``size x size`` instead (no border).
     """
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {image_rgb.dtype} {image_rgb.shape}")
@@ -91,9 +95,9 @@ def preprocess(image_rgb: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarra
     if height == 0 or width == 0:
         raise ValueError(f"empty image {image_rgb.shape}")
     scale = min(size / width, size / height)
-    new_w = min(size, max(1, round(width * scale)))
-    new_h = min(size, max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    new_w = min(size, max(1, round(width * scale))) if keep_ratio else size
+    new_h = min(size, max(1, round(height * scale))) if keep_ratio else size
+    interpolation = cv2.INTER_AREA if new_w * new_h < width * height else cv2.INTER_LINEAR
     resized = cv2.resize(image_rgb, (new_w, new_h), interpolation=interpolation)
     pad_x = (size - new_w) // 2
     pad_y = (size - new_h) // 2
@@ -276,8 +280,15 @@ class NanoDetDetector:
         providers: list[str] | None = None,
         candidates: int = 5,
         candidate_min_score: float = 0.05,
+        resize: str = "letterbox",
+        flip: bool = False,
     ) -> None:
         import onnxruntime as ort
+
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {resize!r}; available: {', '.join(RESIZE_MODES)}")
+        self.resize = resize
+        self.flip = flip
 
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
         if not self.model_path.is_file():
@@ -318,16 +329,39 @@ class NanoDetDetector:
         return per_image
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[dict]]:
-        """Detect objects in each RGB uint8 image; see the class docstring for the result format."""
+        """Detect objects in each RGB uint8 image; see the class docstring for the result format.
+
+        With ``flip``, each image is also seen mirrored and the two views' detections are merged
+        by weighted box fusion (a box one view alone found keeps half its score)."""
         if not images:
             return []
-        prepared = [preprocess(image, self.input_size) for image in images]
+        if not self.flip:
+            return self._detect_view(images, self.score_threshold)
+        from .box_fusion import weighted_box_fusion
+
+        floor = self.score_threshold / 2  # a box only one view finds scores half after fusion
+        plain = self._detect_view(images, floor)
+        mirrored = self._detect_view([np.ascontiguousarray(image[:, ::-1]) for image in images], floor)
+        results = []
+        for image, a, b in zip(images, plain, mirrored):
+            width = image.shape[1]
+            for det in b:
+                x0, y0, x1, y1 = det["bbox"]
+                det["bbox"] = [width - x1, y0, width - x0, y1]
+            fused = [d for d in weighted_box_fusion([a, b], iou_threshold=0.55) if d["score"] >= self.score_threshold]
+            for det in fused:
+                det["candidates"] = [(det["label"], det["score"])] + [c for c in det["candidates"][1:] if c[1] < det["score"]]
+            results.append(fused[: self.max_detections])
+        return results
+
+    def _detect_view(self, images: list[np.ndarray], score_threshold: float) -> list[list[dict]]:
+        prepared = [preprocess(image, self.input_size, keep_ratio=self.resize == "letterbox") for image in images]
         tensors = np.concatenate([tensor for tensor, _ in prepared])
         results: list[list[dict]] = []
         for outputs, (_, info) in zip(self._infer(tensors), prepared):
             boxes, scores, class_ids, class_scores = decode(
                 outputs,
-                score_threshold=self.score_threshold,
+                score_threshold=score_threshold,
                 iou_threshold=self.iou_threshold,
                 max_detections=self.max_detections,
                 input_size=self.input_size,
