@@ -5,10 +5,14 @@ The model outputs a per-pixel text probability map (DB, "Differentiable Binariza
 region is a connected blob of pixels above ``pixel_threshold``; its score is the mean probability
 inside it. The gate's score for an image is its best region score.
 
-Text regions are strokes of lines: thin across the line. On flat or out-of-distribution content
-(plain colours, soft noise, large smooth objects) the model paints one big blob in the middle of
-the image instead; a region thicker than ``max_thickness`` of the image's shorter side (measured
-across its minimum-area rectangle) is such a blob and is ignored.
+Text regions are strokes of lines: thin across the line. On flat, textured or out-of-distribution
+content (plain colours, foliage, gravel, large smooth objects) the model paints one big blob in the
+middle of the image instead; a region thicker than ``max_thickness`` of the image's shorter side
+(measured across its minimum-area rectangle) is such a blob and is ignored, unless it is at least
+``min_aspect`` times longer than thick: a cropped word or a tight banner fills the frame and is
+thick, but it is long. Such text touches the frame, so a ``margin`` in the image's edge colour is
+added first; small images are enlarged (``upscale``) so small text reaches the detector's scale.
+The defaults were fitted on the ``fit`` half of the real-image quality set (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ class TextGate:
         min_region_pixels: int = 12,
         max_thickness: float = 0.25,
         threads: int = 1,
+        upscale: float = 4.0,
+        margin: float = 0.1,
+        min_aspect: float = 3.0,
     ):
         self.model_path = Path(model_path) if model_path else rapidocr_model(GATE_MODEL_FILE)
         self.max_side = max_side
@@ -63,6 +70,9 @@ class TextGate:
         self.box_threshold = box_threshold
         self.min_region_pixels = min_region_pixels
         self.max_thickness = max_thickness
+        self.upscale = upscale
+        self.margin = margin
+        self.min_aspect = min_aspect
         self.session = _onnx_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.version = short_version(self.backend, self.model_path)
@@ -74,7 +84,13 @@ class TextGate:
     def _prepare(self, image_rgb: np.ndarray) -> np.ndarray:
         """Resize to fit max_side with both sides multiples of 32; normalise like PaddleOCR (BGR)."""
         h, w = image_rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        if self.margin > 0:
+            pad = int(round(self.margin * min(h, w)))
+            border = np.concatenate([image_rgb[0], image_rgb[-1], image_rgb[:, 0], image_rgb[:, -1]])
+            fill = [int(v) for v in np.median(border, axis=0)]
+            image_rgb = cv2.copyMakeBorder(image_rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+            h, w = image_rgb.shape[:2]
+        scale = min(self.upscale, self.max_side / max(h, w))
         nh = max(32, int(round(h * scale / 32)) * 32)
         nw = max(32, int(round(w * scale / 32)) * 32)
         resized = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
@@ -114,8 +130,8 @@ class TextGate:
                 continue
             ys, xs = np.nonzero(mask)
             (_, _), (w, h), _ = cv2.minAreaRect(np.column_stack([xs, ys]).astype(np.float32))
-            if min(w, h) > max_thickness_px:
-                continue  # a blob, not a line of text
+            if min(w, h) > max_thickness_px and max(w, h) < self.min_aspect * min(w, h):
+                continue  # a thick, compact blob, not a line of text (a frame-filling word is long)
             best = max(best, score)
             regions += 1
         return GateScore(score=min(1.0, best), regions=regions)

@@ -30,6 +30,9 @@ def run_shard(
     box_threshold: float = 0.5,
     min_region_pixels: int = 12,
     max_thickness: float = 0.25,
+    min_aspect: float = 3.0,
+    upscale: float = 4.0,
+    margin: float = 0.1,
     score_threshold: float = 0.8,
     batch_size: int = 8,
     threads: int = 1,
@@ -47,6 +50,9 @@ def run_shard(
         box_threshold=box_threshold,
         min_region_pixels=min_region_pixels,
         max_thickness=max_thickness,
+        min_aspect=min_aspect,
+        upscale=upscale,
+        margin=margin,
         threads=threads,
     )
     progress = Progress(logger, f"gate {shard}", len(images))
