@@ -47,3 +47,14 @@ def test_flip_and_stretch_views_find_the_same_objects():
         assert person["candidates"][0] == ("person", person["score"])
     with pytest.raises(ValueError, match="unknown resize mode"):
         NanoDetDetector(resize="crop")
+
+
+def test_a_region_keeps_the_class_it_was_detected_as():
+    from shardlens.stages.detect import merge_candidates
+
+    # the 'cat' box of a cell whose 'dog' score is higher (that cell's dog box is another region)
+    labels = merge_candidates([("cat", 0.41), ("dog", 0.72), ("horse", 0.1)], [], top_k=3)
+    assert [c["label"] for c in labels] == ["cat", "dog", "horse"]
+    # with a crop classifier, candidates rank by score, each label once with its best score
+    both = merge_candidates([("cat", 0.41), ("dog", 0.72)], [("cat", 0.9), ("tiger", 0.2)], top_k=3)
+    assert [(c["label"], c["source"]) for c in both] == [("cat", "classifier"), ("dog", "detector"), ("tiger", "classifier")]

@@ -29,14 +29,22 @@ def detector_version(options: dict) -> str:
 
 
 def merge_candidates(detector: list[tuple[str, float]], classifier: list[tuple[str, float]], top_k: int) -> list[dict]:
-    """Label candidates of one region, best first: each label once, with its best score."""
+    """Label candidates of one region: each label once, with its best score.
+
+    The detector's first candidate is the class the region was detected as (the box NMS kept for
+    that class); without a crop classifier it stays first, so a region never takes the label of
+    another box of the same cell. With a classifier, every candidate ranks by score."""
     best: dict[str, dict] = {}
     for source, candidates in (("detector", detector), ("classifier", classifier)):
         for label, score in candidates:
             score = float(min(1.0, max(0.0, score)))
             if label not in best or score > best[label]["score"]:
                 best[label] = {"label": label, "score": round(score, 6), "source": source}
-    return sorted(best.values(), key=lambda c: (-c["score"], c["label"]))[:top_k]
+    ranked = sorted(best.values(), key=lambda c: (-c["score"], c["label"]))
+    if detector and not classifier:
+        own = best[detector[0][0]]
+        ranked = [own] + [c for c in ranked if c is not own]
+    return ranked[:top_k]
 
 
 def region_records(image_id: str, detections: list[dict], vocab: VocabularyMap, classifier_labels: list[list[tuple[str, float]]], top_k: int, version: str, scale: tuple[float, float], size: tuple[int, int]) -> list[dict]:
