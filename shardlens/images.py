@@ -398,3 +398,15 @@ def fit_within(image: Image.Image, max_side: int) -> tuple[Image.Image, float]:
     scale = max_side / longer
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.BILINEAR), scale
+
+
+def add_margin(image_rgb: np.ndarray, pad: int) -> np.ndarray:
+    """The image on a border of ``pad`` pixels in its median edge colour: text detectors miss
+    text that touches the frame (a cropped word, a tight banner), and find it with a margin."""
+    import cv2
+
+    if pad <= 0:
+        return image_rgb
+    edges = np.concatenate([image_rgb[0], image_rgb[-1], image_rgb[:, 0], image_rgb[:, -1]])
+    fill = [int(v) for v in np.median(edges, axis=0)]
+    return cv2.copyMakeBorder(image_rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)

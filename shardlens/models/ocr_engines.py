@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ..images import add_margin
 from .weights import rapidocr_model, sha256_file
 
 
@@ -57,6 +58,8 @@ class RapidOCREngine:
         use_cls: bool = True,
         max_side: int = 2000,
         threads: int = 1,
+        min_side: int = 640,
+        margin: float = 0.1,
     ):
         from rapidocr import RapidOCR
 
@@ -64,17 +67,18 @@ class RapidOCREngine:
         self.use_cls = use_cls
         self.box_thresh = box_thresh
         self.text_score = text_score
+        self.margin = margin
         self._engine = RapidOCR(
             params={
                 "Global.log_level": "error",
                 "Global.text_score": text_score,
                 "Global.max_side_len": max_side,
                 "Det.box_thresh": box_thresh,
-                # RapidOCR's default (limit_type min, 736) enlarges every image whose short side
-                # is under 736 px before detection: 2-4x slower for the same text on our
-                # benchmarks (BENCHMARKS.md). Detect at the image's size, capped at max_side.
-                "Det.limit_type": "max",
-                "Det.limit_side_len": max_side,
+                # min_side > 0: RapidOCR's own rule (limit_type min) enlarges an image whose
+                # shorter side is under min_side before detection; 0 detects at the image's
+                # size, capped at max_side.
+                "Det.limit_type": "min" if min_side > 0 else "max",
+                "Det.limit_side_len": min_side if min_side > 0 else max_side,
                 "EngineConfig.onnxruntime.intra_op_num_threads": max(1, threads),
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             }
@@ -92,6 +96,9 @@ class RapidOCREngine:
         self.recognize(canvas)
 
     def recognize(self, image_rgb: np.ndarray) -> list[OCRLine]:
+        pad = int(round(self.margin * min(image_rgb.shape[:2]))) if self.margin > 0 else 0
+        if pad:  # a border in the edge colour: text touching the frame is found
+            image_rgb = add_margin(image_rgb, pad)
         bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
         result = self._engine(
             bgr,
@@ -111,8 +118,12 @@ class RapidOCREngine:
             text = text.strip()
             if not text:
                 continue
-            pts = np.asarray(polygon, dtype=np.float64)
-            bbox = (float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max()))
+            pts = np.asarray(polygon, dtype=np.float64) - pad
+            h, w = image_rgb.shape[0] - 2 * pad, image_rgb.shape[1] - 2 * pad
+            bbox = (
+                float(np.clip(pts[:, 0].min(), 0, w)), float(np.clip(pts[:, 1].min(), 0, h)),
+                float(np.clip(pts[:, 0].max(), 0, w)), float(np.clip(pts[:, 1].max(), 0, h)),
+            )  # fmt: skip
             lines.append(OCRLine(text=text, confidence=float(min(1.0, max(0.0, score))), bbox=bbox))
         return lines
 

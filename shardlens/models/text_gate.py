@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..images import add_margin
 from .weights import rapidocr_model, short_version
 
 GATE_MODEL_FILE = "PP-OCRv6_det_small.onnx"
@@ -85,10 +86,7 @@ class TextGate:
         """Resize to fit max_side with both sides multiples of 32; normalise like PaddleOCR (BGR)."""
         h, w = image_rgb.shape[:2]
         if self.margin > 0:
-            pad = int(round(self.margin * min(h, w)))
-            border = np.concatenate([image_rgb[0], image_rgb[-1], image_rgb[:, 0], image_rgb[:, -1]])
-            fill = [int(v) for v in np.median(border, axis=0)]
-            image_rgb = cv2.copyMakeBorder(image_rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=fill)
+            image_rgb = add_margin(image_rgb, int(round(self.margin * min(h, w))))
             h, w = image_rgb.shape[:2]
         scale = min(self.upscale, self.max_side / max(h, w))
         nh = max(32, int(round(h * scale / 32)) * 32)

@@ -23,6 +23,8 @@ def run_shard(
     box_thresh: float = 0.5,
     use_cls: bool = True,
     max_side: int = 2000,
+    min_side: int = 640,
+    margin: float = 0.1,
     language: dict | None = None,
     threads: int = 1,
     limits: Limits | None = None,
@@ -38,7 +40,8 @@ def run_shard(
     if not images:  # nothing gated in: no model to load
         summary.records = write_jsonl(output, "ocr", [])
         return summary.finish()
-    ocr = make_ocr_engine(engine, text_score=text_score, box_thresh=box_thresh, use_cls=use_cls, max_side=max_side, threads=threads)
+    sizing = {"min_side": min_side, "margin": margin} if engine == "rapidocr" else {}
+    ocr = make_ocr_engine(engine, text_score=text_score, box_thresh=box_thresh, use_cls=use_cls, max_side=max_side, threads=threads, **sizing)
     guesser = LanguageGuesser(
         languages=language.get("languages", DEFAULT_LANGUAGES),
         min_confidence=language.get("min_confidence", 0.3),
