@@ -49,7 +49,7 @@ class PaddleOCREngine:
     def __init__(
         self,
         text_score: float = 0.5,
-        box_thresh: float = 0.5,
+        box_thresh: float = 0.6,
         use_cls: bool = True,
         max_side: int = 2000,
         threads: int = 1,

@@ -20,7 +20,7 @@ def run_shard(
     shard: str,
     engine: str = "rapidocr",
     text_score: float = 0.5,
-    box_thresh: float = 0.5,
+    box_thresh: float = 0.6,
     use_cls: bool = True,
     max_side: int = 2000,
     min_side: int = 640,
