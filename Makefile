@@ -11,6 +11,8 @@ DEPS_STAMP := $(VENV)/.deps-$(shell sha256sum pyproject.toml | cut -c1-16)
 setup: $(DEPS_STAMP)
 	@# the package itself, editable from this checkout (cheap; done every time so a shared venv follows the checkout)
 	@$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^ *$$" || true
+	@# the default text embedder runs on onnxruntime: export the model once (a no-op when it is there)
+	@$(BIN)/shardlens export-embedder
 
 $(DEPS_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

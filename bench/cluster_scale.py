@@ -23,7 +23,7 @@ import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
 from shardlens.labels import TextPoint, build_clusters, cluster_points
-from shardlens.models.text_embedder import TextEmbedder
+from shardlens.models.text_embedder import make_text_embedder
 
 n = {n}
 rng = np.random.default_rng(7)
@@ -43,7 +43,7 @@ counts = {{t: 0 for t in distinct}}
 for t in texts:
     counts[t] += 1
 t0 = time.perf_counter()
-embedder = TextEmbedder(threads=2, batch_size=256)
+embedder = make_text_embedder(threads=2, batch_size=256)
 load_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 vectors = embedder.encode(distinct)

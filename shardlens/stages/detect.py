@@ -99,9 +99,9 @@ def run_shard(
     detector = make_detector(options, threads=threads)
     vocabulary = list(options.get("vocabulary") or [])
     if options["backend"] in CLOSED_SET and vocabulary:
-        from ..models.text_embedder import TextEmbedder
+        from ..models.text_embedder import make_text_embedder
 
-        embedder = TextEmbedder(threads=threads)
+        embedder = make_text_embedder("onnx", threads=threads)
         vocab = build_vocabulary_map(detector.classes, vocabulary, embedder.encode, options["vocabulary_threshold"])
         logger.info("vocabulary map: %s", {c: t for c, t in vocab.mapping.items() if c != t})
     else:

@@ -31,9 +31,9 @@ def run_shard(detect: str | Path, ocr: str | Path, output: str | Path, shard: st
     summary = JobSummary(shard=shard, stage="embed", images=len({o[0] for occ in texts.values() for o in occ}))
     records = []
     if texts:
-        from ..models.text_embedder import TextEmbedder
+        from ..models.text_embedder import make_text_embedder
 
-        embedder = TextEmbedder(batch_size=options["batch_size"], threads=threads)
+        embedder = make_text_embedder(options["backend"], batch_size=options["batch_size"], threads=threads)
         keys = sorted(texts)  # stable order: same input, same file
         vectors = embedder.encode([text for _, text in keys])
         for (kind, text), vector in zip(keys, vectors):
