@@ -19,7 +19,7 @@ class LanguageGuess:
 
 
 class LanguageGuesser:
-    def __init__(self, languages=DEFAULT_LANGUAGES, min_confidence: float = 0.3, min_letters: int = 4):
+    def __init__(self, languages=DEFAULT_LANGUAGES, min_confidence: float = 0.3, min_letters: int = 4, low_accuracy: bool = False):
         from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
         chosen = []
@@ -30,7 +30,10 @@ class LanguageGuesser:
                 raise ValueError(f"unknown ISO 639-1 language code {code!r} in ocr.language.languages") from None
         if len(chosen) < 2:
             raise ValueError("ocr.language.languages needs at least two languages")
-        self._detector = LanguageDetectorBuilder.from_languages(*chosen).build()
+        builder = LanguageDetectorBuilder.from_languages(*chosen)
+        if low_accuracy:  # trigram models only: loads in a fraction of the time
+            builder = builder.with_low_accuracy_mode()
+        self._detector = builder.build()
         self.min_confidence = min_confidence
         self.min_letters = min_letters
 

@@ -46,6 +46,7 @@ def run_shard(
         languages=language.get("languages", DEFAULT_LANGUAGES),
         min_confidence=language.get("min_confidence", 0.3),
         min_letters=language.get("min_letters", 4),
+        low_accuracy=language.get("low_accuracy", False),
     )
     progress = Progress(logger, f"ocr {shard}", len(images))
     records = []
