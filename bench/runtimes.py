@@ -1,11 +1,10 @@
 """onnxruntime vs PyTorch on CPU: the embedding model (all-MiniLM-L6-v2) in both, the detector
 (NanoDet) on onnxruntime only: latency per batch, peak memory, agreement of the outputs.
 
-The MiniLM ONNX file is exported here, into a temporary folder, with `torch.onnx.export`
-(the TorchScript exporter, `dynamo=False`; graph = BERT + mean pooling + L2 normalisation, the
-same as the sentence-transformers model). The exporter needs the `onnx` package, which the
-project's .venv does not pin: it is installed into a throw-away venv (`python -m venv` in the
-temp folder + a .pth file that puts .venv's site-packages behind it), never into .venv.
+The MiniLM ONNX file is the one the default embed backend uses, exported at set-up by
+`shardlens export-embedder` (`shardlens/models/minilm_onnx.py`: `torch.onnx.export`, the
+TorchScript exporter; graph = BERT + mean pooling + L2 normalisation, the same as the
+sentence-transformers model).
 
 Each runtime runs in its own subprocess (so ru_maxrss is that runtime's peak alone), threads=2,
 on the same texts: PyTorch through `SentenceTransformer.encode` (what the embed stage calls),
@@ -29,36 +28,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PYTHON, REPO, add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
-
-EXPORT = r"""
-import os, sys, time
-os.environ["HF_HUB_OFFLINE"] = "1"
-import torch
-from sentence_transformers import SentenceTransformer
-model_dir, out = sys.argv[1], sys.argv[2]
-st = SentenceTransformer(model_dir, device="cpu")
-bert = st[0].auto_model.eval()
-
-class Embed(torch.nn.Module):
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        v = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(v, p=2, dim=1)
-
-enc = st.tokenizer(["an example sentence to trace", "two"], padding=True, return_tensors="pt")
-names = ["input_ids", "attention_mask", "token_type_ids"]
-t = time.perf_counter()
-torch.onnx.export(
-    Embed(bert), tuple(enc[k] for k in names), out, input_names=names, output_names=["embedding"],
-    dynamic_axes={**{k: {0: "batch", 1: "seq"} for k in names}, "embedding": {0: "batch"}},
-    opset_version=17, dynamo=False,
-)
-print(f"exported in {time.perf_counter() - t:.1f} s, torch {torch.__version__}", file=sys.stderr)
-"""
 
 EMBED_WORKER = r"""
 import json, os, resource, sys, time
@@ -155,21 +124,6 @@ def make_texts(n: int) -> list[str]:
     return texts
 
 
-def onnx_venv(folder: Path) -> Path:
-    """A throw-away venv with `onnx`, seeing .venv's packages behind its own."""
-    venv = folder / "onnx-venv"
-    base = Path(sys.base_prefix) / "bin" / "python3"
-    log(f"creating {venv} ({base} -m venv) and installing onnx into it (not into .venv)")
-    subprocess.run([str(base), "-m", "venv", str(venv)], check=True)
-    site = next((venv / "lib").glob("python3*/site-packages"))
-    own_site = next(p for p in map(Path, sys.path) if p.name == "site-packages" and str(p).startswith(sys.prefix))
-    (site / "_shardlens_venv.pth").write_text(str(own_site) + "\n")
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "onnx"], check=True)
-    version = subprocess.run([str(venv / "bin" / "python"), "-c", "import onnx; print(onnx.__version__)"], capture_output=True, text=True, check=True).stdout.strip()
-    log(f"onnx {version} in the throw-away venv")
-    return venv / "bin" / "python"
-
-
 def run_worker(code: str, *argv: str) -> dict:
     proc = subprocess.run([PYTHON, "-c", code, *argv], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -183,7 +137,6 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64], help="embedding batch sizes (64 = embed.batch_size)")
     parser.add_argument("--detect-batch", type=int, default=8, help="detect.batch_size")
     parser.add_argument("--detect-images", type=int, default=64)
-    parser.add_argument("--onnx-python", default=None, help="a Python that has onnx (skips the throw-away venv)")
     add_common_args(parser)
     args = parser.parse_args()
 
@@ -191,13 +144,10 @@ def main() -> None:
     from shardlens.models.text_embedder import default_model_dir
 
     model_dir = str(default_model_dir())
+    from shardlens.models.minilm_onnx import require_onnx_model
+
     tmp = Path(tempfile.mkdtemp(prefix="shardlens-runtimes-"))
-    exporter = args.onnx_python or str(onnx_venv(tmp))
-    onnx_path = tmp / "all-MiniLM-L6-v2.onnx"
-    log("exporting all-MiniLM-L6-v2 to ONNX")
-    proc = subprocess.run([exporter, "-c", EXPORT, model_dir, str(onnx_path)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-4000:])
+    onnx_path = require_onnx_model()
     texts = make_texts(args.texts)
     texts_path = tmp / "texts.json"
     texts_path.write_text(json.dumps(texts))
@@ -223,8 +173,8 @@ def main() -> None:
 
     lines = [
         f"all-MiniLM-L6-v2, {args.texts} generated short texts (captions, labels, sign-like lines), threads=2. "
-        f"ONNX: exported here with `torch.onnx.export(dynamo=False, opset 17)` ({onnx_path.stat().st_size / 1e6:.0f} MB fp32); "
-        "`onnx` came from a throw-away venv, .venv unchanged. Peak RSS = the subprocess's ru_maxrss (imports + model + run).",
+        f"ONNX: the set-up export (`shardlens export-embedder`, opset 17, {onnx_path.stat().st_size / 1e6:.0f} MB fp32). "
+        "Peak RSS = the subprocess's ru_maxrss (imports + model + run).",
         "",
         "| model | runtime | batch | median latency / batch (ms) | texts/s | import + load (s) | peak RSS (MB) | cosine vs PyTorch (min / mean) |",
         "|---|---|---|---|---|---|---|---|",

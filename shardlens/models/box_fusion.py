@@ -5,6 +5,7 @@ Unlike NMS, which keeps one box of an overlapping group and drops the rest, fusi
 group's coordinates weighted by score, and scores the fused box by how many views agreed:
 ``mean score x min(views that found it, n_views) / n_views``. An object seen in every view keeps
 its score; a box only one view of two produced is halved, which is what makes views vote.
+The box geometry (``box_iou``) lives here too; NanoDet's NMS uses it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one ``[x0, y0, x1, y1]`` box with each of ``(N, 4)`` boxes (0 where the union is empty)."""
     ix0 = np.maximum(box[0], boxes[:, 0])
     iy0 = np.maximum(box[1], boxes[:, 1])
     ix1 = np.minimum(box[2], boxes[:, 2])
     iy1 = np.minimum(box[3], boxes[:, 3])
     inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     union = area + areas - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
@@ -38,7 +40,7 @@ def weighted_box_fusion(views: list[list[dict]], iou_threshold: float = 0.55, we
         for det, view, _ in (t for t in items if t[0]["label"] == label):
             box = np.asarray(det["bbox"], dtype=np.float64)
             if boxes:
-                ious = _iou(box, np.stack(boxes))
+                ious = box_iou(box, np.stack(boxes))
                 best = int(np.argmax(ious))
                 if ious[best] > iou_threshold:
                     clusters[best].append((det, view))

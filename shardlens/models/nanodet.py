@@ -38,6 +38,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .box_fusion import box_iou
+from .onnx_session import onnx_session
+
 COCO_CLASSES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
@@ -172,19 +175,6 @@ def decode_stride(
     return boxes, scores
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one ``[x0, y0, x1, y1]`` box with each of ``(N, 4)`` boxes (0 where the union is empty)."""
-    ix0 = np.maximum(box[0], boxes[:, 0])
-    iy0 = np.maximum(box[1], boxes[:, 1])
-    ix1 = np.minimum(box[2], boxes[:, 2])
-    iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    union = area + areas - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def nms_per_class(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -283,13 +273,10 @@ class NanoDetDetector:
         resize: str = "letterbox",
         flip: bool = False,
     ) -> None:
-        import onnxruntime as ort
-
         if resize not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize!r}; available: {', '.join(RESIZE_MODES)}")
         self.resize = resize
         self.flip = flip
-
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
         if not self.model_path.is_file():
             raise FileNotFoundError(f"NanoDet model not found: {self.model_path}")
@@ -300,15 +287,7 @@ class NanoDetDetector:
         self.max_detections = max_detections
         self.candidates = candidates
         self.candidate_min_score = candidate_min_score
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = ["CPUExecutionProvider"]
-            if "CUDAExecutionProvider" in available:
-                providers.insert(0, "CUDAExecutionProvider")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.model_path), sess_options=options, providers=providers)
+        self.session = onnx_session(self.model_path, threads, providers)
         model_input = self.session.get_inputs()[0]
         self.input_name: str = model_input.name
         self.input_size = int(model_input.shape[-1])

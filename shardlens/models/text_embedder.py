@@ -72,10 +72,10 @@ class OnnxTextEmbedder:
     backend = "onnx"
 
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64, threads: int = 1, onnx_path: str | Path | None = None):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         from .minilm_onnx import ONNX_PATH, require_onnx_model
+        from .onnx_session import onnx_session
 
         self.model_dir = Path(model_dir) if model_dir else default_model_dir()
         self.onnx_path = require_onnx_model(Path(onnx_path) if onnx_path else ONNX_PATH)
@@ -83,13 +83,7 @@ class OnnxTextEmbedder:
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=MAX_TOKENS)
         self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest text
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        available = ort.get_available_providers()
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=providers)
+        self.session = onnx_session(self.onnx_path, threads)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.name = _model_name(self.model_dir)
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..images import add_margin
+from .onnx_session import onnx_session
 from .weights import rapidocr_model, short_version
 
 GATE_MODEL_FILE = "PP-OCRv6_det_small.onnx"
@@ -33,18 +34,6 @@ GATE_MODEL_FILE = "PP-OCRv6_det_small.onnx"
 class GateScore:
     score: float  # best region score, 0 when there is no region
     regions: int  # regions with score >= box_threshold
-
-
-def _onnx_session(model_path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
 
 
 class TextGate:
@@ -74,7 +63,7 @@ class TextGate:
         self.upscale = upscale
         self.margin = margin
         self.min_aspect = min_aspect
-        self.session = _onnx_session(self.model_path, threads)
+        self.session = onnx_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.version = short_version(self.backend, self.model_path)
 
