@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .spreadsheet import csv_cell
+
 COLUMNS = (
     "path", "image_id", "item", "region_id", "line_no", "bbox", "text", "machine_label", "cluster_id",
     "confidence", "score", "ocr_text", "final_label", "review_label", "review_status", "reviewer", "reviewed_at",
@@ -68,7 +70,7 @@ def write_csv(rows: list[dict], target: Path) -> None:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            writer.writerow({k: ("" if v is None else csv_cell(v)) for k, v in row.items()})
     tmp.replace(target)
 
 

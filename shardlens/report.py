@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from .records import read_jsonl
+from .spreadsheet import csv_cell
 
 REPORT_COLUMNS = ("path", "outcome", "reason", "detail", "image_id", "bytes", "shard")
 LISTING_SKIPPED_HEADER = "path\treason\n"
@@ -129,7 +130,7 @@ def write_ingest_report(db_or_cache: str | Path, out_csv: str | Path, listing_sk
     writer.writeheader()
     for row in outcomes:
         if row["outcome"] != "processed":
-            writer.writerow({k: "" if row[k] is None else row[k] for k in REPORT_COLUMNS})
+            writer.writerow({k: "" if row[k] is None else csv_cell(row[k]) for k in REPORT_COLUMNS})
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .spreadsheet import csv_value
+
 STATUSES = ("accepted", "relabeled", "rejected")
 
 STORE_DDL = """
@@ -107,7 +109,8 @@ def parse_review_csv(path: str | Path) -> list[Review]:
         missing = {"image_id", "review_status"} - set(reader.fieldnames or [])
         if missing:
             raise ReviewError(str(path), [f"line 1: missing column(s) {', '.join(sorted(missing))}"])
-        for row in reader:
+        for raw in reader:
+            row = {key: csv_value(cell) if isinstance(cell, str) else cell for key, cell in raw.items()}
             where = f"line {reader.line_num}"
             status = (row.get("review_status") or "").strip().lower()
             if not status:
