@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from .spreadsheet import csv_cell
 
@@ -105,6 +106,14 @@ def write_parquet(rows: list[dict], target: Path) -> None:
     tmp.replace(target)
 
 
+def image_url(prefix: str, path: str) -> str:
+    """The URL of an image for a tool that reads images over HTTP: ``prefix`` (Label Studio's
+    local-files endpoint ``/data/local-files/?d=``, or a server's base URL) and the path
+    relative to the images root, percent-encoded so that spaces, ``#``, ``?``, ``&``, ``%`` and
+    non-ASCII names arrive intact (only ``/`` stays as it is)."""
+    return prefix + quote(path, safe="/")
+
+
 def label_studio_tasks(db_path: str | Path, image_url_prefix: str = "/data/local-files/?d=") -> list[dict]:
     """Label Studio tasks with pre-annotations: regions as rectangles (percent of the image) with
     their final label, OCR lines as rectangles with their transcription."""
@@ -136,7 +145,7 @@ def label_studio_tasks(db_path: str | Path, image_url_prefix: str = "/data/local
                 scores.append(item["score"] or 0.0)
             tasks.append(
                 {
-                    "data": {"image": image_url_prefix + image["path"], "image_id": image["image_id"]},
+                    "data": {"image": image_url(image_url_prefix, image["path"]), "image_id": image["image_id"]},
                     "predictions": [
                         {
                             "model_version": versions.get(image["image_id"], "shardlens"),

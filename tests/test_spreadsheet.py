@@ -24,6 +24,17 @@ def test_cells_are_safe_and_the_round_trip_is_exact(value):
     assert csv_value(cell) == value
 
 
+def test_image_urls_are_percent_encoded():
+    from urllib.parse import parse_qs, urlsplit
+
+    from shardlens.exports import image_url
+
+    path = "=cmd|' /C calc'!A0 #1?&%ü.jpg"
+    url = image_url("/data/local-files/?d=", path)
+    assert " " not in url and "#" not in url and parse_qs(urlsplit(url).query)["d"] == [path]
+    assert image_url("http://host/images/", "a b/c.jpg") == "http://host/images/a%20b/c.jpg"
+
+
 def test_only_text_is_touched():
     assert csv_cell(-0.5) == -0.5 and csv_cell(None) is None and csv_cell(3) == 3
     assert [csv_cell(v) for v in HARMLESS] == HARMLESS
@@ -64,6 +75,8 @@ def test_hostile_names_and_texts_end_to_end(tmp_path):
     assert [r["path"] for r in report] == ["'-broken.jpg"]
 
     # the true values elsewhere
+    tasks = json.loads((workdir / "results" / "labelstudio_tasks.json").read_text())
+    assert "/data/local-files/?d=%3Dcmd%7C%27%20/C%20calc%27%21A0.jpg" in {t["data"]["image"] for t in tasks}
     exported = json.loads((workdir / "results" / "annotations.json").read_text())
     assert "=cmd|' /C calc'!A0.jpg" in {r["path"] for r in exported}
     conn = sqlite3.connect(workdir / "results" / "annotations.sqlite")
