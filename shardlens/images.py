@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat as stat_mod
 import struct
 import warnings
@@ -322,7 +323,7 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
             image.seek(0)  # animated formats: the first frame
             if image.width * image.height > limits.max_pixels:
                 raise ImageError(
-                    "too_many_pixels", f"{image.width}x{image.height} is over the limit of {limits.max_pixels} pixels"
+                    "too_many_pixels", f"{image.width}x{image.height} is over the limit of {limits.max_pixels:,} pixels (limits.max_pixels)"
                 )
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
@@ -332,7 +333,10 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError("too_many_pixels", str(exc)) from None
+            # Pillow's own text quotes its internal limit (twice ours for the error): say ours
+            size = re.search(r"Image size \((\d+) pixels\)", str(exc))
+            declared = f"{int(size.group(1)):,} pixels declared" if size else "the declared size"
+            raise ImageError("too_many_pixels", f"{declared} is over the limit of {limits.max_pixels:,} pixels (limits.max_pixels)") from None
         except UnidentifiedImageError:
             head = source[:16] if isinstance(source, bytes) else _head(source)
             announced = sniff_format(head)
