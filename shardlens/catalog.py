@@ -192,6 +192,21 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
+    """Open an existing catalog for reading: never creates a file; CatalogError (one line) when
+    the file is missing or is no shardlens catalog."""
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise CatalogError(f"{db_path}: no such catalog (the workflow builds it; or `shardlens import-cache CACHE {db_path}`)")
+    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    try:
+        conn.execute("SELECT 1 FROM images LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise CatalogError(f"{db_path}: not a shardlens catalog ({exc})") from None
+    return conn
+
+
 def _row(kind: str, shard: str, record: dict, columns: list[str]) -> tuple:
     values = [shard]
     for name in columns:

@@ -59,9 +59,15 @@ def export_cmd(
     out_dir: Path = typer.Argument(Path("results"), help="folder for annotations.csv/.json/.parquet and labelstudio_tasks.json"),
 ) -> None:
     """Write the annotation exports (reviewed labels over machine labels)."""
+    from .catalog import CatalogError
     from .exports import export_all
 
-    for kind, path in export_all(db, out_dir).items():
+    try:
+        paths = export_all(db, out_dir)
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
 
 

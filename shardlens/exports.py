@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from .catalog import connect_readonly
 from .spreadsheet import csv_cell
 
 COLUMNS = (
@@ -43,7 +44,7 @@ ORDER BY 1, 3, 4, 5
 
 def annotation_rows(db_path: str | Path) -> Iterator[dict]:
     """One dict per region, OCR line, and image with neither, ordered by path."""
-    conn = sqlite3.connect(db_path)
+    conn = connect_readonly(db_path)
     try:
         cursor = conn.execute(ROWS_SQL)
         while batch := cursor.fetchmany(5000):
@@ -117,7 +118,7 @@ def image_url(prefix: str, path: str) -> str:
 def label_studio_tasks(db_path: str | Path, image_url_prefix: str = "/data/local-files/?d=") -> list[dict]:
     """Label Studio tasks with pre-annotations: regions as rectangles (percent of the image) with
     their final label, OCR lines as rectangles with their transcription."""
-    conn = sqlite3.connect(db_path)
+    conn = connect_readonly(db_path)
     conn.row_factory = sqlite3.Row
     try:
         versions = dict(conn.execute("SELECT image_id, detector_version FROM regions GROUP BY image_id").fetchall())
@@ -187,7 +188,7 @@ def run_export(db_path: str | Path, out_dir: str | Path) -> dict[str, Path]:
     paths = export_all(db_path, out_dir)
     with open(paths["csv"], encoding="utf-8") as handle:
         summary.records = sum(1 for _ in handle) - 1
-    conn = sqlite3.connect(db_path)
+    conn = connect_readonly(db_path)
     summary.images = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     summary.ok = conn.execute("SELECT COUNT(*) FROM image_labels WHERE final_label IS NOT NULL").fetchone()[0]
     conn.close()
