@@ -40,7 +40,10 @@ class ReviewError(ValueError):
 
     def __init__(self, source: str, problems: list[str]):
         self.problems = problems
-        listing = "\n".join(f"  - {p}" for p in problems)
+        shown = problems[:MAX_PROBLEMS]
+        listing = "\n".join(f"  - {p}" for p in shown)
+        if len(problems) > len(shown):
+            listing += f"\n  - ... and {len(problems) - len(shown)} more"
         super().__init__(f"{source}: {len(problems)} problem(s), nothing was imported:\n{listing}")
 
 
@@ -87,56 +90,95 @@ def _int_or_none(value: str, column: str, where: str, problems: list[str]) -> in
     except ValueError:
         number = float("nan")
     if not number.is_integer():  # spreadsheets write 3 as "3.0"; "x" or 2.5 is an error
-        problems.append(f"{where}: {column} {value!r} is not a whole number")
+        problems.append(f"{where}, column {column}: {value!r} is not a whole number")
         return None
     number = int(number)
     if number < 0:
-        problems.append(f"{where}: {column} {value!r} must not be negative")
+        problems.append(f"{where}, column {column}: {value!r} must not be negative")
     return number
 
 
-def parse_review_csv(path: str | Path) -> list[Review]:
-    """Rows with a review_status become reviews; rows without are ignored. Raises ReviewError."""
+MAX_PROBLEMS = 50  # listed one by one; the rest are counted
+MAX_CELL_BYTES = 1 << 20  # a cell over 1 MiB is a problem of its own (a label is a few words)
+DELIMITERS = ",;\t"  # comma, and what spreadsheets in other locales write
+
+
+def read_review_csv(path: str | Path) -> tuple[list[Review], list[str]]:
+    """Every review the sheet holds and every problem with its format (line and column): rows
+    with a review_status become reviews, rows without are ignored. Never raises for content."""
     path = Path(path)
     problems: list[str] = []
     reviews: list[Review] = []
     try:
         handle = path.open(newline="", encoding="utf-8-sig")
+        header = handle.readline()
     except OSError as exc:
-        raise ReviewError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+        return [], [f"cannot read the file: {exc.strerror}"]
+    except UnicodeDecodeError as exc:
+        return [], [f"line 1: not UTF-8 text ({exc.reason} at byte {exc.start})"]
     with handle:
-        reader = csv.DictReader(handle)
-        missing = {"image_id", "review_status"} - set(reader.fieldnames or [])
-        if missing:
-            raise ReviewError(str(path), [f"line 1: missing column(s) {', '.join(sorted(missing))}"])
-        for raw in reader:
-            row = {key: csv_value(cell) if isinstance(cell, str) else cell for key, cell in raw.items()}
-            where = f"line {reader.line_num}"
-            status = (row.get("review_status") or "").strip().lower()
-            if not status:
-                continue
-            if status not in STATUSES:
-                problems.append(f"{where}: review_status {status!r} is not one of {', '.join(STATUSES)}")
-                continue
-            image_id = (row.get("image_id") or "").strip()
-            label = (row.get("review_label") or "").strip() or None
-            if status == "accepted" and label is None:
-                label = (row.get("machine_label") or "").strip() or None
-            if status == "relabeled" and label is None:
-                problems.append(f"{where}: review_status 'relabeled' needs a review_label")
-                continue
-            reviews.append(
-                Review(
-                    image_id=image_id,
-                    region_id=_int_or_none(row.get("region_id", ""), "region_id", where, problems),
-                    line_no=_int_or_none(row.get("line_no", ""), "line_no", where, problems),
-                    status=status,
-                    label=label,
-                    reviewer=(row.get("reviewer") or "").strip() or None,
-                    reviewed_at=(row.get("reviewed_at") or "").strip() or None,
-                    where=where,
-                )
-            )
+        handle.seek(0)
+        if header.startswith("\ufeff"):
+            handle.read(1)
+        delimiter = max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
+        previous_limit = csv.field_size_limit()
+        csv.field_size_limit(max(previous_limit, 64 * MAX_CELL_BYTES))
+        try:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            missing = {"image_id", "review_status"} - set(reader.fieldnames or [])
+            if missing:
+                named = {",": "commas", ";": "semicolons", "\t": "tabs"}[delimiter]
+                return [], [f"line 1: missing column(s) {', '.join(sorted(missing))} (header read as separated by {named}: {header.strip()[:120]!r})"]
+            rows = iter(reader)
+            while True:
+                try:
+                    raw = next(rows)
+                except StopIteration:
+                    break
+                except (csv.Error, UnicodeDecodeError) as exc:
+                    problems.append(f"line {reader.line_num}: cannot be read as CSV ({exc})")
+                    break
+                review = _review_from_row(raw, f"line {reader.line_num}", problems)
+                if review is not None:
+                    reviews.append(review)
+        finally:
+            csv.field_size_limit(previous_limit)
+    return reviews, problems
+
+
+def _review_from_row(raw: dict, where: str, problems: list[str]) -> Review | None:
+    too_big = [key for key, cell in raw.items() if isinstance(cell, str) and len(cell) > MAX_CELL_BYTES]
+    if too_big:
+        problems.append(f"{where}, column {too_big[0]}: a cell of {len(raw[too_big[0]]):,} characters (at most {MAX_CELL_BYTES:,})")
+        return None
+    row = {key: csv_value(cell) if isinstance(cell, str) else cell for key, cell in raw.items()}
+    status = (row.get("review_status") or "").strip().lower()
+    if not status:
+        return None
+    if status not in STATUSES:
+        problems.append(f"{where}, column review_status: {status!r} is not one of {', '.join(STATUSES)}")
+        return None
+    label = (row.get("review_label") or "").strip() or None
+    if status == "accepted" and label is None:
+        label = (row.get("machine_label") or "").strip() or None
+    if status == "relabeled" and label is None:
+        problems.append(f"{where}, column review_label: review_status 'relabeled' needs a review_label")
+        return None
+    return Review(
+        image_id=(row.get("image_id") or "").strip(),
+        region_id=_int_or_none(row.get("region_id", ""), "region_id", where, problems),
+        line_no=_int_or_none(row.get("line_no", ""), "line_no", where, problems),
+        status=status,
+        label=label,
+        reviewer=(row.get("reviewer") or "").strip() or None,
+        reviewed_at=(row.get("reviewed_at") or "").strip() or None,
+        where=where,
+    )
+
+
+def parse_review_csv(path: str | Path) -> list[Review]:
+    """The sheet's reviews; raises :class:`ReviewError` listing every format problem."""
+    reviews, problems = read_review_csv(path)
     if problems:
         raise ReviewError(str(path), problems)
     return reviews
@@ -149,7 +191,7 @@ def validate_reviews(reviews: list[Review], catalog: sqlite3.Connection) -> list
     for review in reviews:
         where = review.where or review.item_key
         if catalog.execute("SELECT 1 FROM paths WHERE image_id = ? LIMIT 1", (review.image_id,)).fetchone() is None:
-            problems.append(f"{where}: image_id {review.image_id[:16]!r}... is not in the catalog")
+            problems.append(f"{where}, column image_id: {review.image_id[:16]!r}... is not in the catalog")
             continue
         if review.region_id is not None and review.line_no is not None:
             problems.append(f"{where}: give region_id or line_no, not both")
@@ -157,12 +199,12 @@ def validate_reviews(reviews: list[Review], catalog: sqlite3.Connection) -> list
         if review.region_id is not None and catalog.execute(
             "SELECT 1 FROM regions WHERE image_id = ? AND region_id = ? LIMIT 1", (review.image_id, review.region_id)
         ).fetchone() is None:
-            problems.append(f"{where}: image {review.image_id[:12]} has no region {review.region_id}")
+            problems.append(f"{where}, column region_id: image {review.image_id[:12]} has no region {review.region_id}")
             continue
         if review.line_no is not None and catalog.execute(
             "SELECT 1 FROM ocr_lines WHERE image_id = ? AND line_no = ? LIMIT 1", (review.image_id, review.line_no)
         ).fetchone() is None:
-            problems.append(f"{where}: image {review.image_id[:12]} has no OCR line {review.line_no}")
+            problems.append(f"{where}, column line_no: image {review.image_id[:12]} has no OCR line {review.line_no}")
             continue
         earlier = seen.get(review.item_key)
         if earlier is not None and (earlier.status, earlier.label) != (review.status, review.label):
@@ -207,8 +249,22 @@ def record_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
 
 
 def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
-    reviews = parse_review_csv(csv_path)
+    """Import a reviewed sheet: all of it or nothing. Format and catalog checks both run, so
+    :class:`ReviewError` lists every problem at once."""
+    reviews, problems = read_review_csv(csv_path)
+    if problems:
+        catalog = sqlite3.connect(f"{Path(catalog_db).resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            problems += validate_reviews(reviews, catalog)
+        finally:
+            catalog.close()
+        raise ReviewError(str(csv_path), sorted(problems, key=_line_order))
     return record_reviews(reviews, catalog_db, store_db, source=f"csv:{Path(csv_path).name}")
+
+
+def _line_order(problem: str) -> tuple[int, str]:
+    head = problem.split(":", 1)[0].split(",", 1)[0]
+    return (int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0, problem)
 
 
 def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:

@@ -337,3 +337,58 @@ def test_review_import_uses_image_ids_and_never_opens_csv_paths(tmp_path):
     assert {Path(p).name for p in opened if p.startswith(str(tmp_path))} <= {"sheet.csv", "catalog.sqlite", "store.sqlite"}
     row = sqlite3.connect(tmp_path / "store.sqlite").execute("SELECT image_id, line_no, label FROM reviews").fetchone()
     assert row == (image_id, 0, "exit sign")
+
+
+def _one_line_catalog(tmp_path):
+    from shardlens import catalog
+
+    db = tmp_path / "catalog.sqlite"
+    conn = catalog.connect(db)
+    image_id = "b" * 64
+    conn.execute("INSERT INTO paths (shard, path, image_id, status) VALUES ('0000', 'x.png', ?, 'ok')", (image_id,))
+    conn.execute(
+        "INSERT INTO ocr_lines (shard, image_id, line_no, text, confidence, bbox, source) VALUES ('0000', ?, 0, 'EXIT', 0.9, '[0,0,1,1]', 't')",
+        (image_id,),
+    )
+    conn.close()
+    return db, image_id
+
+
+def test_review_import_lists_every_problem_and_changes_nothing(tmp_path):
+    """An unknown image, a bad status and a conflicting duplicate on three lines: all three are
+    reported, with line and column, format and catalog checks alike, and nothing is stored."""
+    from shardlens import reviews
+
+    db, image_id = _one_line_catalog(tmp_path)
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text(
+        "image_id,line_no,machine_label,review_status,review_label\n"
+        f"{'c' * 64},0,EXIT,accepted,\n"
+        f"{image_id},0,EXIT,approved,\n"
+        f"{image_id},0,EXIT,relabeled,exit\n"
+        f"{image_id},0,EXIT,relabeled,way out\n"
+    )
+    with pytest.raises(reviews.ReviewError) as error:
+        reviews.import_review_csv(sheet, db, tmp_path / "store.sqlite")
+    problems = error.value.problems
+    assert [p.split(":")[0] for p in problems] == ["line 2, column image_id", "line 3, column review_status", "line 5"]
+    assert "conflicts with line 4" in problems[2]
+    assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_review_import_reads_semicolons_and_reports_a_huge_cell(tmp_path):
+    from shardlens import reviews
+
+    db, image_id = _one_line_catalog(tmp_path)
+    sheet = tmp_path / "excel.csv"
+    sheet.write_bytes("\ufeffimage_id;line_no;machine_label;review_status;review_label\r\n".encode() + f"{image_id};0;EXIT;relabeled;exit sign\r\n".encode())
+    assert reviews.import_review_csv(sheet, db, tmp_path / "store.sqlite") == 1  # a European-locale export
+    huge = tmp_path / "huge.csv"
+    huge.write_text("image_id,line_no,review_status,review_label\n" + f"{image_id},0,relabeled,{'x' * 10_000_000}\n")
+    with pytest.raises(reviews.ReviewError) as error:
+        reviews.import_review_csv(huge, db, tmp_path / "store2.sqlite")
+    assert error.value.problems == ["line 2, column review_label: a cell of 10,000,000 characters (at most 1,048,576)"]
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id;status\nx;accepted\n")
+    with pytest.raises(reviews.ReviewError, match=r"missing column\(s\) image_id, review_status \(header read as separated by semicolons"):
+        reviews.import_review_csv(wrong, db, tmp_path / "store3.sqlite")

@@ -61,7 +61,8 @@ def test_review_round_trip_survives_reruns(tmp_path, tiny_images):
     write_sheet(tmp_path / "bad.csv", bad)
     proc = shardlens(workdir, "import-reviews", str(tmp_path / "bad.csv"))
     assert proc.returncode == 2
-    assert "line 2: review_status 'maybe'" in proc.stderr
+    assert "line 2, column review_status: 'maybe' is not one of" in proc.stderr
+    assert "line 3, column image_id: '0000000000000000'... is not in the catalog" in proc.stderr  # both listed
     assert store_rows(workdir) == []
 
     proc = shardlens(workdir, "import-reviews", str(tmp_path / "reviewed.csv"))
