@@ -9,8 +9,18 @@ import typer
 app = typer.Typer(help="shardlens: image shards to reviewable annotations.", no_args_is_help=True, add_completion=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"shardlens {version('shardlens')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+) -> None:
     """shardlens command line (the workflow itself runs with `snakemake`)."""
 
 

@@ -107,18 +107,3 @@ def test_cli_import_cache(cache, tmp_path):
     result = CliRunner().invoke(app, ["import-cache", str(tmp_path / "nocache"), str(tmp_path / "d.sqlite")])
     assert result.exit_code == 2 and "manifest.json does not exist" in result.output
 
-
-def test_export_of_a_missing_catalog_is_one_line_and_creates_nothing(tmp_path):
-    import subprocess
-    import sys
-
-    for db in (tmp_path / "missing.sqlite", tmp_path / "notes.sqlite"):
-        if db.name == "notes.sqlite":
-            db.write_text("not a database")
-        proc = subprocess.run(
-            [sys.executable, "-m", "shardlens.cli", "export", str(db), str(tmp_path / "out")], capture_output=True, text=True, cwd=tmp_path
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
-        assert str(db) in proc.stderr
-    assert not (tmp_path / "missing.sqlite").exists() and not (tmp_path / "out").exists()
