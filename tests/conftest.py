@@ -15,6 +15,35 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def skip_unless_available(requirement: str, reason: str) -> None:
+    """Skip a test whose ``requirement`` (SLURM, BROWSER, PADDLE) is missing here, with the
+    reason; where ``SHARDLENS_REQUIRE_<REQUIREMENT>=1`` (CI) the missing requirement fails it."""
+    if os.environ.get(f"SHARDLENS_REQUIRE_{requirement}") == "1":
+        pytest.fail(f"SHARDLENS_REQUIRE_{requirement}=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# Skips CI allows: SHARDLENS_ALLOWED_SKIPS (set by .ci/run) lists their test ids, separated by
+# spaces; with it set, any other skip fails the run. Without it (a developer's machine), skips
+# are just reported.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    allowed = os.environ.get("SHARDLENS_ALLOWED_SKIPS")
+    if allowed is None:
+        return
+    unexpected = sorted(set(_SKIPPED) - set(allowed.split()))
+    if unexpected:
+        print(f"\nSHARDLENS_ALLOWED_SKIPS: {len(unexpected)} skip(s) not allowed in CI: {', '.join(unexpected)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 FONT = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 

@@ -743,14 +743,11 @@ def slurm_cluster(**kwargs) -> Iterator[SlurmCluster]:
 # --------------------------------------------------------------------------- #
 def require_or_skip() -> None:
     """pytest.skip when Slurm cannot run here (fail instead if SHARDLENS_REQUIRE_SLURM=1)."""
-    import pytest
+    from conftest import skip_unless_available
 
     reason = skip_reason()
-    if reason is None:
-        return
-    if os.environ.get("SHARDLENS_REQUIRE_SLURM") == "1":
-        pytest.fail(f"SHARDLENS_REQUIRE_SLURM=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+    if reason is not None:
+        skip_unless_available("SLURM", reason)
 
 
 try:

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, smooth_image, snakemake, text_image, write_config
+from conftest import REPO, skip_unless_available, smooth_image, snakemake, text_image, write_config
 from shardlens.dashboard import queries as q
 from shardlens.dashboard.launch import CHROMIUM_ARGS, dashboard_command, guess_images_root
 from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_dir
@@ -315,9 +315,7 @@ def browser_or_skip() -> None:
         missing.append(str(CHROMIUM))
     if missing:
         reason = f"dashboard browser test needs {', '.join(missing)} (pip install -e '.[ui]'; .ci/install-browser.sh)"
-        if os.environ.get("SHARDLENS_REQUIRE_BROWSER") == "1":  # CI: a missing browser is a failure
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_unless_available("BROWSER", reason)
 
 
 def free_port() -> int:
@@ -523,9 +521,7 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
     """The app's script run by Streamlit's AppTest on a synthetic catalog: every view renders;
     'Accept & next', a cluster rename and a relabel go through record_reviews."""
     if importlib.util.find_spec("streamlit") is None:
-        if os.environ.get("SHARDLENS_REQUIRE_BROWSER") == "1":
-            pytest.fail("streamlit is not installed (pip install -e '.[ui]')")
-        pytest.skip("streamlit is not installed (pip install -e '.[ui]')")
+        skip_unless_available("BROWSER", "streamlit is not installed (pip install -e '.[ui]')")
     from streamlit.testing.v1 import AppTest
 
     bench = load_bench()

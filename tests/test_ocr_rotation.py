@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from conftest import skip_unless_available
 from shardlens.evaluation import cer, edit_distance, normalise
 
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -135,7 +136,7 @@ def paddle():
 
     python = paddle_venv() / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"paddle venv absent ({python} missing): create it with `make paddle-venv` to run the paddleocr parts")
+        skip_unless_available("PADDLE", f"paddle venv absent ({python} missing): create it with `make paddle-venv` to run the paddleocr parts")
     from shardlens.models.ocr_engines import make_ocr_engine
 
     engines = {cls: make_ocr_engine("paddleocr", threads=2, use_cls=cls) for cls in (True, False)}

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from conftest import skip_unless_available
 from shardlens.evaluation import cer, edit_distance, normalise
 from shardlens.models import paddle_models
 from shardlens.models.paddle_models import (
@@ -59,7 +60,7 @@ def render(font_file: str, size: int, lines: list[str]) -> np.ndarray:
 def paddle_python() -> Path:
     python = paddle_venv() / "bin" / "python"
     if not python.exists():
-        pytest.skip(f"paddle venv absent ({python} missing): create it with `make paddle-venv` to run the paddleocr tests")
+        skip_unless_available("PADDLE", f"paddle venv absent ({python} missing): create it with `make paddle-venv` to run the paddleocr tests")
     return python
 
 
