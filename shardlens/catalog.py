@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
@@ -177,13 +178,28 @@ def table_ddl(kind: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, PRIMARY KEY ({', '.join(key)}))"
 
 
+def _set_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Switch to WAL. Changing the journal mode needs the database to itself, and SQLite answers
+    'database is locked' at once (its busy handler is not asked) while another process opens the
+    same new catalog: wait until the switch goes through, up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """Open (and create) the catalog: WAL journal and a busy timeout so concurrent writers wait."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=60000")
+    _set_wal(conn)
     conn.execute("PRAGMA foreign_keys=ON")
     for kind in STAGE_TABLES:
         conn.execute(table_ddl(kind))
