@@ -215,6 +215,28 @@ def test_classifier_batching_and_text_embedded_once(backend, tiny_models, images
         np.testing.assert_allclose([s for _, s in g], [s for _, s in w], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", CLASSIFIERS)
+def test_crops_of_several_images_go_through_together(backend, tiny_models, images, monkeypatch):
+    """classify_batch scores every image's crops in shared model batches, with the results of
+    classify image by image."""
+    classifier = HFCropClassifier(backend, str(tiny_models[backend]), LABELS, batch_size=4)
+    boxes = [[[0, 0, 60, 80], [100, 120, 300, 290], [5, 5, 6, 6]], [], [[200, 10, 451, 300], [10, 10, 10, 50]]]
+    picked = [images[0], images[1], images[1]]
+    alone = [classifier.classify(image, image_boxes, top_k=3) for image, image_boxes in zip(picked, boxes)]
+    calls = []
+    scores = classifier._scores
+    monkeypatch.setattr(classifier, "_scores", lambda crops: calls.append(len(crops)) or scores(crops))
+    together = classifier.classify_batch(picked, boxes, top_k=3)
+    assert calls == [4]  # the four crops with an area (one of 1 pixel), in one model batch across the images
+    assert [len(r) for r in together] == [3, 0, 2] and together[2][1] == []  # zero width: no crop
+    for got, want in zip(together, alone):
+        for g, w in zip(got, want):
+            assert [label for label, _ in g] == [label for label, _ in w]
+            np.testing.assert_allclose([s for _, s in g], [s for _, s in w], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="2 images but 1 box lists"):
+        classifier.classify_batch(picked[:2], boxes[:1])
+
+
 # --------------------------------------------------------------------------- files, versions, errors
 
 

@@ -543,19 +543,36 @@ class HFCropClassifier:
 
     def classify(self, image: np.ndarray, boxes: list[list[float]], top_k: int = 3) -> list[list[tuple[str, float]]]:
         """Per box, the ``top_k`` ``(label, score)`` pairs best first; ``[]`` for a degenerate box."""
-        array = _as_rgb(image)
+        return self.classify_batch([image], [boxes], top_k=top_k)[0]
+
+    def classify_batch(
+        self, images: list[np.ndarray], boxes: list[list[list[float]]], top_k: int = 3
+    ) -> list[list[list[tuple[str, float]]]]:
+        """``classify`` for several images at once: the crops of all of them go through the model
+        together, ``batch_size`` crops at a time (the label texts were embedded once, at
+        construction). A crop's scores do not depend on the crops beside it."""
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
         top_k = max(0, min(int(top_k), len(self.labels)))
-        crops = [self._crop(array, box) for box in boxes]
-        wanted = [i for i, crop in enumerate(crops) if crop is not None]
-        results: list[list[tuple[str, float]]] = [[] for _ in boxes]
+        results: list[list[list[tuple[str, float]]]] = [[[] for _ in image_boxes] for image_boxes in boxes]
+        crops: list[np.ndarray] = []
+        where: list[tuple[int, int]] = []
+        for i, (image, image_boxes) in enumerate(zip(images, boxes)):
+            if not image_boxes:
+                continue
+            array = _as_rgb(image)
+            for k, box in enumerate(image_boxes):
+                crop = self._crop(array, box)
+                if crop is not None:
+                    crops.append(crop)
+                    where.append((i, k))
         if top_k == 0:
             return results
-        for start in range(0, len(wanted), self.batch_size):
-            chunk = wanted[start : start + self.batch_size]
-            scores = self._scores([crops[i] for i in chunk])
-            for index, row in zip(chunk, scores):
+        for start in range(0, len(crops), self.batch_size):
+            scores = self._scores(crops[start : start + self.batch_size])
+            for (i, k), row in zip(where[start : start + self.batch_size], scores):
                 order = np.argsort(-row, kind="stable")[:top_k]
-                results[index] = [(self.labels[j], float(row[j])) for j in order]
+                results[i][k] = [(self.labels[j], float(row[j])) for j in order]
         return results
 
 

@@ -122,9 +122,13 @@ def run_shard(
             else:
                 good.append((image, rgb))
         results = detector.detect_batch([rgb for _, rgb in good])
-        for (image, rgb), detections in zip(good, results):
+        if classifier is not None:  # the crops of the whole batch through the classifier together
+            boxes = [[d["bbox"] for d in detections] for detections in results]
+            classified = classifier.classify_batch([rgb for _, rgb in good], boxes, top_k=options["top_k"])
+        else:
+            classified = [[] for _ in results]
+        for (image, rgb), detections, per_box in zip(good, results, classified):
             scale = (image.width / rgb.shape[1], image.height / rgb.shape[0])
-            per_box = classifier.classify(rgb, [d["bbox"] for d in detections], top_k=options["top_k"]) if classifier and detections else []
             regions = region_records(image.image_id, detections, vocab, per_box, options["top_k"], version, scale, (image.width, image.height))
             records.extend(regions)
             summary.ok += 1
