@@ -81,9 +81,66 @@ def export_cmd(
         typer.echo(f"{kind}: {path}")
 
 
+def _config_error(exc: Exception) -> str:
+    """One line for a workflow config that does not load; a schema violation names its key."""
+    import re
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    mark = getattr(exc, "problem_mark", None)
+    if getattr(exc, "problem", None) and mark is not None:  # yaml's MarkedYAMLError
+        return f"YAML syntax: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    problem = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ValidationError:")), None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = next((line for line in lines if line.startswith("On instance")), "")
+    key = ".".join(re.findall(r"\[['\"]?([^'\"\]]+)['\"]?\]", where))
+    return f"{key}: {problem}" if key else problem
+
+
+def _hub_models_of_config(path: Path) -> list[tuple[str, str]]:
+    """``(config key, hub id)`` for each hub model the config at ``path`` names; local folders that
+    exist are reported as used as they are. Exits with code 2 (one line) when the config is bad."""
+    from .config import load_config
+    from .models.mirror import MirrorError, config_models
+
+    if not path.is_file():
+        typer.echo(f"error: config file {path} not found (--from-config reads workflow configs; the default is config/config.yaml)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        named = config_models(load_config(path))
+    except MirrorError as exc:
+        typer.echo(f"error: {path}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except Exception as exc:  # YAML syntax, schema validation (snakemake's WorkflowError), not a mapping
+        typer.echo(f"error: {path}: {_config_error(exc)}", err=True)
+        raise typer.Exit(code=2) from None
+    hub = []
+    for key, model in named:
+        if Path(model).expanduser().is_dir():
+            typer.echo(f"{key}: {model} is a local folder: used as it is (not mirrored)")
+        else:
+            hub.append((key, model))
+    if not hub:
+        what = "; ".join(f"{key}: {model}" for key, model in named) or (
+            "detect.backend is not an open-vocabulary backend and detect.classifier.backend is not set"
+        )
+        typer.echo(f"{path} names no hub model ({what}): nothing to mirror")
+    return hub
+
+
 @app.command("mirror-models")
 def mirror_models_cmd(
-    sources: list[str] = typer.Argument(..., help="hub ids (org/name) or local model folders"),
+    sources: list[str] | None = typer.Argument(
+        None,
+        metavar="SOURCES... | [CONFIG]...",
+        help="hub ids (org/name) or local model folders; with --from-config, workflow configs (default config/config.yaml)",
+    ),
+    from_config: bool = typer.Option(
+        False,
+        "--from-config",
+        help="mirror the hub models the workflow config(s) name: detect.model of an open-vocabulary backend and "
+        "detect.classifier.model (local folders are used as they are)",
+    ),
     root: Path = typer.Option(Path("models/mirror"), help="mirror folder; mirror.lock.json records every file's sha256"),
 ) -> None:
     """Copy hub models into a local mirror (the draft's "keep a local mirror") and pin their hashes.
@@ -92,13 +149,25 @@ def mirror_models_cmd(
     the files against the lock and refuses changed weights (detect.allow_changed_weights)."""
     from .models.mirror import MirrorError, mirror_model
 
-    for source in sources:
+    todo: dict[str, str | None] = {}  # source -> the config key that names it
+    if from_config:
+        for config in sources or ["config/config.yaml"]:
+            for key, model in _hub_models_of_config(Path(config)):
+                todo.setdefault(model, key)
+    elif not sources:
+        typer.echo("error: name hub ids or local model folders, or use --from-config [CONFIG]", err=True)
+        raise typer.Exit(code=2)
+    else:
+        todo = dict.fromkeys(sources)
+    for source, key in todo.items():
         try:
             entry = mirror_model(source, root)
         except (MirrorError, OSError, ValueError) as exc:
             typer.echo(f"error: {source}: {exc}", err=True)
             raise typer.Exit(code=2) from None
         typer.echo(f"{source} -> {entry['path']} ({len(entry['files'])} files pinned)")
+        if key:
+            typer.echo(f"  then set {key}: {entry['path']}")
 
 
 @app.command("verify-mirror")

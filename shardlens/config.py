@@ -16,6 +16,8 @@ def load_config(path: str | Path | None = None, **overrides) -> dict:
     from snakemake.utils import validate
 
     config = yaml.safe_load(Path(path).read_text()) if path else {}
+    if config is not None and not isinstance(config, dict):
+        raise ValueError(f"a workflow config is a mapping of keys (images:, detect:, ...), not a {type(config).__name__}")
     config = copy.deepcopy(config or {})
     config.update(overrides)
     validate(config, str(SCHEMA))

@@ -259,3 +259,30 @@ def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False) -> Pa
         data["models"][name] = entry
         _write_lock(dest_root, data)
     return folder
+
+
+def config_models(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(config key, model)`` for each model a workflow config loads through transformers, in order:
+    ``detect.model`` when ``detect.backend`` is open-vocabulary, ``detect.classifier.model`` when
+    ``detect.classifier.backend`` is set. ``config`` is a loaded one (``shardlens.config.load_config``,
+    defaults filled). Each model is a hub id or a local folder; what to do with it is the caller's.
+
+    Raises :class:`MirrorError` when such a backend is set without its model.
+    """
+    from .detectors import OPEN_VOCABULARY
+
+    detect = config.get("detect") or {}
+    named: list[tuple[str, str]] = []
+    backend = detect.get("backend")
+    if backend in OPEN_VOCABULARY:
+        if not detect.get("model"):
+            raise MirrorError(f"detect.backend is {backend!r} but detect.model is not set (a hub id or a local folder)")
+        named.append(("detect.model", str(detect["model"])))
+    classifier = detect.get("classifier") or {}
+    if classifier.get("backend"):
+        if not classifier.get("model"):
+            raise MirrorError(
+                f"detect.classifier.backend is {classifier['backend']!r} but detect.classifier.model is not set"
+            )
+        named.append(("detect.classifier.model", str(classifier["model"])))
+    return named
