@@ -38,13 +38,13 @@ import functools
 import importlib.util
 import io
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from .atomic import atomic_open
 
 BASE_SEED = 20240531
 JPEG_QUALITY = 90
@@ -558,17 +558,8 @@ def encode_image(img: Image.Image, suffix: str) -> bytes:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        # os.open honours the umask (tempfile.mkstemp would force mode 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", durable=False) as handle:
+        handle.write(data)
 
 
 def _record(category: str, source: str, **overrides: Any) -> dict[str, Any]:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from .atomic import atomic_open, atomic_path
 from .catalog import connect_readonly
 from .spreadsheet import csv_cell
 
@@ -59,28 +58,18 @@ def annotation_rows(db_path: str | Path) -> Iterator[dict]:
         conn.close()
 
 
-def _atomic_path(target: Path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_csv(rows: list[dict], target: Path) -> None:
-    tmp = _atomic_path(target)
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic_open(target, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if v is None else csv_cell(v)) for k, v in row.items()})
-    tmp.replace(target)
 
 
 def write_json(rows: list[dict], target: Path) -> None:
-    tmp = _atomic_path(target)
     payload = [{**row, "bbox": json.loads(row["bbox"]) if row["bbox"] else None} for row in rows]
-    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(target)
+    with atomic_open(target, "w") as handle:
+        handle.write(json.dumps(payload, ensure_ascii=False, indent=1))
 
 
 def write_parquet(rows: list[dict], target: Path) -> None:
@@ -102,9 +91,8 @@ def write_parquet(rows: list[dict], target: Path) -> None:
         for name in COLUMNS:
             value = row[name]
             columns[name].append(json.loads(value) if name == "bbox" and value else value)
-    tmp = _atomic_path(target)
-    pq.write_table(pa.table(columns, schema=schema), tmp)
-    tmp.replace(target)
+    with atomic_path(target) as tmp:
+        pq.write_table(pa.table(columns, schema=schema), tmp)
 
 
 def image_url(prefix: str, path: str) -> str:
@@ -174,9 +162,8 @@ def export_all(db_path: str | Path, out_dir: str | Path, stem: str = "annotation
     write_csv(rows, paths["csv"])
     write_json(rows, paths["json"])
     write_parquet(rows, paths["parquet"])
-    tmp = _atomic_path(paths["labelstudio"])
-    tmp.write_text(json.dumps(label_studio_tasks(db_path), ensure_ascii=False, indent=1), encoding="utf-8")
-    tmp.replace(paths["labelstudio"])
+    with atomic_open(paths["labelstudio"], "w") as handle:
+        handle.write(json.dumps(label_studio_tasks(db_path), ensure_ascii=False, indent=1))
     return paths
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from .atomic import atomic_open
 
 SCHEMA_VERSION = 1
 CONTRACTS_DIR = Path(__file__).parent / "contracts"
@@ -74,51 +74,20 @@ def write_jsonl(path: str | Path, kind: str, records: Iterable[dict[str, Any]]) 
     over ``path``: a reader sees the old file or the complete new one, never half of it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for record in records:
-                validate_record(kind, record, where=f"{path} record {count + 1}")
-                handle.write(dumps(record) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path, "w", newline="\n") as handle:
+        for record in records:
+            validate_record(kind, record, where=f"{path} record {count + 1}")
+            handle.write(dumps(record) + "\n")
+            count += 1
     return count
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write one JSON document atomically (indented, keys sorted)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with atomic_open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+        handle.write("\n")
 
 
 def read_jsonl(path: str | Path, kind: str, validate: bool = True) -> Iterator[dict[str, Any]]:

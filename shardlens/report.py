@@ -18,11 +18,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
 
+from .atomic import atomic_open
 from .records import read_jsonl
 from .spreadsheet import csv_cell
 
@@ -43,10 +43,8 @@ def write_listing_skipped(entries: list[tuple[str, str]], path: str | Path) -> b
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
     return True
 
 
@@ -132,10 +130,8 @@ def write_ingest_report(db_or_cache: str | Path, out_csv: str | Path, listing_sk
         if row["outcome"] != "processed":
             writer.writerow({k: "" if row[k] is None else csv_cell(row[k]) for k in REPORT_COLUMNS})
     out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8", newline="")
-    os.replace(tmp, out_csv)
+    with atomic_open(out_csv, "w", newline="") as handle:
+        handle.write(buf.getvalue())
     counts = Counter(row["outcome"] for row in outcomes)
     return {
         "files": len(outcomes),

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 ONNX_DIR = Path(__file__).parent / "weights" / "all-minilm-l6-v2-onnx"
 ONNX_PATH = ONNX_DIR / "model.onnx"
@@ -68,26 +69,20 @@ def export_onnx(model_dir: str | Path, out_path: str | Path = ONNX_PATH, log=pri
     dummy = torch.ones((2, 8), dtype=torch.long)
     dynamic = {name: {0: "batch", 1: "tokens"} for name in ("input_ids", "attention_mask", "token_type_ids")}
     dynamic["embedding"] = {0: "batch"}
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".model.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            # the tracer warns about shape checks that are constant for an encoder (no causal
-            # mask, no cache); the exported graph is checked against sentence-transformers by tests
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy, dummy, torch.zeros_like(dummy)),
-                tmp,
-                input_names=list(dynamic)[:3],
-                output_names=["embedding"],
-                dynamic_axes=dynamic,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        os.replace(tmp, out_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(out_path) as tmp, warnings.catch_warnings():
+        # the tracer warns about shape checks that are constant for an encoder (no causal mask,
+        # no cache); the exported graph is checked against sentence-transformers by tests
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (dummy, dummy, torch.zeros_like(dummy)),
+            str(tmp),
+            input_names=list(dynamic)[:3],
+            output_names=["embedding"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     digest = hashlib.sha256(out_path.read_bytes()).hexdigest()
     if digest != EXPORT_SHA256:
         log(f"export-embedder: {out_path} has sha256 {digest}, not the pinned {EXPORT_SHA256} (other torch/transformers/onnx versions?)")

@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_open
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "mirror.lock.json"
@@ -152,17 +154,8 @@ def read_lock(dest_root: Path) -> dict[str, Any]:
 def _write_lock(dest_root: Path, data: dict[str, Any]) -> None:
     """Write the lock file atomically, deterministically (sorted keys, indent 2, trailing newline)."""
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".mirror.lock.", suffix=".tmp", dir=dest_root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest_root / LOCK_NAME)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dest_root / LOCK_NAME, "w") as handle:
+        handle.write(text)
 
 
 def mirror_model(
