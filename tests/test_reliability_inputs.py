@@ -301,17 +301,9 @@ def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
 def test_review_import_uses_image_ids_and_never_opens_csv_paths(tmp_path):
     """reviews.py reads image_id / region_id / line_no from the CSV; its path column is never
     used. An audit hook records every file the import opens."""
-    from shardlens import catalog, reviews
+    from shardlens import reviews
 
-    db = tmp_path / "catalog.sqlite"
-    conn = catalog.connect(db)
-    image_id = "a" * 64
-    conn.execute("INSERT INTO paths (shard, path, image_id, status) VALUES ('0000', 'x.png', ?, 'ok')", (image_id,))
-    conn.execute(
-        "INSERT INTO ocr_lines (shard, image_id, line_no, text, confidence, bbox, source) VALUES ('0000', ?, 0, 'EXIT', 0.9, '[0,0,1,1]', 't')",
-        (image_id,),
-    )
-    conn.close()
+    db, image_id = _one_line_catalog(tmp_path)
     bait = tmp_path / "bait.png"
     bait.write_bytes(b"never read")
     sheet = tmp_path / "sheet.csv"
