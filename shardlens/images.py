@@ -224,6 +224,15 @@ def resolve_inside(root: Path, rel_path: str, allow_outside_root: bool = False) 
     return path
 
 
+def _missing_detail(path: Path) -> str:
+    """Why a listed file is not there. Names are kept exactly as listed (a list file's line is a
+    name, spaces included), so a name with spaces at either end is quoted and pointed out."""
+    name = Path(path).name
+    if name != name.strip():
+        return f"{str(path)!r} does not exist (the listed name has spaces at its start or end; names are kept exactly)"
+    return f"{path} does not exist"
+
+
 def read_bytes(path: Path, limits: Limits) -> bytes:
     """Read a file's bytes or raise :class:`ImageError` with a specific reason.
 
@@ -233,7 +242,7 @@ def read_bytes(path: Path, limits: Limits) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise ImageError("not_found", f"{path} does not exist") from None
+        raise ImageError("not_found", _missing_detail(path)) from None
     except PermissionError:
         raise ImageError("permission_denied", f"{path}: permission denied") from None
     except OSError as exc:

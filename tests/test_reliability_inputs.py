@@ -384,3 +384,14 @@ def test_review_import_reads_semicolons_and_reports_a_huge_cell(tmp_path):
     wrong.write_text("id;status\nx;accepted\n")
     with pytest.raises(reviews.ReviewError, match=r"missing column\(s\) image_id, review_status \(header read as separated by semicolons"):
         reviews.import_review_csv(wrong, db, tmp_path / "store3.sqlite")
+
+
+def test_a_listed_name_with_a_trailing_space_is_kept_and_pointed_out(tmp_path):
+    """List-file names are kept exactly; the report quotes the name and says why it was not found."""
+    from shardlens.images import ImageError, Limits, read_bytes
+
+    (tmp_path / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(ImageError) as missing:
+        read_bytes(tmp_path / "photo.jpg ", Limits())
+    assert missing.value.reason == "not_found"
+    assert missing.value.detail == f"{str(tmp_path / 'photo.jpg ')!r} does not exist (the listed name has spaces at its start or end; names are kept exactly)"
