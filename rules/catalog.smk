@@ -51,7 +51,7 @@ rule catalog:
 rule ingest_report:
     input:
         db=DATABASE,
-        listing_skipped=listing_skipped,
+        listing_skipped=LISTING_SKIPPED,
     output:
         INGEST_REPORT,
     log:

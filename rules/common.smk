@@ -7,8 +7,8 @@ from snakemake.utils import validate
 
 from shardlens.images import list_images
 from shardlens.models.registry import stage_fingerprint
-from shardlens.report import write_listing_skipped
-from shardlens.shards import plan_shards, shard_count_for, write_listings
+from shardlens.report import listing_skipped_text
+from shardlens.shards import listing_text, plan_shards, shard_count_for
 from shardlens.stages import SHARD_STAGES
 
 validate(config, "../config/schema.yaml")
@@ -28,6 +28,8 @@ wildcard_constraints:
 localrules:
     all,
     demo_images,
+    shard_listing,
+    listing_skipped,
     cluster,
     manifest,
     catalog,
@@ -37,6 +39,7 @@ localrules:
 
 
 _shard_plan = None
+_listing_skipped = None
 
 
 def uses_demo_images():
@@ -44,8 +47,11 @@ def uses_demo_images():
 
 
 def shard_plan():
-    """List the images once per invocation, assign shards, refresh changed shard listings."""
-    global _shard_plan
+    """List the images once per invocation and assign shards, in memory. Planning writes no
+    file: the shard listings and listing_skipped.tsv are written by their rules, from the plan
+    (docs/adr/0002), so that `-n` or a run the lock refuses never changes what a running run reads.
+    """
+    global _shard_plan, _listing_skipped
     if _shard_plan is None:
         if uses_demo_images():
             checkpoints.demo_images.get()
@@ -59,7 +65,6 @@ def shard_plan():
             allow_outside_root=listing["allow_outside_root"],
             skipped=skipped,
         )
-        write_listing_skipped(skipped, LISTING_SKIPPED)
         if not images:
             raise WorkflowError(
                 f"no images found under {config['images']!r} with extensions "
@@ -69,8 +74,25 @@ def shard_plan():
             len(images), config["shards"]["count"], config["shards"]["size"]
         )
         _shard_plan = plan_shards(images, count)
-        write_listings(_shard_plan, f"{CACHE}/shards")
+        _listing_skipped = listing_skipped_text(skipped)
     return _shard_plan
+
+
+def generated_images(wildcards=None):
+    """The demo set's folder when the demo runs (its checkpoint must come before the listing)."""
+    return [checkpoints.demo_images.get().output[0]] if uses_demo_images() else []
+
+
+def shard_listing(wildcards):
+    """The listing of one shard, as the plan has it (the shard_listing rule's param: a changed
+    image changes this shard's listing only, and re-runs only its job)."""
+    return listing_text(shard_plan().shards[wildcards.shard])
+
+
+def skipped_entries(wildcards=None):
+    """What the folder walk left out (the listing_skipped rule's param)."""
+    shard_plan()
+    return _listing_skipped
 
 
 def shard_names(wildcards=None):
@@ -98,12 +120,6 @@ def final_outputs(wildcards=None):
         "results/annotations.csv",
         INGEST_REPORT,
     ]
-
-
-def listing_skipped(wildcards=None):
-    """What the folder walk left out; written while listing, so list first (after the demo)."""
-    shard_plan()
-    return LISTING_SKIPPED
 
 
 def existing_reviews_store(wildcards=None):

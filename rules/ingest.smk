@@ -1,4 +1,44 @@
-# Ingest: hash, size and decode-check each listed file of a shard.
+# Shard listings, then ingest: hash, size and decode-check each listed file of a shard.
+
+
+rule shard_listing:
+    # the shard's listing, written from the plan: it re-runs when the shard's images change
+    input:
+        generated_images,
+    output:
+        f"{CACHE}/shards/{{shard}}.tsv",
+    log:
+        "logs/shard_listing/{shard}.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        listing=shard_listing,
+    script:
+        "../scripts/shard_listing.py"
+
+
+rule listing_skipped:
+    # what the folder walk left out (symlinks leaving the root, loops, ...), for the ingest report
+    input:
+        generated_images,
+    output:
+        LISTING_SKIPPED,
+    log:
+        "logs/listing_skipped.log",
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        entries=skipped_entries,
+    script:
+        "../scripts/listing_skipped.py"
 
 
 rule ingest:

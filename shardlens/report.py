@@ -7,7 +7,7 @@
 - ``skipped``: its bytes are identical to another path of the same shard, which is processed
   instead (reason ``duplicate``; the catalog keeps both paths), or the folder walk left it out
   (reasons ``symlink_not_followed``, ``symlink_outside_root``, ``unreadable_folder``; see
-  :func:`write_listing_skipped`).
+  :func:`listing_skipped_text`).
 
 The counts (``processed + skipped + failed``, by reason) make the run's summary line
 (:func:`summary_line`).
@@ -30,22 +30,13 @@ REPORT_COLUMNS = ("path", "outcome", "reason", "detail", "image_id", "bytes", "s
 LISTING_SKIPPED_HEADER = "path\treason\n"
 
 
-def write_listing_skipped(entries: list[tuple[str, str]], path: str | Path) -> bool:
-    """Write the walk's skipped entries (``list_images(..., skipped=...)``) as a TSV, only when
-    its content changes (so it never re-triggers a rule by itself); return whether it was written."""
+def listing_skipped_text(entries: list[tuple[str, str]]) -> str:
+    """The walk's skipped entries (``list_images(..., skipped=...)``) as the TSV that
+    ``cache/listing_skipped.tsv`` holds (the listing_skipped rule writes it)."""
     lines = [LISTING_SKIPPED_HEADER]
     for rel, reason in sorted(entries):
         lines.append(f"{rel.encode('unicode_escape').decode('ascii')}\t{reason}\n")
-    text = "".join(lines)
-    path = Path(path)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
-    except (FileNotFoundError, UnicodeDecodeError):
-        pass
-    with atomic_open(path, "w") as handle:
-        handle.write(text)
-    return True
+    return "".join(lines)
 
 
 def read_listing_skipped(path: str | Path) -> list[tuple[str, str]]:

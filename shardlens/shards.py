@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_open
 from .images import ListedImage
 
 LISTING_HEADER = "path\tsize\tmtime_ns\n"
@@ -87,31 +87,25 @@ def listing_text(images: list[ListedImage]) -> str:
     return "".join(lines)
 
 
-def write_listings(plan: ShardPlan, folder: str | Path) -> list[str]:
-    """Write each non-empty shard's listing file if its content changed; return the shards rewritten.
+def write_listing(text: str, target: str | Path) -> None:
+    """Write a listing (a shard's, or the walk's skipped entries) atomically."""
+    with atomic_open(target, "w", newline="\n") as handle:
+        handle.write(text)
 
-    Listing files of shards that no longer hold images are removed.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    wanted = set(plan.names)
-    for name in plan.names:
-        target = folder / f"{name}.tsv"
-        text = listing_text(plan.shards[name])
-        try:
-            if target.read_text(encoding="utf-8") == text:
-                continue
-        except (FileNotFoundError, UnicodeDecodeError):
-            pass
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-        written.append(name)
-    for stale in folder.glob("*.tsv"):
-        if stale.stem not in wanted:
-            stale.unlink(missing_ok=True)
-    return written
+
+def run_listing(text: str, target: str | Path, shard: str, stage: str) -> dict:
+    """The shard_listing and listing_skipped jobs: write the plan's text, log the summary line
+    (``images``: the entries listed, after the header line)."""
+    from .jobs import JobSummary
+
+    entries = max(0, text.count("\n") - 1)
+    summary = JobSummary(shard=shard, stage=stage, images=entries, records=entries)
+    write_listing(text, target)
+    if stage == "shard_listing":
+        summary.ok = entries
+    else:
+        summary.skipped = entries
+    return summary.finish()
 
 
 def read_listing(path: str | Path) -> list[str]:

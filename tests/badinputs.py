@@ -292,10 +292,10 @@ def ingest_corpus_unprivileged(root: Path, work: Path, limits: dict | None = Non
     override (so the chmod 000 file really is unreadable); return its records."""
     from shardlens.images import list_images
     from shardlens.records import read_jsonl
-    from shardlens.shards import plan_shards, write_listings
+    from shardlens.shards import listing_text, plan_shards, write_listing
 
     plan = plan_shards(list_images(root, follow_symlinks=True), 1)
-    write_listings(plan, work / "shards")
+    write_listing(listing_text(plan.shards["0000"]), work / "shards" / "0000.tsv")
     out = work / "ingest" / "0000.jsonl"
     code = (
         "import sys; from shardlens.images import Limits; from shardlens.stages.ingest import run_shard; "

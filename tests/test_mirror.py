@@ -134,4 +134,6 @@ def test_cli_mirror_and_a_run_refusing_changed_weights(tmp_path):
         detector_weight_files(options)
     result = CliRunner().invoke(app, ["verify-mirror", source.name, "--root", str(root)])
     assert result.exit_code == 2 and weights.name in result.output
+    lock = (root / "mirror.lock.json").read_bytes()
     assert detector_weight_files({**options, "allow_changed_weights": True})
+    assert (root / "mirror.lock.json").read_bytes() == lock  # planning (params, -n) writes no lock

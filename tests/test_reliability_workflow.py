@@ -277,3 +277,43 @@ def test_a_truncated_cache_file_is_caught_named_and_remade(corpus_run, tmp_path)
     assert "cache/ocr/0001.jsonl" in log and "truncated or changed after the manifest was written" in log, log[-3000:]
     assert "run `snakemake --cores all --forcerun cache/ocr/0001.jsonl`" in log
     assert not (workdir / "results" / "annotations.sqlite").exists()
+
+
+def test_a_plan_or_a_refused_run_beside_a_running_run_changes_nothing_it_reads(tmp_path, tiny_images):
+    """A run is frozen (SIGSTOP) after its first ingest; beside it, `-n` and a real run with
+    other images: the plan writes nothing, the real run is refused by the lock and writes
+    nothing either; once resumed, the first run ends with the results of an undisturbed run."""
+    from conftest import text_image
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for i, words in enumerate(["NO ENTRY", "EXIT ONLY", "STAFF"]):
+        text_image([words]).save(other / f"sign{i}.png")
+    baseline = tmp_path / "baseline"
+    write_config(baseline, images=str(tiny_images), shards={"count": 3})
+    run(baseline, "--cores", "2")
+
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 3})
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "1"]
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=drop_file_override)
+    try:
+        ingested = lambda: list((workdir / "cache" / "ingest").glob("*.jsonl"))  # noqa: E731
+        _wait_for(lambda: ingested(), "its first shard was ingested", first)
+        os.killpg(first.pid, signal.SIGSTOP)
+        files = lambda: {p.relative_to(workdir).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "cache").rglob("*") if p.is_file()}  # noqa: E731
+        before = files()
+        assert any(name.startswith("cache/shards/") for name in before)
+        plan = run(workdir, "-n", "--config", f"images={other}")
+        assert "shard_listing" in plan.stdout + plan.stderr  # -n shows the whole plan for the other images
+        refused = run(workdir, "--cores", "1", "--config", f"images={other}", check=False)
+        assert refused.returncode != 0 and LOCKED in refused.stdout + refused.stderr, refused.stderr[-2000:]
+        assert files() == before  # neither wrote anything a job of the running run reads
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    assert first.wait(timeout=900) == 0, (tmp_path / "first.log").read_text()[-3000:]
+    got_cache, got_db, _ = snapshot(workdir)
+    want_cache, want_db, _ = snapshot(baseline)
+    assert got_cache == want_cache
+    assert got_db == want_db

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shardlens.images import ListedImage
-from shardlens.shards import listing_text, plan_shards, read_listing, shard_count_for, shard_of, write_listings
+from shardlens.shards import listing_text, plan_shards, read_listing, shard_count_for, shard_of, write_listing
 
 
 def listed(n: int) -> list[ListedImage]:
@@ -16,27 +16,33 @@ def test_assignment_depends_only_on_path_and_count():
     assert spread == set(range(16))  # every shard gets images
 
 
-def test_adding_removing_editing_one_image_rewrites_one_listing(tmp_path):
+def changed_listings(before, after) -> list[str]:
+    """Shards whose listing text differs between two plans (the shard_listing jobs that re-run)."""
+    names = sorted(set(before.shards) | set(after.shards))
+    return [n for n in names if listing_text(before.shards.get(n, [])) != listing_text(after.shards.get(n, []))]
+
+
+def test_adding_removing_editing_one_image_changes_one_listing():
     images = listed(300)
-    assert len(write_listings(plan_shards(images, 8), tmp_path)) == 8
-    assert write_listings(plan_shards(images, 8), tmp_path) == []  # nothing changed
+    plan = plan_shards(images, 8)
+    assert changed_listings(plan, plan_shards(images, 8)) == []  # nothing changed
 
     added = images + [ListedImage("new/one.jpg", 5, 6)]
-    assert write_listings(plan_shards(added, 8), tmp_path) == [f"{shard_of('new/one.jpg', 8):04d}"]
+    assert changed_listings(plan, plan_shards(added, 8)) == [f"{shard_of('new/one.jpg', 8):04d}"]
 
     edited = list(added)
     edited[10] = ListedImage(edited[10].path, 999999, 1)
-    assert write_listings(plan_shards(edited, 8), tmp_path) == [f"{shard_of(edited[10].path, 8):04d}"]
+    assert changed_listings(plan_shards(added, 8), plan_shards(edited, 8)) == [f"{shard_of(edited[10].path, 8):04d}"]
 
     removed = edited[:10] + edited[11:]
-    assert write_listings(plan_shards(removed, 8), tmp_path) == [f"{shard_of(edited[10].path, 8):04d}"]
+    assert changed_listings(plan_shards(edited, 8), plan_shards(removed, 8)) == [f"{shard_of(edited[10].path, 8):04d}"]
 
 
 def test_listing_round_trips_awkward_names(tmp_path):
     names = ["plain.jpg", "with space.jpg", "ünïcödé/фото.png", "new\nline.jpg", "tab\there.png"]
     images = [ListedImage(n, 1, 2) for n in sorted(names)]
     plan = plan_shards(images, 1)
-    write_listings(plan, tmp_path)
+    write_listing(listing_text(plan.shards["0000"]), tmp_path / "0000.tsv")
     assert read_listing(tmp_path / "0000.tsv") == sorted(names)
     assert listing_text(images).count("\n") == len(names) + 1  # one line per image, plus header
 
@@ -47,9 +53,7 @@ def test_shard_count_from_size():
     assert shard_count_for(1000, 5, 100) == 5
 
 
-def test_empty_shards_get_no_listing_and_stale_ones_go(tmp_path):
+def test_empty_shards_get_no_jobs():
     plan = plan_shards(listed(3), 64)
-    write_listings(plan, tmp_path)
-    assert len(list(tmp_path.glob("*.tsv"))) == len(plan.names) <= 3
-    write_listings(plan_shards(listed(1), 64), tmp_path)
-    assert len(list(tmp_path.glob("*.tsv"))) == 1
+    assert len(plan.names) <= 3 and all(plan.shards[name] for name in plan.names)
+    assert plan_shards(listed(1), 64).names == [f"{shard_of(listed(1)[0].path, 64):04d}"]

@@ -12,7 +12,7 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
-PER_SHARD = ("ingest", "gate", "ocr", "detect", "embed")
+PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "embed")
 AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "all": 1}
 
 
@@ -24,11 +24,11 @@ def test_dry_run_plans_without_running(tmp_path, tiny_images):
     workdir = tmp_path / "run"
     write_config(workdir, images=str(tiny_images), shards={"count": 3})
     jobs = planned_jobs(workdir)
-    n = len(shards_of(workdir))
+    n = jobs["shard_listing"]
     assert n >= 2
-    assert jobs == {**{stage: n for stage in PER_SHARD}, **AGGREGATE}
-    # a plan writes no stage output and no catalog
-    assert not (workdir / "cache" / "ingest").exists()
+    assert jobs == {**{stage: n for stage in PER_SHARD}, "listing_skipped": 1, **AGGREGATE}
+    # a plan writes nothing: no shard listing, no stage output, no catalog (docs/adr/0002)
+    assert not (workdir / "cache").exists()
     assert not (workdir / "results").exists()
 
 
@@ -52,11 +52,15 @@ def test_rerun_redoes_only_what_changed(tmp_path, tiny_images):
     # a no-op re-run does nothing
     assert planned_jobs(workdir) == {}
 
-    # editing one image re-runs only its shard's stages plus the aggregates
+    # editing one image re-runs only its shard's stages plus the aggregates; the other shards'
+    # listings keep their mtimes
+    listings = {p.name: p.stat().st_mtime_ns for p in (workdir / "cache" / "shards").glob("*.tsv")}
     text_image(["CLOSED ON SUNDAY"]).save(tiny_images / "open.png")
     jobs = planned_jobs(workdir)
     assert jobs == {**{stage: 1 for stage in PER_SHARD}, **AGGREGATE}
     snakemake(workdir, "--cores", "2")
+    changed = [n for n, mtime in listings.items() if (workdir / "cache" / "shards" / n).stat().st_mtime_ns != mtime]
+    assert len(changed) == 1
     db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     texts = {row[0] for row in db.execute("SELECT text FROM ocr_lines")}
     assert "CLOSED ON SUNDAY" in texts and "OPEN 24 HOURS" not in texts

@@ -23,14 +23,15 @@ DETECTOR_BACKENDS = CLOSED_SET + OPEN_VOCABULARY
 CLASSIFIER_BACKENDS = ("siglip", "clip")
 
 
-def checked_model(model: str, allow_changed: bool = False) -> str:
+def checked_model(model: str, allow_changed: bool = False, update_lock: bool = True) -> str:
     """A model inside a mirror (its folder's parent holds mirror.lock.json) is rehashed against
-    the lock first: a changed weight file stops the run unless ``allow_changed``."""
+    the lock first: a changed weight file stops the run unless ``allow_changed`` (then the job
+    that loads it updates the lock; planning checks with ``update_lock=False`` and writes nothing)."""
     folder = Path(model)
     if folder.is_dir() and (folder.parent / "mirror.lock.json").exists():
         from .mirror import verify_mirror
 
-        verify_mirror(folder.parent, folder.name, allow_changed=allow_changed)
+        verify_mirror(folder.parent, folder.name, allow_changed=allow_changed, update_lock=update_lock)
     return model
 
 
@@ -108,7 +109,7 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
     elif backend in OPEN_VOCABULARY:
         from .hf_vision import weight_files_for
 
-        model = checked_model(options["model"], options.get("allow_changed_weights", False))
+        model = checked_model(options["model"], options.get("allow_changed_weights", False), update_lock=False)
         for path in weight_files_for(model):
             files[f"detector/{path.name}"] = path
     else:
@@ -117,7 +118,7 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
     if classifier.get("backend"):
         from .hf_vision import weight_files_for
 
-        model = checked_model(classifier["model"], options.get("allow_changed_weights", False))
+        model = checked_model(classifier["model"], options.get("allow_changed_weights", False), update_lock=False)
         for path in weight_files_for(model):
             files[f"classifier/{path.name}"] = path
     return files

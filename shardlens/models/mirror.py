@@ -213,12 +213,13 @@ def mirror_model(
     return {**entry, "path": str(dest)}
 
 
-def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False) -> Path:
+def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False, update_lock: bool = True) -> Path:
     """Rehash ``dest_root/<name>/`` against the lock; return the folder when it matches.
 
     Raises :class:`MirrorError` naming the changed, missing and extra files. With
     ``allow_changed`` the differences are logged as a warning and the lock entry is updated to
-    the files now on disk instead.
+    the files now on disk instead (``update_lock``; planning passes False: a plan writes nothing,
+    the job that loads the model updates the lock).
     """
     dest_root = Path(dest_root)
     name = _check_name(name)
@@ -247,6 +248,8 @@ def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False) -> Pa
         message = f"mirrored model {name!r} in {folder} does not match {LOCK_NAME}: {problems}"
         if not allow_changed:
             raise MirrorError(message + " (re-mirror it, or verify with allow_changed to accept the new files)")
+        if not update_lock:
+            return folder
         log.warning("%s; accepting the files on disk and updating the lock", message)
         entry["files"] = actual
         data["models"][name] = entry
