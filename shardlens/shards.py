@@ -93,6 +93,25 @@ def write_listing(text: str, target: str | Path) -> None:
         handle.write(text)
 
 
+def write_listings(plan: ShardPlan, folder: str | Path) -> list[str]:
+    """Write the listing of every shard of ``plan`` whose content differs from the file there;
+    return the shards written. For tools that run stages without Snakemake (benchmarks, tests):
+    the workflow writes each listing in its shard_listing job."""
+    folder = Path(folder)
+    written = []
+    for name in plan.names:
+        target = folder / f"{name}.tsv"
+        text = listing_text(plan.shards[name])
+        try:
+            if target.read_text(encoding="utf-8") == text:
+                continue
+        except (FileNotFoundError, UnicodeDecodeError):
+            pass
+        write_listing(text, target)
+        written.append(name)
+    return written
+
+
 def run_listing(text: str, target: str | Path, shard: str, stage: str) -> dict:
     """The shard_listing and listing_skipped jobs: write the plan's text, log the summary line
     (``images``: the entries listed, after the header line)."""
