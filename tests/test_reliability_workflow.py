@@ -202,7 +202,9 @@ def test_killed_run_resumes_to_the_results_of_an_uninterrupted_run(corpus_run, t
     try:
         locks = workdir / ".snakemake" / "locks"
         _wait_for(lambda: locks.is_dir() and any(locks.iterdir()), "it locked the folder", first)
-        second = run(workdir, "--cores", "2", check=False)
+        # --rerun-incomplete: otherwise, when a job of the first run is mid-way, Snakemake stops at
+        # its incomplete marker before it reaches the lock (a refusal too, but not the one tested)
+        second = run(workdir, "--cores", "2", "--rerun-incomplete", check=False)
         assert first.poll() is None, "the first run ended before the second was refused"
         assert second.returncode != 0 and LOCKED in second.stdout + second.stderr, second.stderr[-2000:]
 
@@ -305,9 +307,11 @@ def test_a_plan_or_a_refused_run_beside_a_running_run_changes_nothing_it_reads(t
         files = lambda: {p.relative_to(workdir).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) for p in (workdir / "cache").rglob("*") if p.is_file()}  # noqa: E731
         before = files()
         assert any(name.startswith("cache/shards/") for name in before)
-        plan = run(workdir, "-n", "--config", f"images={other}")
+        # --rerun-incomplete: a job of the frozen run may be mid-way, and without it Snakemake
+        # would stop at that job's incomplete marker before the plan or the lock is reached
+        plan = run(workdir, "-n", "--rerun-incomplete", "--config", f"images={other}")
         assert "shard_listing" in plan.stdout + plan.stderr  # -n shows the whole plan for the other images
-        refused = run(workdir, "--cores", "1", "--config", f"images={other}", check=False)
+        refused = run(workdir, "--cores", "1", "--rerun-incomplete", "--config", f"images={other}", check=False)
         assert refused.returncode != 0 and LOCKED in refused.stdout + refused.stderr, refused.stderr[-2000:]
         assert files() == before  # neither wrote anything a job of the running run reads
     finally:
