@@ -43,7 +43,7 @@ counts = {{t: 0 for t in distinct}}
 for t in texts:
     counts[t] += 1
 t0 = time.perf_counter()
-embedder = make_text_embedder(threads=2, batch_size=256)
+embedder = make_text_embedder(threads=2)
 load_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 vectors = embedder.encode(distinct)

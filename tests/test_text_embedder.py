@@ -18,15 +18,16 @@ TEXTS = [
 
 
 def test_onnx_vectors_equal_sentence_transformers():
-    onnx = make_text_embedder("onnx", threads=2, batch_size=3).encode(TEXTS)
+    onnx = make_text_embedder("onnx", threads=2).encode(TEXTS)
     torch_vectors = make_text_embedder("sentence-transformers", threads=2).encode(TEXTS)
     assert onnx.shape == torch_vectors.shape == (len(TEXTS), 384) and onnx.dtype == np.float32
     cosine = (onnx * torch_vectors).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine
     assert np.allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)
-    # batching is for speed only: the same text gives the same vector in any batch
-    again = make_text_embedder("onnx", threads=2, batch_size=64).encode(TEXTS[::-1])[::-1]
-    assert np.abs(again - onnx).max() < 1e-5
+    # batching is for speed only: a text gives the same bytes alone and in any batch or order
+    alone = np.stack([make_text_embedder("onnx", threads=2).encode([text])[0] for text in TEXTS])
+    again = make_text_embedder("onnx", threads=2).encode(TEXTS[::-1] * 2)[: len(TEXTS)][::-1]
+    assert alone.tobytes() == onnx.tobytes() == again.tobytes()
 
 
 def test_unknown_backend_is_a_clear_error():
