@@ -204,8 +204,24 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     for kind in STAGE_TABLES:
         conn.execute(table_ddl(kind))
     conn.execute(STORE_DDL)  # the catalog's copy of the review store (see reviews.py)
+    _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
     return conn
+
+
+def _drop_old_cluster_layout(conn: sqlite3.Connection) -> None:
+    """A catalog written before clusters kept their item group (region labels and OCR texts
+    apart) has cluster tables without ``item`` and views that renamed items by their cluster.
+    Both are derived: drop them, so FIXED_DDL recreates them and the next load refills them."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(cluster_members)")}
+    if not columns or "item" in columns:
+        return
+    for view in ("path_labels", "image_labels", "final_annotations", "item_annotations"):
+        conn.execute(f"DROP VIEW IF EXISTS {view}")
+    conn.execute("DROP TABLE IF EXISTS cluster_members")
+    conn.execute("DROP TABLE IF EXISTS clusters")
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'aggregate_files'").fetchone():
+        conn.execute("DELETE FROM aggregate_files")  # so the clusters load again
 
 
 def connect_readonly(db_path: str | Path) -> sqlite3.Connection:

@@ -107,3 +107,27 @@ def test_cli_import_cache(cache, tmp_path):
     result = CliRunner().invoke(app, ["import-cache", str(tmp_path / "nocache"), str(tmp_path / "d.sqlite")])
     assert result.exit_code == 2 and "manifest.json does not exist" in result.output
 
+
+
+def test_a_catalog_of_the_old_cluster_layout_gets_the_current_views(tmp_path):
+    """A catalog written before clusters kept their item group: its cluster tables and views
+    (which named items by their cluster) are derived, so opening it replaces them."""
+    from shardlens.catalog import connect
+
+    db = tmp_path / "old.sqlite"
+    old = sqlite3.connect(db)
+    old.executescript(
+        """
+        CREATE TABLE clusters (cluster_id INTEGER PRIMARY KEY, label TEXT NOT NULL, keywords TEXT NOT NULL, size INTEGER NOT NULL);
+        CREATE TABLE cluster_members (text TEXT PRIMARY KEY, cluster_id INTEGER NOT NULL, kinds TEXT NOT NULL, count INTEGER NOT NULL, probability REAL NOT NULL);
+        CREATE TABLE aggregate_files (name TEXT PRIMARY KEY, sha256 TEXT NOT NULL, records INTEGER NOT NULL);
+        INSERT INTO aggregate_files VALUES ('clusters', 'x', 1);
+        CREATE VIEW item_annotations AS SELECT 'renamed by its cluster' AS machine_label;
+        """
+    )
+    old.close()
+    conn = connect(db)
+    assert {r[1] for r in conn.execute("PRAGMA table_info(cluster_members)")} >= {"item", "text"}
+    assert "r.caption AS machine_label" in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'item_annotations'").fetchone()[0]
+    assert conn.execute("SELECT COUNT(*) FROM aggregate_files").fetchone()[0] == 0  # the clusters load again
+    conn.close()
