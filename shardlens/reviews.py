@@ -110,16 +110,15 @@ def read_review_csv(path: str | Path) -> tuple[list[Review], list[str]]:
     problems: list[str] = []
     reviews: list[Review] = []
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-        header = handle.readline()
+        handle = path.open(newline="", encoding="utf-8-sig")  # a BOM (spreadsheets write one) is dropped
     except OSError as exc:
         return [], [f"cannot read the file: {exc.strerror}"]
-    except UnicodeDecodeError as exc:
-        return [], [f"line 1: not UTF-8 text ({exc.reason} at byte {exc.start})"]
     with handle:
+        try:
+            header = handle.readline()
+        except UnicodeDecodeError as exc:
+            return [], [f"line 1: not UTF-8 text ({exc.reason} at byte {exc.start})"]
         handle.seek(0)
-        if header.startswith("\ufeff"):
-            handle.read(1)
         delimiter = max(DELIMITERS, key=header.count) if any(d in header for d in DELIMITERS) else ","
         previous_limit = csv.field_size_limit()
         csv.field_size_limit(max(previous_limit, 64 * MAX_CELL_BYTES))
@@ -221,13 +220,28 @@ def record_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
 
     Returns the number of reviews written; raises :class:`ReviewError` listing every problem.
     """
-    catalog = sqlite3.connect(catalog_db, timeout=60)
-    try:
-        problems = validate_reviews(reviews, catalog)
-    finally:
-        catalog.close()
+    problems = catalog_problems(reviews, catalog_db, source)
     if problems:
         raise ReviewError(source, problems)
+    return _store_reviews(reviews, catalog_db, store_db, source)
+
+
+def catalog_problems(reviews: list[Review], catalog_db: str | Path, source: str) -> list[str]:
+    """:func:`validate_reviews` against the catalog, opened read-only (a missing catalog is a
+    ReviewError, never a new empty file)."""
+    from .catalog import CatalogError, connect_readonly
+
+    try:
+        catalog = connect_readonly(catalog_db)
+    except CatalogError as exc:
+        raise ReviewError(source, [str(exc)]) from None
+    try:
+        return validate_reviews(reviews, catalog)
+    finally:
+        catalog.close()
+
+
+def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str) -> int:
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     unique = {r.item_key: r for r in reviews}
     rows = [
@@ -251,15 +265,12 @@ def record_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
 def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
     """Import a reviewed sheet: all of it or nothing. Format and catalog checks both run, so
     :class:`ReviewError` lists every problem at once."""
+    source = f"csv:{Path(csv_path).name}"
     reviews, problems = read_review_csv(csv_path)
+    problems += catalog_problems(reviews, catalog_db, str(csv_path))
     if problems:
-        catalog = sqlite3.connect(f"{Path(catalog_db).resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-        try:
-            problems += validate_reviews(reviews, catalog)
-        finally:
-            catalog.close()
         raise ReviewError(str(csv_path), sorted(problems, key=_line_order))
-    return record_reviews(reviews, catalog_db, store_db, source=f"csv:{Path(csv_path).name}")
+    return _store_reviews(reviews, catalog_db, store_db, source)
 
 
 def _line_order(problem: str) -> tuple[int, str]:

@@ -395,3 +395,13 @@ def test_a_listed_name_with_a_trailing_space_is_kept_and_pointed_out(tmp_path):
         read_bytes(tmp_path / "photo.jpg ", Limits())
     assert missing.value.reason == "not_found"
     assert missing.value.detail == f"{str(tmp_path / 'photo.jpg ')!r} does not exist (the listed name has spaces at its start or end; names are kept exactly)"
+
+
+def test_review_import_into_a_missing_catalog_creates_nothing(tmp_path):
+    from shardlens import reviews
+
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("image_id,line_no,review_status,review_label\n" + f"{'b' * 64},0,relabeled,exit\n")
+    with pytest.raises(reviews.ReviewError, match="no such catalog"):
+        reviews.import_review_csv(sheet, tmp_path / "missing.sqlite", tmp_path / "store.sqlite")
+    assert not (tmp_path / "missing.sqlite").exists() and not (tmp_path / "store.sqlite").exists()
