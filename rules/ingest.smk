@@ -9,6 +9,8 @@ rule shard_listing:
         f"{CACHE}/shards/{{shard}}.tsv",
     log:
         "logs/shard_listing/{shard}.log",
+    benchmark:
+        "benchmarks/shard_listing/{shard}.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
@@ -29,6 +31,8 @@ rule listing_skipped:
         LISTING_SKIPPED,
     log:
         "logs/listing_skipped.log",
+    benchmark:
+        "benchmarks/listing_skipped.tsv"
     conda:
         "../envs/core.yaml"
     threads: 1
