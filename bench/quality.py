@@ -259,34 +259,27 @@ def run_references(gold: list[dict], images: Path, image_ids: dict[str, str], wo
             kept["nanodet"] = old.get("nanodet", {})
             kept["threshold"] = old["threshold"]
     todo = {name: [g for g in gold if image_ids[g["file"]] not in kept[name]] for name in ("rapidocr", "nanodet")}
-    if todo["rapidocr"]:
-        log(f"raw RapidOCR on {len(todo['rapidocr'])} images")
+    references = {
+        "rapidocr": ("raw RapidOCR", "lines", reference_rapidocr.ReferenceRapidOCR, "read"),
+        "nanodet": (f"raw NanoDet (threshold {ref_threshold})", "regions", lambda: reference_nanodet.ReferenceNanoDet(threshold=ref_threshold), "detect"),
+    }
+    for name, (title, field, load, method) in references.items():
+        if not todo[name]:
+            continue
+        log(f"{title} on {len(todo[name])} images")
         t0 = time.perf_counter()
-        engine = reference_rapidocr.ReferenceRapidOCR()
-        kept["load_s"]["rapidocr"] = time.perf_counter() - t0
-        for i, g in enumerate(todo["rapidocr"], 1):
+        run_one = getattr(load(), method)
+        kept["load_s"][name] = time.perf_counter() - t0
+        for i, g in enumerate(todo[name], 1):
             t0 = time.perf_counter()
             try:
-                lines = engine.read(images / g["file"])
+                output = run_one(images / g["file"])
             except (OSError, ValueError, RuntimeError) as exc:  # reported as a missing prediction, never fatal
-                log(f"raw RapidOCR failed on {g['file']}: {exc}")
+                log(f"{title} failed on {g['file']}: {exc}")
                 continue
-            kept["rapidocr"][image_ids[g["file"]]] = {"lines": lines, "ms": (time.perf_counter() - t0) * 1000}
+            kept[name][image_ids[g["file"]]] = {field: output, "ms": (time.perf_counter() - t0) * 1000}
             if i % 10 == 0:
-                log(f"raw RapidOCR: {i}/{len(todo['rapidocr'])}")
-    if todo["nanodet"]:
-        log(f"raw NanoDet on {len(todo['nanodet'])} images (threshold {ref_threshold})")
-        t0 = time.perf_counter()
-        detector = reference_nanodet.ReferenceNanoDet(threshold=ref_threshold)
-        kept["load_s"]["nanodet"] = time.perf_counter() - t0
-        for g in todo["nanodet"]:
-            t0 = time.perf_counter()
-            try:
-                regions = detector.detect(images / g["file"])
-            except (OSError, ValueError, RuntimeError) as exc:  # reported as a missing prediction, never fatal
-                log(f"raw NanoDet failed on {g['file']}: {exc}")
-                continue
-            kept["nanodet"][image_ids[g["file"]]] = {"regions": regions, "ms": (time.perf_counter() - t0) * 1000}
+                log(f"{title}: {i}/{len(todo[name])}")
     if todo["rapidocr"] or todo["nanodet"]:
         store.parent.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(kept, ensure_ascii=False))
