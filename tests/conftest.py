@@ -124,6 +124,16 @@ def demo_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """One real run of the README's demo with the repository's default config, shared by every test
+    that only reads its results (a test that writes copies what it needs first)."""
+    workdir = tmp_path_factory.mktemp("demo_run")
+    shutil.copytree(REPO / "config", workdir / "config")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst

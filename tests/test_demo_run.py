@@ -1,26 +1,17 @@
 """The README's demo run, for real: the demo rule generates the images, the workflow catalogs them,
-and OCR reads the clean text images with a character error rate of at most 0.05."""
+and OCR reads the clean text images with a character error rate of at most 0.05. The run is the
+session's shared ``demo_run`` (conftest)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 
 import pytest
 
-from conftest import REPO, snakemake
 from shardlens.evaluation import cer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo_run")
-    shutil.copytree(REPO / "config", workdir / "config")  # the repository's default config
-    snakemake(workdir, "--cores", "2")
-    return workdir
 
 
 def test_demo_catalog_holds_every_image_with_a_gate_decision(demo_run):
