@@ -11,11 +11,21 @@ Prints tables and, with --append, adds them to BENCHMARKS.md.
 
     python bench/plan_scale.py --paths 1000000 --shards 1000 10000 100000 --parts plan
     python bench/plan_scale.py --parts rerun --rerun-images 2000 --rerun-shards 1000
+
+The shard-size curve (`--parts curve --sizes 100 250 500 1000 2000`), what picks `shards.size`:
+for each size, `snakemake -n` (plain, as a user types it) for `--curve-paths` listed paths with
+`shards.size` = that size (the count is the next power of two of paths / size), and the wall time
+of one shard's stages (`--until embed`: ingest, gate, OCR, detect, embed) on that many generated
+images (bench/_common.generate_images, `--text-fraction`), which is what one changed image
+re-runs. With `--curve-verify-rerun`, the smallest size also changes one image and times the
+real re-run, to show that it costs what the shard's first run cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,10 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_common_args, command_line, emit, log, planned_jobs, run_snakemake, wait_for_quiet, write_workdir_config  # noqa: E402
+from _common import add_common_args, command_line, emit, generate_images, log, planned_jobs, run_snakemake, wait_for_quiet, write_workdir_config  # noqa: E402
 
 from shardlens.images import list_images  # noqa: E402
-from shardlens.shards import plan_shards, write_listings  # noqa: E402
+from shardlens.shards import plan_shards, shard_count_for, write_listings  # noqa: E402
 
 
 def make_listing(folder: Path, n: int) -> Path:
@@ -116,7 +126,12 @@ def measure_rerun(work: Path, n_images: int, shards: int, until: str | None, tim
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=["plan", "rerun"], default=["plan", "rerun"])
+    parser.add_argument("--parts", nargs="+", choices=["plan", "rerun", "curve"], default=["plan", "rerun"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 250, 500, 1000, 2000], help="shards.size values of the curve")
+    parser.add_argument("--curve-paths", type=int, default=1_000_000, help="listed paths for the curve's snakemake -n")
+    parser.add_argument("--curve-timeout", type=float, default=180, help="seconds one curve snakemake -n may take")
+    parser.add_argument("--text-fraction", type=float, default=0.3, help="text images in the curve's shard")
+    parser.add_argument("--curve-verify-rerun", action="store_true")
     parser.add_argument("--paths", type=int, default=1_000_000, help="paths in the parse-time measurement")
     parser.add_argument("--shards", type=int, nargs="+", default=[1000, 10000, 100000], help="shard counts for snakemake -n")
     parser.add_argument("--dry-run-paths-per-shard", type=int, default=10)
@@ -131,6 +146,8 @@ def main() -> None:
         plan_part(args)
     if "rerun" in args.parts:
         rerun_part(args)
+    if "curve" in args.parts:
+        curve_part(args)
 
 
 def plan_part(args) -> None:
@@ -186,6 +203,75 @@ def rerun_part(args) -> None:
         f"| `snakemake -n` after the re-run | {jobs(r['left'])} | |",
     ]
     emit("Re-run after one image changes", command_line(), load_before, lines, append=args.append)
+
+
+def plain_dry_run(workdir: Path, listing: Path, size: int, timeout: float) -> tuple[float, int]:
+    """`snakemake -n` as a user types it (job list printed) with ``shards.size``."""
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    (workdir / "images").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(f"images: {workdir / 'images'}\nlisting: {{list_file: {listing}}}\nshards: {{size: {size}}}\n")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return time.perf_counter() - t0, -1
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    counts = planned_jobs(proc.stdout + proc.stderr)
+    return time.perf_counter() - t0, counts.get("total", -1)
+
+
+def curve_part(args) -> None:
+    load_before = wait_for_quiet(args.max_load, args.max_wait)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        listing = make_listing(tmp, args.curve_paths)
+        pool = tmp / "pool"
+        log(f"generating {max(args.sizes)} images ({args.text_fraction:.0%} with text)")
+        generate_images(pool, max(args.sizes), text_fraction=args.text_fraction, seed=3, size=(640, 480))
+        pool_files = sorted((p for p in pool.rglob("*") if p.is_file()), key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+        verified = None
+        for size in args.sizes:
+            count = shard_count_for(args.curve_paths, None, size)
+            log(f"size {size}: snakemake -n for {args.curve_paths:,} paths ({count:,} shards)")
+            dry_s, jobs = plain_dry_run(tmp / f"dry{size}", listing, size, args.curve_timeout)
+            work = tmp / f"run{size}"
+            images = work / "images"
+            for f in pool_files[:size]:  # the first `size` of a shuffled pool: same text fraction
+                (images / f.relative_to(pool)).parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, images / f.relative_to(pool))  # hard links: real files to the walk
+            write_workdir_config(work, images, shards={"count": 1})
+            log(f"size {size}: one shard's stages on {size} images")
+            run_s, proc = run_snakemake(work, "--cores", "2", "--until", "embed")
+            if args.curve_verify_rerun and size == min(args.sizes):
+                from PIL import Image
+
+                changed = next(p for p in sorted(images.rglob("*.jpg")))
+                target = Image.open(changed)
+                target.load()
+                changed.unlink()
+                target.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(changed, quality=90)
+                rerun_s, proc = run_snakemake(work, "--cores", "2", "--until", "embed")
+                verified = (size, run_s, rerun_s, planned_jobs(proc.stdout + proc.stderr))
+            dry = f"{dry_s:.1f} s" if jobs >= 0 else f"> {args.curve_timeout:.0f} s (stopped)"
+            rows.append(f"| {size:,} | {count:,} | {jobs:,} | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |" if jobs >= 0 else f"| {size:,} | {count:,} | – | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |")
+            log(rows[-1])
+    lines = [
+        f"`snakemake -n` (plain, job list printed) for {args.curve_paths:,} listed paths at each `shards.size`; one shard's stages = "
+        f"`snakemake --cores 2 --until embed` on `size` generated 640x480 images ({args.text_fraction:.0%} with rendered text, the rest "
+        "scikit-image photo crops) in one shard, fresh workdir: what a re-run costs after one image of that shard changed. "
+        "Targets: `-n` ≤ 30 s, one shard's re-run ≤ 3 min (180 s).",
+        "",
+        "| shards.size | shards for 1M paths | jobs planned | `snakemake -n` | one shard's stages |",
+        "|---|---|---|---|---|",
+        *rows,
+    ]
+    if verified:
+        size, run_s, rerun_s, counts = verified
+        lines += ["", f"Check at size {size}: after one image was rewritten, the re-run planned {counts} and took {rerun_s:.0f} s (the shard's first run: {run_s:.0f} s)."]
+    emit("Shard size: planning a million paths against re-running one shard", command_line(), load_before, lines, append=args.append)
 
 
 if __name__ == "__main__":
