@@ -210,15 +210,22 @@ def review_cmd(
     db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog to review"),
     store: Path = typer.Option(Path("reviews/reviews.sqlite"), help="the review store: every override is recorded here"),
     images: Path | None = typer.Option(None, help="images root (default: images: in config/config.yaml of the run)"),
-    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only)"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only; any other address needs --token)"),
     port: int = typer.Option(8501, help="port to serve on"),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="open a browser tab on start"),
+    token: str | None = typer.Option(
+        None,
+        envvar="SHARDLENS_REVIEW_TOKEN",
+        show_envvar=True,
+        help="access token every browser session must enter (or open URL/?token=...); required when --host is not loopback. "
+        "Prefer the environment variable: a command line is visible to every user in `ps`",
+    ),
 ) -> None:
     """Open the review dashboard (Streamlit): triage clusters, override labels, see boxes and OCR."""
     from .dashboard.launch import DashboardError, run_dashboard
 
     try:
-        code = run_dashboard(db, store, host=host, port=port, headless=not open_browser, images=images)
+        code = run_dashboard(db, store, host=host, port=port, headless=not open_browser, images=images, token=token)
     except DashboardError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -14,12 +14,14 @@ import csv
 import importlib.util
 import io
 import os
+import secrets
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +31,17 @@ from PIL import Image
 
 from conftest import REPO, skip_unless_available, smooth_image, snakemake, text_image, write_config
 from shardlens.dashboard import queries as q
-from shardlens.dashboard.launch import CHROMIUM_ARGS, dashboard_command, guess_images_root
+from shardlens.dashboard.launch import (
+    CHROMIUM_ARGS,
+    MIN_TOKEN_LENGTH,
+    TOKEN_ENV,
+    DashboardError,
+    check_access,
+    dashboard_command,
+    guess_images_root,
+    is_loopback,
+    token_matches,
+)
 from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_dir
 from shardlens.exports import export_all
 from shardlens.reviews import Review, connect_store, record_reviews
@@ -178,12 +190,14 @@ def test_paging_and_filters_against_sql(catalog, tmp_path):
 @pytest.mark.slow
 def test_clusters_page_counts_and_samples(catalog):
     conn = q.open_catalog(catalog)
-    total = q.count_clusters(conn)
+    total = q.count_cluster_rows(conn)
     pages = [q.cluster_page(conn, offset, 1) for offset in range(total + 1)]
     assert pages[-1] == [] and all(len(p) == 1 for p in pages[:-1])
     rows = [p[0] for p in pages[:-1]]
     assert rows == q.cluster_page(conn, 0, 100)
     real = [r for r in rows if r.cluster_id >= 0]
+    # one count of clusters: HDBSCAN's, without the 'unclustered' bucket, in the sidebar's summary too
+    assert q.count_clusters(conn) == q.summary(conn)["clusters"] == len(real)
     assert [r.size for r in real] == sorted((r.size for r in real), reverse=True)
     assert all(r.cluster_id < 0 for r in rows[len(real) :])  # 'unclustered' last
     items = dict(conn.execute("SELECT cluster_id, COUNT(*) FROM item_annotations GROUP BY cluster_id").fetchall())
@@ -293,6 +307,82 @@ def test_thumbnail_cache(tmp_path):
     assert default_cache_dir(tmp_path / "results" / "annotations.sqlite") == (tmp_path / "results" / ".thumbnails").resolve()
 
 
+# Pangrams and letters of each script the captions must draw (Czech, Polish, Greek, Russian)
+PANGRAMS = {
+    "cs": "Příliš žluťoučký kůň úpěl ďábelské ódy",
+    "pl": "Zażółć gęślą jaźń",
+    "el": "Ξεσκεπάζω την ψυχοφθόρα βδελυγμία",
+    "ru": "Съешь же ещё этих мягких французских булок",
+}
+LETTERS = {"cs": "řžůťďěň", "pl": "żółęśąźń", "el": "ξψφθβδλΩ", "ru": "жщъыэюяЖ"}
+
+
+def dejavu(px: int):
+    """DejaVu Sans from matplotlib's own data folder, found here without the module under test."""
+    import matplotlib
+    from PIL import ImageFont
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), px)
+
+
+def caption_pixels(thumbnail: Image.Image, caption) -> np.ndarray:
+    """The caption's rectangle of a drawn thumbnail, as grey levels."""
+    x0, y0, x1, y1 = (round(v) for v in caption.rect)
+    return np.asarray(thumbnail.convert("L").crop((x0, y0, x1, y1)), dtype=float)
+
+
+def rendered_caption(caption, font) -> np.ndarray:
+    """What the caption's rectangle holds when its label is drawn in ``font`` (white on its colour)."""
+    from PIL import ImageDraw
+
+    x0, y0, x1, y1 = (round(v) for v in caption.rect)
+    patch = Image.new("RGB", (x1 - x0, y1 - y0), caption.color)
+    ImageDraw.Draw(patch).text((caption.origin[0] - x0, caption.origin[1] - y0), caption.label, fill="white", font=font)
+    return np.asarray(patch.convert("L"), dtype=float)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def differ(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two caption drawings differ by more than JPEG noise (a few clearly different pixels: ź vs ż)."""
+    return a.shape != b.shape or int((np.abs(a - b) > 48).sum()) >= 3
+
+
+def test_thumbnail_captions_in_every_script(tmp_path):
+    """Captions in Czech, Polish, Greek and Russian are drawn with their own glyphs: each pangram's
+    pixels are DejaVu Sans's drawing of it, and different letters never give the same pixels (a font
+    without them, like Pillow's default, draws every one as the same missing-glyph box)."""
+    from shardlens.dashboard.thumbnails import caption_layout
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.new("RGB", (640, 240), (90, 110, 130)).save(root / "plain.png")
+    cache = ThumbnailCache(tmp_path / "thumbs", root)
+
+    def draw(label: str) -> tuple[np.ndarray, object]:
+        box = Box((40.0, 120.0, 600.0, 220.0), label)
+        thumb = Image.open(cache.get("ab" * 32, "plain.png", 640, [box], 640, 240))
+        (caption,) = caption_layout([box], 1.0, thumb.size)
+        return caption_pixels(thumb, caption), caption
+
+    for lang, text in PANGRAMS.items():
+        pixels, caption = draw(text)
+        assert caption.rect[2] - caption.rect[0] > 8 * len(text) * 0.5, (lang, caption)  # a line of text, not a few boxes
+        assert correlation(pixels, rendered_caption(caption, dejavu(caption.px))) > 0.9, lang
+        seen = {}
+        for letter in LETTERS[lang]:
+            glyph, _ = draw(f"a{letter}")
+            for other, pixels_other in seen.items():
+                assert differ(glyph, pixels_other), f"{lang}: {letter!r} and {other!r} draw alike"
+            seen[letter] = glyph
+        missing, _ = draw("a\U000f0000")  # a private-use code point no font here has: the missing-glyph box
+        assert all(differ(g, missing) for g in seen.values()), lang
+
+
 def test_launch_command_and_images_root(tmp_path):
     cmd = dashboard_command(tmp_path / "a.sqlite", tmp_path / "r.sqlite", port=9999)
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("app.py")
@@ -304,6 +394,49 @@ def test_launch_command_and_images_root(tmp_path):
     (tmp_path / "pics").mkdir()
     (tmp_path / "config" / "config.yaml").write_text("images: pics\n")
     assert guess_images_root(tmp_path / "results" / "annotations.sqlite") == tmp_path / "pics"
+
+
+def test_loopback_hosts_and_token_rules():
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "", None, "192.168.1.10", "10.0.0.1", "example.org", "localhost.example.org", "128.0.0.1"):
+        assert not is_loopback(host), host
+    assert check_access("127.0.0.1", None) is None and check_access("::1", "") is None
+    token = "x" * MIN_TOKEN_LENGTH
+    assert check_access("0.0.0.0", f" {token}\n") == token
+    with pytest.raises(DashboardError, match="not a loopback address"):
+        check_access("0.0.0.0", None)
+    with pytest.raises(DashboardError, match=f"at least {MIN_TOKEN_LENGTH} characters"):
+        check_access("127.0.0.1", "short")
+    assert token_matches(token, token) and token_matches(f"{token} ", token)
+    assert not token_matches("y" * MIN_TOKEN_LENGTH, token) and not token_matches(None, token) and not token_matches("", token)
+    assert token_matches("žluťoučký-kůň-0123456789", "žluťoučký-kůň-0123456789")  # any text, compared as UTF-8 bytes
+
+
+def test_review_refuses_a_public_host_without_token(tmp_path):
+    """`shardlens review --host 0.0.0.0` without a token: one line, exit 2, before anything binds
+    (the port stays free); a short token is refused the same way."""
+    db = tmp_path / "results" / "annotations.sqlite"
+    db.parent.mkdir()
+    db.write_bytes(b"")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    base = [sys.executable, "-m", "shardlens.cli", "review", "--db", str(db), "--store", str(tmp_path / "r.sqlite"), "--port", str(port)]
+    for extra, expected in (
+        (["--host", "0.0.0.0"], "not a loopback address"),
+        (["--host", "192.0.2.1"], "not a loopback address"),
+        (["--host", "0.0.0.0", "--token", "short"], "at least"),
+    ):
+        proc = subprocess.run(base + extra, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2, (extra, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr and (expected != "not a loopback address" or TOKEN_ENV in lines[0])
+        assert "You can now view" not in proc.stdout  # Streamlit never started
+    with socket.socket() as s:  # nothing holds the port
+        s.bind(("0.0.0.0", port))
+    proc = subprocess.run(base + ["--host", "0.0.0.0"], capture_output=True, text=True, env=dict(env, **{TOKEN_ENV: "  "}), timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "not a loopback address" in proc.stderr  # an empty token is no token
 
 
 # ------------------------------------------------------------------------------ browser
@@ -324,20 +457,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app(workflow_run, tmp_path_factory):
-    """The dashboard on a copy of the run's catalog, on a free port of 127.0.0.1."""
-    browser_or_skip()
-    work = tmp_path_factory.mktemp("app")
-    db = copy_catalog(workflow_run / "results" / "annotations.sqlite", work / "results" / "annotations.sqlite")
-    store = work / "reviews" / "reviews.sqlite"
+TOKEN = secrets.token_urlsafe(24)  # the token the main test dashboard is started with
+
+
+def process_group(pgid: int) -> list[int]:
+    """The processes of a process group (the `shardlens review` CLI and its Streamlit child)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def start_dashboard(work: Path, db: Path, store: Path, images: Path, token: str | None = None) -> dict:
+    """`shardlens review` (the user's command) on a free port of 127.0.0.1, in its own process
+    group; the token, if any, in its environment as a user would set it."""
     port = free_port()
-    log = (work / "streamlit.log").open("w")
+    log_path = work / "streamlit.log"
+    log = log_path.open("w")
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", HOME=str(work))
-    proc = subprocess.Popen(
-        dashboard_command(db, store, port=port, images=workflow_run / "images"),
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=work,
-    )  # fmt: skip
+    env.pop(TOKEN_ENV, None)
+    if token is not None:
+        env[TOKEN_ENV] = token
+    cmd = [sys.executable, "-m", "shardlens.cli", "review", "--db", str(db), "--store", str(store), "--images", str(images), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=work)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -348,19 +495,50 @@ def app(workflow_run, tmp_path_factory):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             os.killpg(proc.pid, 9) if proc.poll() is None else None
-            pytest.fail(f"dashboard did not start:\n{(work / 'streamlit.log').read_text()[-4000:]}")
+            log.close()
+            pytest.fail(f"dashboard did not start:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.2)
-    yield {"url": url, "db": db, "store": store, "work": work, "images": workflow_run / "images", "log": work / "streamlit.log"}
+    return {"url": url, "db": db, "store": store, "work": work, "images": images, "log": log_path, "proc": proc, "token": token, "_log": log}
+
+
+def stop_dashboard(server: dict) -> None:
+    proc = server["proc"]
     os.killpg(proc.pid, 15)
     try:
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
-    log.close()
+    server["_log"].close()
 
 
 @pytest.fixture(scope="module")
-def browser(app):
+def app(workflow_run, tmp_path_factory):
+    """The dashboard on a copy of the run's catalog, started by `shardlens review` with a token
+    (on 127.0.0.1 a token is optional; given, it is enforced): pages open with ?token=."""
+    browser_or_skip()
+    work = tmp_path_factory.mktemp("app")
+    db = copy_catalog(workflow_run / "results" / "annotations.sqlite", work / "results" / "annotations.sqlite")
+    server = start_dashboard(work, db, work / "reviews" / "reviews.sqlite", workflow_run / "images", token=TOKEN)
+    yield server
+    stop_dashboard(server)
+
+
+@pytest.fixture(scope="module")
+def big_app(tmp_path_factory):
+    """The dashboard without a token (127.0.0.1) on a synthetic catalog of 40 clusters and an
+    'unclustered' bucket: more clusters than a chart legend holds."""
+    browser_or_skip()
+    work = tmp_path_factory.mktemp("big_app")
+    db, images = work / "results" / "annotations.sqlite", work / "images"
+    load_bench().synthesize_catalog(db, images, regions=1500, clusters=40)
+    server = start_dashboard(work, db, work / "reviews" / "reviews.sqlite", images)
+    yield server
+    stop_dashboard(server)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
@@ -377,6 +555,14 @@ def wait_idle(page) -> None:
     page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(state="attached")
 
 
+def with_token(server: dict, path: str = "/") -> str:
+    """The server's URL for ``path``, with ?token= when the server wants one."""
+    url = server["url"] + path
+    if server.get("token"):
+        url += ("&" if "?" in url else "?") + urllib.parse.urlencode({"token": server["token"]})
+    return url
+
+
 def open_page(browser, url: str):
     page = browser.new_page()
     page.goto(url)
@@ -391,16 +577,105 @@ def no_exception(page) -> None:
     assert errors.count() == 0, errors.first.inner_text()
 
 
+def store_rows(store: Path) -> dict[str, tuple]:
+    """item_key -> (status, label, reviewer, source, reviewed_at) of the review store."""
+    if not store.exists():
+        return {}
+    conn = sqlite3.connect(store)
+    try:
+        return {r[0]: tuple(r[1:]) for r in conn.execute("SELECT item_key, status, label, reviewer, source, reviewed_at FROM reviews")}
+    finally:
+        conn.close()
+
+
+def first_queue_item(db: Path) -> dict:
+    """Item 1 of the review queue as a new session opens it (every item, least confident first)."""
+    conn = q.open_catalog(db)
+    try:
+        item = q.item_page(conn, q.ItemFilter(), 0, 1, order="confidence")[0]
+    finally:
+        conn.close()
+    where = f"region/{item['region_id']}" if item["region_id"] is not None else f"line/{item['line_no']}"
+    return {**item, "key": f"{item['image_id']}/{where}"}
+
+
+def shown_cluster_counts(page) -> tuple[int, int]:
+    """The cluster count of the sidebar and of the Clusters heading."""
+    sidebar = page.locator("[data-testid='stSidebar'] .sl-count-clusters")
+    heading = page.locator("[data-testid='stMain'] h3 .sl-count-clusters")
+    return int(sidebar.get_attribute("data-count")), int(heading.get_attribute("data-count"))
+
+
 @pytest.mark.slow
-def test_browser_cluster_list_counts(app, browser):
+def test_browser_token_gates_every_session(app, browser):
+    """Without the token a session sees only the token prompt: no review control, and neither the
+    queue's key A nor a wrong token records anything. With it (typed, or in the URL, which is then
+    cleaned) a review lands in the store under the reviewer name typed into the app. The token is
+    on no process's command line."""
+    # the token travels in the environment of `shardlens review` and its Streamlit child, never on argv
+    group = process_group(app["proc"].pid)
+    assert len(group) >= 2, group
+    for pid in group:
+        assert TOKEN not in Path(f"/proc/{pid}/cmdline").read_bytes().decode("utf-8", "replace")
+    child = next(pid for pid in group if b"streamlit" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    assert f"{TOKEN_ENV}={TOKEN}".encode() in Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+
+    before = store_rows(app["store"])
+    page = browser.new_page()
+    for url in (f"{app['url']}/?view=review", f"{app['url']}/?view=review&token=wrong-{TOKEN}"):
+        page.goto(url)
+        page.get_by_label("Access token").wait_for()
+        wait_idle(page)
+        no_exception(page)
+        if "token=" in url:
+            page.get_by_text("wrong access token").wait_for()
+            page.wait_for_function("() => !location.search.includes('token=')")
+        assert page.get_by_role("button", name="Accept & next").count() == 0
+        assert page.locator("[data-testid='stSidebar']").count() == 0 and page.locator("[data-testid='stImage']").count() == 0
+        page.locator("h2").first.click()
+        page.keyboard.press("a")  # the queue's accept key does nothing here
+        wait_idle(page)
+    page.get_by_label("Access token").fill("not the token at all")
+    page.get_by_role("button", name="Open the dashboard").click()
+    page.get_by_text("wrong access token").wait_for()
+    wait_idle(page)
+    assert page.get_by_role("button", name="Accept & next").count() == 0
+    assert store_rows(app["store"]) == before  # nothing recorded without the token
+    # the right token, typed: the queue opens, and a review lands with the reviewer's name
+    page.get_by_label("Access token").fill(TOKEN)
+    page.get_by_role("button", name="Open the dashboard").click()
+    page.get_by_text("Item 1 of").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    page.get_by_label("Reviewer").fill("Zoë Ångström")
+    page.get_by_label("Reviewer").press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Accept & next").click()
+    page.get_by_text("Item 2 of").wait_for()
+    wait_idle(page)
+    after = store_rows(app["store"])
+    first = first_queue_item(app["db"])
+    assert after[first["key"]][:4] == ("accepted", first["machine_label"], "Zoë Ångström", "dashboard")
+    assert {k: v for k, v in after.items() if k != first["key"]} == {k: v for k, v in before.items() if k != first["key"]}
+    page.close()
+    # ?token= logs a session in, and leaves the address bar
+    page = open_page(browser, with_token(app, "/?view=review"))
+    page.get_by_text("Item 1 of").wait_for()
+    page.wait_for_function("() => !location.search.includes('token=') && location.search.includes('view=review')")
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_cluster_list_counts_and_thumbnails(app, browser):
     conn = sqlite3.connect(app["db"])
     expected = conn.execute(
         """SELECT c.cluster_id, c.size, (SELECT COUNT(*) FROM item_annotations a WHERE a.cluster_id = c.cluster_id),
                   (SELECT COUNT(*) FROM cluster_members m WHERE m.cluster_id = c.cluster_id)
            FROM clusters c ORDER BY c.cluster_id < 0, c.size DESC, c.cluster_id LIMIT 10"""
     ).fetchall()
+    n_clusters = conn.execute("SELECT COUNT(*) FROM clusters WHERE cluster_id >= 0").fetchone()[0]
     conn.close()
-    page = open_page(browser, app["url"])
+    page = open_page(browser, with_token(app))
     page.wait_for_function("n => document.querySelectorAll('.sl-cluster').length >= n", arg=len(expected))
     page.locator("[data-testid='stImage'] img").first.wait_for()
     no_exception(page)
@@ -411,6 +686,51 @@ def test_browser_cluster_list_counts(app, browser):
     assert shown == expected and len(shown) > 1
     for el, (cid, size, items, texts) in zip(page.locator(".sl-cluster").all(), expected):
         assert f"{items:,} items" in el.inner_text() and f"size {size:,}" in el.inner_text()
+    # one cluster count: the sidebar's and the heading's are HDBSCAN's clusters, the bucket aside
+    assert shown_cluster_counts(page) == (n_clusters, n_clusters)
+    assert f"{n_clusters:,} clusters" in page.locator("[data-testid='stSidebar']").inner_text()
+    # thumbnails: at least 160 px on screen and in the file
+    images = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)")
+    sizes = images.evaluate_all("els => els.map(e => [e.getBoundingClientRect().width, e.naturalWidth, e.naturalHeight])")
+    assert len(sizes) >= 2 and all(w >= 160 and max(nw, nh) >= 160 for w, nw, nh in sizes), sizes
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_captions_in_every_script(app, browser):
+    """A label typed into the queue in Czech, Polish, Greek and Russian is drawn on the image the
+    browser shows with DejaVu Sans's glyphs (the image's pixels, fetched as the browser got them)."""
+    from PIL import ImageFont
+
+    from shardlens.dashboard.thumbnails import COLORS, caption_layout
+
+    label = "Příliš žluťoučký kůň Zażółć Ωμέγα Щука"
+    first = first_queue_item(app["db"])
+    conn = q.open_catalog(app["db"])
+    width = q.image_paths(conn, [first["image_id"]])[first["image_id"]]["width"]
+    conn.close()
+    assert first["bbox"], first
+    page = open_page(browser, with_token(app, "/?view=review"))
+    page.get_by_text("Item 1 of").wait_for()
+    page.get_by_label("New label").fill(label)
+    page.get_by_role("button", name="Relabel & next").click()
+    page.get_by_text("Item 2 of").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="◀ Back").click()
+    page.get_by_text("Item 1 of").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    image = page.locator("[data-testid='stMain'] [data-testid='stImage'] img").first
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    body = page.request.get(urllib.parse.urljoin(app["url"] + "/", image.get_attribute("src"))).body()
+    shown = Image.open(io.BytesIO(body)).convert("RGB")
+    (caption,) = caption_layout([Box(tuple(first["bbox"]), label, COLORS["highlight"])], shown.width / width, shown.size)
+    pixels = caption_pixels(shown, caption)
+    assert correlation(pixels, rendered_caption(caption, dejavu(caption.px))) > 0.85
+    # the assertion Pillow's default font fails: its drawing of the same label is another picture
+    old = correlation(pixels, rendered_caption(caption, ImageFont.load_default(size=caption.px)))
+    assert old < 0.6, old
     page.close()
 
 
@@ -422,7 +742,7 @@ def test_browser_image_view_shows_boxes(app, browser):
     n_lines = conn.execute("SELECT COUNT(*) FROM ocr_lines WHERE image_id = ?", (cat,)).fetchone()[0]
     gate = conn.execute("SELECT decision, skip_reason FROM gate WHERE image_id = ?", (cat,)).fetchone()
     conn.close()
-    page = open_page(browser, f"{app['url']}/?view=image&image={cat}")
+    page = open_page(browser, with_token(app, f"/?view=image&image={cat}"))
     page.locator(".sl-regions").wait_for(state="attached")
     page.locator("[data-testid='stTable']").first.wait_for()
     no_exception(page)
@@ -437,7 +757,7 @@ def test_browser_image_view_shows_boxes(app, browser):
     assert table.locator("tbody tr").count() == n_regions
     # the drawn image came from the thumbnail cache, with the boxes drawn (not the plain key)
     drawn = list((app["db"].parent / ".thumbnails" / cat[:2]).glob(f"{cat}-1024-*.jpg"))
-    assert drawn and not any(p.stem.endswith("plain1") for p in drawn)
+    assert drawn and not any(p.stem.startswith(f"{cat}-1024-plain") for p in drawn)
     for region in range(n_regions):
         button = page.get_by_role("button", name=f"Relabel region {region}")
         button.wait_for()
@@ -450,7 +770,7 @@ def test_browser_relabel_lands_in_store_catalog_and_export(app, browser, tmp_pat
     conn = q.open_catalog(app["db"])
     cat = q.find_image(conn, "cat.jpg")
     conn.close()
-    page = open_page(browser, f"{app['url']}/?view=image&image={cat}")
+    page = open_page(browser, with_token(app, f"/?view=image&image={cat}"))
     page.get_by_label("New label for region 0").fill("tabby cat")
     page.get_by_role("button", name="Relabel region 0").click()
     page.get_by_text("relabeled region 0: 1 review(s) recorded").wait_for()
@@ -475,21 +795,62 @@ def test_browser_relabel_lands_in_store_catalog_and_export(app, browser, tmp_pat
 
 @pytest.mark.slow
 def test_browser_accept_and_next_with_one_key(app, browser):
-    page = open_page(browser, f"{app['url']}/?view=review")
+    page = open_page(browser, with_token(app, "/?view=review"))
     page.get_by_text("Item 1 of").wait_for()
-    first = page.locator("[data-testid='stDataFrame']").first
-    first.wait_for()
-    n_before = sqlite3.connect(app["store"]).execute("SELECT COUNT(*) FROM reviews").fetchone()[0] if app["store"].exists() else 0
+    page.locator("[data-testid='stDataFrame']").first.wait_for()
+    first = first_queue_item(app["db"])
+    before = store_rows(app["store"])
     page.locator("h3").first.click()  # focus the page, not an input
     page.keyboard.press("a")
     page.get_by_text("Item 2 of").wait_for()
     wait_idle(page)
     no_exception(page)
-    store = sqlite3.connect(app["store"])
-    accepted = store.execute("SELECT COUNT(*) FROM reviews WHERE status = 'accepted' AND source = 'dashboard'").fetchone()[0]
-    n_after = store.execute("SELECT COUNT(*) FROM reviews").fetchone()[0]
-    store.close()
-    assert accepted >= 1 and n_after == n_before + 1
+    after = store_rows(app["store"])
+    assert after[first["key"]][:2] == ("accepted", first["machine_label"]) and after[first["key"]] != before.get(first["key"])
+    assert len(after) == len(before) + (first["key"] not in before)  # this one item, nothing else
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_map_legend_searchable_beyond_30_clusters(big_app, browser):
+    """40 clusters: the map's legend lists every cluster of the sample with its colour, the same
+    cluster count as the sidebar and the Clusters heading, and a search narrows it."""
+    conn = q.open_catalog(big_app["db"])
+    n_clusters = q.count_clusters(conn)
+    assert n_clusters == 40 and q.count_cluster_rows(conn) == 41  # the 'unclustered' bucket too
+    sample = q.embedding_sample(conn, 3000)
+    labels = {r["cluster_id"]: r["label"] for r in sample}
+    conn.close()
+    assert sum(1 for cid in labels if cid >= 0) > 30
+    page = open_page(browser, with_token(big_app))
+    no_exception(page)
+    assert shown_cluster_counts(page) == (40, 40)  # not 41: the bucket is not a cluster
+    assert page.locator(".sl-cluster").count() == 10
+    page.close()
+    page = open_page(browser, with_token(big_app, "/?view=map"))
+    page.locator(".sl-legend-item").first.wait_for()
+    page.locator("[data-testid='stVegaLiteChart']").first.wait_for()
+    no_exception(page)
+    items = page.locator(".sl-legend-item")
+    assert sorted(int(i) for i in items.evaluate_all("els => els.map(e => e.dataset.clusterId)")) == sorted(labels)
+    points = items.evaluate_all("els => els.map(e => +e.dataset.points)")
+    assert points == sorted(points, reverse=True) and sum(points) == len(sample)
+    colours = items.evaluate_all("els => els.map(e => getComputedStyle(e.querySelector('span')).backgroundColor)")
+    assert len(set(colours)) == len(colours)  # one colour per cluster
+    assert f"of the {n_clusters:,} clusters" in page.locator("[data-testid='stMain']").inner_text()
+    search = page.get_by_label("Find a cluster on the map (part of its label, or its number)")
+    target = max(cid for cid in labels if cid >= 0)
+    word = labels[target].split()[-1].lower()
+    for query, wanted in ((f"#{target}", {target}), (word.upper(), {c for c, l in labels.items() if word in l.lower() or word == str(c)})):
+        search.fill(query)
+        search.press("Enter")
+        page.wait_for_function(
+            "n => document.querySelector('.sl-legend-head') && +document.querySelector('.sl-legend-head').dataset.matches === n",
+            arg=len(wanted),
+        )
+        wait_idle(page)
+        found = {int(i) for i in page.locator(".sl-legend-item").evaluate_all("els => els.map(e => e.dataset.clusterId)")}
+        assert found == wanted, (query, found, wanted)
     page.close()
 
 
@@ -497,7 +858,7 @@ def test_browser_accept_and_next_with_one_key(app, browser):
 def test_browser_screenshot_for_readme(app, browser, tmp_path):
     """docs/dashboard.png: the review queue (image with its box, 'Accept & next', the item list).
     Written when missing or with SHARDLENS_UPDATE_SCREENSHOT=1, else into the test's folder."""
-    page = open_page(browser, f"{app['url']}/?view=review")
+    page = open_page(browser, with_token(app, "/?view=review"))
     page.get_by_text("Item 1 of").wait_for()
     page.locator("[data-testid='stDataFrame']").first.wait_for()
     image = page.locator("[data-testid='stImage'] img").first
@@ -527,11 +888,19 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
     bench = load_bench()
     db, store, images = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite", tmp_path / "images"
     bench.synthesize_catalog(db, images, regions=600, clusters=12)
-    for name, value in (("SHARDLENS_DB", db), ("SHARDLENS_REVIEWS", store), ("SHARDLENS_IMAGES", images)):
+    for name, value in (("SHARDLENS_DB", db), ("SHARDLENS_REVIEWS", store), ("SHARDLENS_IMAGES", images), (TOKEN_ENV, TOKEN)):
         monkeypatch.setenv(name, str(value))
     monkeypatch.setattr(sys, "argv", ["app.py"])
     at = AppTest.from_file(str(REPO / "shardlens" / "dashboard" / "app.py"), default_timeout=120)
     at.run()
+    assert not at.exception, at.exception
+    # a session without the token gets the prompt and nothing else
+    assert [t.key for t in at.text_input] == ["auth_token"] and [b.label for b in at.button] == ["Open the dashboard"]
+    at.text_input(key="auth_token").input("wrong" * 5)
+    at.button[0].click().run()
+    assert any("wrong access token" in e.value for e in at.error) and not store.exists()
+    at.text_input(key="auth_token").input(TOKEN)
+    at.button[0].click().run()
     assert not at.exception, at.exception
     cards = [m.value for m in at.markdown if 'class="sl-cluster"' in m.value]
     assert len(cards) == 10

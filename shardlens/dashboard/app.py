@@ -5,6 +5,11 @@ Run it with ``shardlens review`` (or ``python -m streamlit run shardlens/dashboa
 from these arguments, else from ``SHARDLENS_DB`` / ``SHARDLENS_REVIEWS`` / ``SHARDLENS_IMAGES``,
 else the workflow's defaults.
 
+Access: with ``SHARDLENS_REVIEW_TOKEN`` set, each session shows only a token prompt (or takes
+``?token=`` from its URL, then drops it from the address bar) until it has presented the token;
+before that no other widget exists, so no review can be recorded. Served on a non-loopback
+address without a token, the app refuses to show anything.
+
 Views: clusters by size with sample thumbnails; a review queue over filtered items with
 "Accept & next" (key A); one image with its boxes, captions, OCR lines and gate decision; a
 2-D map of the text embeddings. Every override is written with
@@ -15,11 +20,12 @@ fresh export show it at once.
 from __future__ import annotations
 
 import argparse
+import colorsys
 import html
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 try:
@@ -30,13 +36,14 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import streamlit as st
 
 from shardlens.dashboard import queries as q
-from shardlens.dashboard.launch import guess_images_root
+from shardlens.dashboard.launch import MIN_TOKEN_LENGTH, TOKEN_ENV, guess_images_root, is_loopback, token_matches
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache, default_cache_dir
 from shardlens.reviews import Review, ReviewError, record_reviews
 
 VIEWS = ("Clusters", "Review queue", "Image", "Map")
 QUEUE_PAGE = 20
-THUMB = 224
+THUMB = 320  # cluster samples: drawn at 320 px, shown 4 in a row (about 200 px wide at 1280 px)
+SAMPLES = 4
 LARGE = 1024
 SOURCE = "dashboard"
 
@@ -47,6 +54,7 @@ class Settings:
     reviews: Path
     images: Path | None
     thumbnails: Path
+    token: str | None = field(default=None, repr=False)  # what each session must present
 
 
 def parse_settings(argv: list[str]) -> Settings:
@@ -59,7 +67,8 @@ def parse_settings(argv: list[str]) -> Settings:
     db = Path(args.db).resolve()
     images = Path(args.images).resolve() if args.images else guess_images_root(db)
     thumbs = Path(args.thumbnails).resolve() if args.thumbnails else default_cache_dir(db)
-    return Settings(db, Path(args.reviews).resolve(), images, thumbs)
+    token = (os.environ.get(TOKEN_ENV) or "").strip() or None
+    return Settings(db, Path(args.reviews).resolve(), images, thumbs, token)
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -250,7 +259,9 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         counts = q.summary(conn)
         st.caption(
             f"{counts['images']:,} images · {counts['regions']:,} regions · {counts['lines']:,} OCR lines · "
-            f"{counts['clusters']:,} clusters · {counts['reviews']:,} reviews"
+            f'<span class="sl-count-clusters" data-count="{counts["clusters"]}">{counts["clusters"]:,} clusters</span> · '
+            f"{counts['reviews']:,} reviews",
+            unsafe_allow_html=True,
         )
         st.radio("View", VIEWS, key="view", horizontal=True)
         st.text_input("Reviewer", key="reviewer")
@@ -271,12 +282,8 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         st.text_input("Search OCR text", key="f_search", placeholder="e.g. exit")
         st.selectbox("Items", ("regions and lines", "regions", "lines"), key="f_item")
         st.selectbox("Order", ("least confident first", "most confident first", "by image"), key="f_order")
-        address = st.get_option("server.address")
-        if address not in ("127.0.0.1", "localhost", "::1"):
-            st.warning(
-                f"serving on {address or 'every interface'}: anyone who reaches this port can record reviews. "
-                "`shardlens review` binds 127.0.0.1."
-            )
+        if settings.token is not None:
+            st.caption("access: token required for every session")
         st.caption(f"catalog: {settings.db}\n\nreviews: {settings.reviews}\n\nimages: {settings.images or 'unknown (placeholders)'}")
     has_text = {"any": None, "with OCR text": True, "without OCR text": False}[st.session_state["f_has_text"]]
     lo, hi = st.session_state["f_conf"]
@@ -293,9 +300,14 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
 
 
 def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
-    total = q.count_clusters(conn)
+    clusters = q.count_clusters(conn)
+    total = q.count_cluster_rows(conn)  # cards: the clusters and the 'unclustered' bucket
     top = st.columns([4, 1, 1, 1, 2], vertical_alignment="bottom")
-    top[0].markdown(f"### Clusters ({total:,}, largest first)")
+    bucket = " + unclustered" if total > clusters else ""
+    top[0].markdown(
+        f'### Clusters (<span class="sl-count-clusters" data-count="{clusters}">{clusters:,}</span>{bucket}, largest first)',
+        unsafe_allow_html=True,
+    )
     size = top[4].selectbox("Clusters per page", (5, 10, 20, 50), index=1, key="c_size")
     pages = max(1, -(-total // size))
     page = min(st.session_state.get("c_page", 0), pages - 1)
@@ -306,7 +318,7 @@ def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
     st.session_state["c_page"] = page
     top[3].caption(f"page {page + 1} of {pages}")
     rows = q.cluster_page(conn, page * size, size)
-    samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=6)
+    samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=SAMPLES)
     for row in rows:
         with st.container(border=True):
             cluster_card(conn, settings, thumbs, row, samples.get(row.cluster_id, []))
@@ -329,35 +341,32 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
         ("left unclustered by HDBSCAN: each text keeps its own words as label · " if bucket else f"keywords: {keywords} · ")
         + "texts: " + ", ".join(f"{t['text']} ({t['count']})" for t in texts) + note
     )
-    left, right = st.columns([3, 2])
-    with left:
-        cells = st.columns(6)
-        for i, sample in enumerate(samples):
-            with cells[i % 6]:
-                box = [Box(tuple(sample["bbox"]), "", COLORS["highlight"], 4)] if sample.get("bbox") else []
-                path = thumbs.get(sample["image_id"], sample.get("path"), THUMB, box, sample.get("width"), sample.get("height"))
-                st.image(str(path), caption=f"{sample['text']} · {sample.get('path') or sample['image_id'][:12]}", width="stretch")
-                st.button("Open", key=f"open-{row.cluster_id}-{i}", type="tertiary", on_click=go_image, args=(sample["image_id"],))
-    with right:
-        buttons = st.columns(2)
-        buttons[0].button(
-            "Review items", key=f"queue-{row.cluster_id}", on_click=go_cluster_queue, args=(row.cluster_id,), disabled=row.items == 0, width="stretch"
-        )
-        if bucket:
-            st.caption("no common label here: review its items one by one")
-            return
-        buttons[1].button(
-            "Accept all", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
-            help="accept each unreviewed item's own machine label (clusters group, they never rename)",
-            on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
+    cells = st.columns(SAMPLES)
+    for i, sample in enumerate(samples):
+        with cells[i % SAMPLES]:
+            box = [Box(tuple(sample["bbox"]), "", COLORS["highlight"], 4)] if sample.get("bbox") else []
+            path = thumbs.get(sample["image_id"], sample.get("path"), THUMB, box, sample.get("width"), sample.get("height"))
+            st.image(str(path), caption=f"{sample['text']} · {sample.get('path') or sample['image_id'][:12]}", width="stretch")
+            st.button("Open", key=f"open-{row.cluster_id}-{i}", type="tertiary", on_click=go_image, args=(sample["image_id"],))
+    buttons = st.columns([1, 1, 3], vertical_alignment="bottom")
+    buttons[0].button(
+        "Review items", key=f"queue-{row.cluster_id}", on_click=go_cluster_queue, args=(row.cluster_id,), disabled=row.items == 0, width="stretch"
+    )
+    if bucket:
+        buttons[1].caption("no common label here: review its items one by one")
+        return
+    buttons[1].button(
+        "Accept all", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
+        help="accept each unreviewed item's own machine label (clusters group, they never rename)",
+        on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
+    )  # fmt: skip
+    with buttons[2].form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
+        cols = st.columns([3, 2], vertical_alignment="bottom")
+        cols[0].text_input(f"New name for cluster {row.cluster_id}", key=f"rename-{row.cluster_id}", placeholder=row.label)
+        cols[1].form_submit_button(
+            "Rename cluster", help="relabel every item of this cluster", disabled=row.items == 0, width="stretch",
+            on_click=review_cluster, args=(settings, row.cluster_id, "relabeled", f"rename-{row.cluster_id}"),
         )  # fmt: skip
-        with st.form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
-            cols = st.columns([3, 2], vertical_alignment="bottom")
-            cols[0].text_input(f"New name for cluster {row.cluster_id}", key=f"rename-{row.cluster_id}", placeholder=row.label)
-            cols[1].form_submit_button(
-                "Rename cluster", help="relabel every item of this cluster", disabled=row.items == 0, width="stretch",
-                on_click=review_cluster, args=(settings, row.cluster_id, "relabeled", f"rename-{row.cluster_id}"),
-            )  # fmt: skip
 
 
 def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter) -> None:
@@ -520,6 +529,22 @@ def item_actions(settings: Settings, item: dict, name: str) -> None:
         cols[4].form_submit_button(f"Reject {name}", on_click=review_image_item, args=(settings, item, "rejected", key))
 
 
+def cluster_color(cluster_id: int) -> str:
+    """A colour per cluster, the same in every sample and on the legend (golden-ratio hues in two
+    lightnesses, so neighbouring ids differ); the 'unclustered' bucket is grey."""
+    if cluster_id < 0:
+        return "#8e8e93"
+    hue = (cluster_id * 0.6180339887498949) % 1.0
+    r, g, b = colorsys.hls_to_rgb(hue, (0.42, 0.58)[cluster_id % 2], 0.75)
+    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def legend_matches(query: str, cluster_id: int, label: str) -> bool:
+    """Legend search: a part of the cluster's label (any case), or its number (with or without #)."""
+    query = query.strip().lower()
+    return not query or query in label.lower() or query.lstrip("#") == str(cluster_id)
+
+
 def map_view(conn, settings: Settings, f: q.ItemFilter) -> None:
     import altair as alt
     import pandas as pd
@@ -536,22 +561,102 @@ def map_view(conn, settings: Settings, f: q.ItemFilter) -> None:
         st.info("no embeddings in the catalog")
         return
     frame = pd.DataFrame(points)
-    n_labels = frame["label"].nunique()
-    color = alt.Color("label:N", title="cluster", legend=alt.Legend(symbolLimit=30) if n_labels <= 30 else None)
+    frame["name"] = [f"{label} #{cid}" if cid >= 0 else "unclustered" for label, cid in zip(frame["label"], frame["cluster"])]
+    legend = (
+        frame.groupby(["cluster", "name", "label"], as_index=False)
+        .size()
+        .sort_values(["size", "cluster"], ascending=[False, True], kind="stable")
+        .reset_index(drop=True)
+    )
+    query = st.text_input("Find a cluster on the map (part of its label, or its number)", key="m_find", placeholder="e.g. exit or #12")
+    legend["match"] = [legend_matches(query, cid, label) for cid, label in zip(legend["cluster"], legend["label"])]
+    matched = set(legend.loc[legend["match"], "cluster"])
+    frame["match"] = frame["cluster"].isin(matched)
+    other = "other clusters"
+    frame["shade"] = frame["name"].where(frame["match"], other)
+    domain = list(legend["name"]) + [other]
+    palette = [cluster_color(int(cid)) for cid in legend["cluster"]] + ["#d1d1d6"]
     chart = (
         alt.Chart(frame)
-        .mark_circle(size=60, opacity=0.75)
+        .mark_circle(size=60)
         .encode(
             x=alt.X("x:Q", title="PC 1" if method == "pca" else "UMAP 1"),
             y=alt.Y("y:Q", title="PC 2" if method == "pca" else "UMAP 2"),
-            color=color,
+            color=alt.Color("shade:N", scale=alt.Scale(domain=domain, range=palette), legend=None),
+            opacity=alt.condition("datum.match", alt.value(0.85), alt.value(0.25)),
+            order=alt.Order("match:O"),  # found clusters on top
             tooltip=["text:N", "label:N", "cluster:Q", "kind:N", "count:Q"],
         )
         .properties(height=620)
         .interactive()
     )
-    st.altair_chart(chart, width="stretch")
-    st.caption(f"{len(frame):,} distinct texts ({n_labels} clusters) · hover a point for its text")
+    n_clusters = int((legend["cluster"] >= 0).sum())
+    total = q.count_clusters(conn)
+    left, right = st.columns([3, 1])
+    with left:
+        st.altair_chart(chart, width="stretch")
+        st.caption(
+            f"{len(frame):,} distinct texts of {n_clusters:,} of the {total:,} clusters"
+            + (" and the unclustered" if (legend["cluster"] < 0).any() else "")
+            + " · hover a point for its text"
+        )
+    with right:
+        shown = legend[legend["match"]]
+        st.markdown(
+            f'<div class="sl-legend-head" data-matches="{len(shown)}" data-clusters="{n_clusters}">'
+            f"<b>Legend</b> · {len(shown):,} of {len(legend):,}" + (f" match {html.escape(query.strip())!s}" if query.strip() else "") + "</div>",
+            unsafe_allow_html=True,
+        )
+        items = "".join(
+            f'<div class="sl-legend-item" data-cluster-id="{int(cid)}" data-points="{int(size)}" style="white-space:nowrap;overflow:hidden;text-overflow:ellipsis">'
+            f'<span style="display:inline-block;width:0.75em;height:0.75em;border-radius:50%;margin-right:0.4em;background:{cluster_color(int(cid))}"></span>'
+            f"{html.escape(name)} <span style=\"color:#8e8e93\">({int(size):,})</span></div>"
+            for cid, name, size in zip(shown["cluster"], shown["name"], shown["size"])
+        )
+        st.markdown(
+            f'<div class="sl-legend" style="max-height:600px;overflow-y:auto;font-size:0.85rem;line-height:1.5">{items or "no cluster matches"}</div>',
+            unsafe_allow_html=True,
+        )
+
+
+# ------------------------------------------------------------------------------- access
+
+
+def access_gate(settings: Settings) -> None:
+    """Stop the script run here until this session has presented the token: nothing below (no
+    catalog, no review widget, no callback) exists for a session that has not."""
+    address = st.get_option("server.address")
+    if settings.token is None:
+        if not is_loopback(address):
+            st.error(
+                f"this dashboard serves on {address or 'every interface'} without an access token: set {TOKEN_ENV} "
+                f"(at least {MIN_TOKEN_LENGTH} characters) or bind 127.0.0.1 (`shardlens review` does both checks)"
+            )
+            st.stop()
+        return
+    if st.session_state.get("auth_ok") is True:
+        return
+    given = st.query_params.get("token")
+    if given is not None:
+        del st.query_params["token"]  # out of the address bar, the history and screenshots
+        if token_matches(given, settings.token):
+            st.session_state["auth_ok"] = True
+            return
+        st.session_state["auth_failed"] = True
+    st.markdown("## shardlens review")
+    with st.columns([2, 3])[0], st.form("login", border=True, enter_to_submit=True):
+        st.text_input("Access token", type="password", key="auth_token")
+        submitted = st.form_submit_button("Open the dashboard", type="primary")
+    if submitted:
+        if token_matches(st.session_state.get("auth_token"), settings.token):
+            st.session_state["auth_ok"] = True
+            st.session_state.pop("auth_failed", None)
+            st.rerun()
+        st.session_state["auth_failed"] = True
+    if st.session_state.get("auth_failed"):
+        st.error("wrong access token")
+    st.caption("This dashboard asks every browser session for the token that `shardlens review` was started with.")
+    st.stop()
 
 
 # --------------------------------------------------------------------------------- main
@@ -582,6 +687,7 @@ def main() -> None:
     st.set_page_config(page_title="shardlens review", page_icon="🔎", layout="wide")
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem} [data-testid='stSidebarHeader']{height:1rem}</style>")
     settings = parse_settings(sys.argv[1:])
+    access_gate(settings)
     if not settings.db.exists():
         st.error(f"catalog {settings.db} does not exist: run `snakemake` first (or pass --db)")
         st.stop()

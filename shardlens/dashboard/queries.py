@@ -23,6 +23,12 @@ from ..vectors import decode_vector
 
 UNCLUSTERED = -1
 
+# What "clusters" counts, everywhere the dashboard shows a number of clusters (the sidebar, the
+# Clusters heading, the map): HDBSCAN's clusters, cluster_id >= 0. The 'unclustered' bucket
+# (cluster_id -1: texts HDBSCAN left alone, its noise) is a row of the clusters table and a card of
+# the list, but not a cluster; it used to be counted by the heading and not by the sidebar.
+IS_CLUSTER = "cluster_id >= 0"
+
 # Orderings of the item list (the review queue). Every one ends in the item's key so pages
 # never overlap or skip an item.
 _ITEM_KEY = "image_id, item, region_id, line_no"
@@ -80,13 +86,13 @@ def _bbox(text: str | None) -> list[float] | None:
 
 
 def summary(conn: sqlite3.Connection) -> dict[str, int]:
-    """Counts shown in the header: images, regions, OCR lines, clusters, reviews."""
+    """Counts shown in the sidebar: images, regions, OCR lines, clusters (:data:`IS_CLUSTER`), reviews."""
     row = conn.execute(
-        """
+        f"""
         SELECT (SELECT COUNT(DISTINCT image_id) FROM paths WHERE image_id IS NOT NULL) AS images,
                (SELECT COUNT(*) FROM regions) AS regions,
                (SELECT COUNT(*) FROM ocr_lines) AS lines,
-               (SELECT COUNT(*) FROM clusters WHERE cluster_id >= 0) AS clusters,
+               (SELECT COUNT(*) FROM clusters WHERE {IS_CLUSTER}) AS clusters,
                (SELECT COUNT(*) FROM reviews) AS reviews
         """
     ).fetchone()
@@ -108,6 +114,12 @@ class ClusterRow:
 
 
 def count_clusters(conn: sqlite3.Connection) -> int:
+    """HDBSCAN's clusters (:data:`IS_CLUSTER`): the number the sidebar and the heading show."""
+    return conn.execute(f"SELECT COUNT(*) FROM clusters WHERE {IS_CLUSTER}").fetchone()[0]
+
+
+def count_cluster_rows(conn: sqlite3.Connection) -> int:
+    """Cards of the cluster list: the clusters and, when there is one, the 'unclustered' bucket."""
     return conn.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
 
 
