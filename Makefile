@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The dependency stamp changes whenever pyproject.toml does, so a shared venv is rebuilt then.
 DEPS_STAMP := $(VENV)/.deps-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: setup demo test paddle-venv
+.PHONY: setup demo test paddle-venv labelstudio-venv
 
 setup: $(DEPS_STAMP)
 	@# the package itself, editable from this checkout (cheap; done every time so a shared venv follows the checkout)
@@ -32,3 +32,7 @@ test: setup
 # A separate environment for `ocr.engine: paddleocr` (path: SHARDLENS_PADDLE_VENV, default .venv-paddle)
 paddle-venv:
 	bash .ci/setup-paddle-venv.sh
+
+# label-studio-sdk for tests/test_label_studio.py (its own OpenCV pin; path: SHARDLENS_LABELSTUDIO_VENV, default .venv-labelstudio)
+labelstudio-venv:
+	bash .ci/setup-labelstudio-venv.sh

@@ -32,6 +32,9 @@ rule export:
         json="results/annotations.json",
         parquet="results/annotations.parquet",
         labelstudio="results/labelstudio_tasks.json",
+        labelstudio_config="results/labelstudio_config.xml",
+        coco="results/annotations.coco.json",
+        coco_text="results/annotations.coco_text.json",
     log:
         "logs/export.log",
     benchmark:
@@ -42,6 +45,13 @@ rule export:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        label_studio_url_prefix=config["export"]["label_studio_url_prefix"],
+        # the script reads the whole config; these are here so that changing them re-exports
+        coco_labels=config["export"]["coco_labels"],
+        images=config["images"],
+        detector=config["detect"]["backend"],
+        vocabulary=config["detect"]["vocabulary"],
     script:
         "../scripts/export.py"
 

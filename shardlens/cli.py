@@ -45,18 +45,23 @@ def import_cache_cmd(
 
 @app.command("import-reviews")
 def import_reviews_cmd(
-    csv_file: Path = typer.Argument(..., help="reviewed annotation sheet (results/annotations.csv with review_status filled in)"),
+    csv_file: Path = typer.Argument(
+        ...,
+        metavar="FILE",
+        help="reviewed annotation sheet (results/annotations.csv with review_status filled in), "
+        "or a Label Studio JSON export (.json) of the tasks in results/labelstudio_tasks.json",
+    ),
     db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog the reviews refer to"),
     store: Path = typer.Option(Path("reviews/reviews.sqlite"), help="the review store (never rewritten by the workflow)"),
 ) -> None:
     """Validate every row and store the reviews, all or nothing. A bad row rejects the file."""
-    from .reviews import ReviewError, import_review_csv
+    from .reviews import ReviewError, import_reviews
 
     if not db.exists():
         typer.echo(f"error: catalog {db} does not exist: run `snakemake` first", err=True)
         raise typer.Exit(code=2)
     try:
-        count = import_review_csv(csv_file, db, store)
+        count = import_reviews(csv_file, db, store)
     except ReviewError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
@@ -66,14 +71,51 @@ def import_reviews_cmd(
 @app.command("export")
 def export_cmd(
     db: Path = typer.Argument(Path("results/annotations.sqlite"), help="the catalog"),
-    out_dir: Path = typer.Argument(Path("results"), help="folder for annotations.csv/.json/.parquet and labelstudio_tasks.json"),
+    out_dir: Path = typer.Argument(
+        Path("results"),
+        help="folder for annotations.csv/.json/.parquet, annotations.coco.json, annotations.coco_text.json, "
+        "labelstudio_tasks.json and labelstudio_config.xml",
+    ),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="workflow config whose export: and detect: settings apply (default: config/config.yaml where it exists, else the defaults)"
+    ),
+    url_prefix: str | None = typer.Option(
+        None,
+        "--url-prefix",
+        help="prefix of the Label Studio image URLs, overriding export.label_studio_url_prefix: "
+        "/data/local-files/?d=FOLDER/, s3://bucket/prefix/, https://host/images/",
+    ),
+    coco_labels: str | None = typer.Option(
+        None, "--coco-labels", help="labels of the COCO files, overriding export.coco_labels: final, machine or reviewed"
+    ),
+    images: Path | None = typer.Option(
+        None, help="images root the exports name (default: images: of the config where that folder exists, else the run's, as `review` finds it)"
+    ),
 ) -> None:
     """Write the annotation exports (reviewed labels over machine labels)."""
     from .catalog import CatalogError
+    from .config import load_config
     from .exports import export_all
 
+    if config_file is not None and not config_file.is_file():
+        typer.echo(f"error: config file {config_file} not found", err=True)
+        raise typer.Exit(code=2)
+    default_config = Path("config/config.yaml")
+    config_path = config_file or (default_config if default_config.is_file() else None)
     try:
-        paths = export_all(db, out_dir)
+        config = load_config(config_path)
+    except Exception as exc:  # YAML syntax, schema validation, not a mapping
+        typer.echo(f"error: {config_path}: {_config_error(exc)}", err=True)
+        raise typer.Exit(code=2) from None
+    if url_prefix is not None:
+        config["export"]["label_studio_url_prefix"] = url_prefix
+    from .coco import LABEL_MODES
+
+    if coco_labels is not None and coco_labels not in LABEL_MODES:
+        typer.echo(f"error: --coco-labels {coco_labels!r}: expected one of {', '.join(LABEL_MODES)}", err=True)
+        raise typer.Exit(code=2)
+    try:
+        paths = export_all(db, out_dir, config=config, images_root=images, coco_labels=coco_labels)
     except CatalogError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None

@@ -3,7 +3,9 @@ no workflow rule ever rewrites, mirrored into the catalog so exports show review
 
 The store (``reviews/reviews.sqlite`` by default) is the source of truth; the catalog's
 ``reviews`` table is a copy refreshed on every catalog build and every import. The CSV
-re-import, the dashboard and any other front end go through :func:`record_reviews`.
+re-import, the Label Studio import (:mod:`shardlens.label_studio`), the dashboard and any other
+front end validate with :func:`catalog_problems` and store with :func:`_store_reviews` (both in
+:func:`record_reviews`).
 """
 
 from __future__ import annotations
@@ -271,6 +273,17 @@ def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: st
     if problems:
         raise ReviewError(str(csv_path), sorted(problems, key=_line_order))
     return _store_reviews(reviews, catalog_db, store_db, source)
+
+
+def import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
+    """Import a review file, the format picked by its suffix: ``.json`` is a Label Studio JSON
+    export (:func:`shardlens.label_studio.import_label_studio`), anything else the annotation
+    sheet (:func:`import_review_csv`: .csv, .tsv, ...). All or nothing, every problem listed."""
+    if Path(path).suffix.lower() == ".json":
+        from .label_studio import import_label_studio
+
+        return import_label_studio(path, catalog_db, store_db)
+    return import_review_csv(path, catalog_db, store_db)
 
 
 def _line_order(problem: str) -> tuple[int, str]:

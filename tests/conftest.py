@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def skip_unless_available(requirement: str, reason: str) -> None:
-    """Skip a test whose ``requirement`` (SLURM, BROWSER, PADDLE) is missing here, with the
+    """Skip a test whose ``requirement`` (SLURM, BROWSER, PADDLE, LABELSTUDIO) is missing here, with the
     reason; where ``SHARDLENS_REQUIRE_<REQUIREMENT>=1`` (CI) the missing requirement fails it."""
     if os.environ.get(f"SHARDLENS_REQUIRE_{requirement}") == "1":
         pytest.fail(f"SHARDLENS_REQUIRE_{requirement}=1 but {reason}", pytrace=False)
@@ -122,6 +122,15 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo"
     generate_demo(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def small_catalog(tmp_path_factory) -> Path:
+    """A small real catalog built by the stage functions (tests/small_catalog.py), shared by the
+    export tests: read-only, a test that records reviews copies its run folder first."""
+    from small_catalog import build_small_catalog
+
+    return build_small_catalog(tmp_path_factory.mktemp("small_catalog") / "run")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,57 @@
+"""A small real catalog for the export tests: the stage functions (ingest, gate, OCR, detect) run on
+a handful of images, the manifest digests their cache and the catalog loads it, as the workflow
+does (without Snakemake, so it takes seconds). The run folder looks like a workflow run:
+``config/config.yaml``, ``images/``, ``cache/``, ``results/annotations.sqlite``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from conftest import smooth_image, text_image
+from shardlens.catalog import build_catalog
+from shardlens.config import load_config
+from shardlens.images import list_images
+from shardlens.manifest import build_manifest, write_manifest
+from shardlens.models.registry import models_for_config
+from shardlens.shards import plan_shards, write_listings
+from shardlens.stages import detect, gate, ingest, ocr
+
+STAGES = ["ingest", "gate", "ocr", "detect"]
+
+
+def build_small_catalog(run: Path) -> Path:
+    """Build the run folder under ``run``; return the catalog's path."""
+    from skimage import data
+
+    root = run / "images"
+    (root / "photos").mkdir(parents=True)
+    (root / "signs").mkdir()
+    (root / "plain").mkdir()
+    Image.fromarray(data.chelsea()).save(root / "photos" / "cat.jpg", quality=90)
+    Image.fromarray(data.astronaut()).save(root / "photos" / "astronaut.png")
+    Image.fromarray(data.coffee()).save(root / "photos" / "coffee #1.jpg", quality=90)
+    text_image(["OPEN 24 HOURS", "Main Street"]).save(root / "signs" / "open.png")
+    smooth_image(3, size=(320, 200)).save(root / "plain" / "gradient.jpg", quality=90)
+    shutil.copy(root / "photos" / "cat.jpg", root / "plain" / "copy of cat.jpg")
+    (root / "plain" / "broken.jpg").write_bytes(b"not a jpeg")
+    (run / "config").mkdir(parents=True)
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump({"images": "images", "shards": {"count": 2}}))
+
+    config = load_config(run / "config" / "config.yaml")
+    plan = plan_shards(list_images(root), 2)
+    cache = run / "cache"
+    write_listings(plan, cache / "shards")
+    for shard in plan.names:
+        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
+        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
+        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
+        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, config["detect"])
+    write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
+    db = run / "results" / "annotations.sqlite"
+    db.parent.mkdir()
+    build_catalog(cache, db, log=lambda message: None)
+    return db
