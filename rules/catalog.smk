@@ -3,8 +3,14 @@
 
 
 rule manifest:
+    # Digests every cache file, records each stage's params (shardlens/stages/params.py), the
+    # config's digest and the shard plan, then appends the manifest to cache/manifests/, the
+    # history `shardlens diff` compares. That folder is deliberately not an output: Snakemake
+    # deletes a job's outputs before it runs, and update() would copy the whole history aside
+    # on every run; entries are written once, atomically, and never rewritten.
     input:
         shard_files=all_shard_outputs,
+        listings=shard_listings,
         clusters=f"{CACHE}/clusters.jsonl",
     output:
         f"{CACHE}/manifest.json",
@@ -20,7 +26,9 @@ rule manifest:
         runtime=10,
     params:
         shards=shard_names,
+        shard_count=shard_count,
         models={stage: model_fingerprint(stage) for stage in SHARD_STAGES},
+        history=f"{CACHE}/manifests",
     script:
         "../scripts/manifest.py"
 

@@ -10,6 +10,7 @@ from shardlens.models.registry import stage_fingerprint
 from shardlens.report import listing_skipped_text
 from shardlens.shards import listing_text, plan_shards, shard_count_for
 from shardlens.stages import SHARD_STAGES
+from shardlens.stages.params import stage_params as params_of_config
 
 validate(config, "../config/schema.yaml")
 
@@ -146,6 +147,22 @@ def ocr_environment():
     if config["ocr"]["engine"] == "paddleocr":
         return "../envs/ocr-paddle.yaml"
     return "../envs/ocr.yaml"
+
+
+def stage_params(stage):
+    """The params a cached stage takes from the config, as the one table in
+    shardlens/stages/params.py says (the manifest records the same)."""
+    return params_of_config(config, stage)
+
+
+def shard_count(wildcards=None):
+    """The plan's shard count, empty shards included (the manifest records it)."""
+    return shard_plan().count
+
+
+def shard_listings(wildcards=None):
+    """Every shard's listing (the manifest records their digests and keeps a copy of each)."""
+    return expand(f"{CACHE}/shards/{{shard}}.tsv", shard=shard_names())
 
 
 def model_fingerprint(stage):

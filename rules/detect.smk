@@ -18,9 +18,7 @@ rule detect:
         runtime=60,
         gpu=1,
     params:
-        images=config["images"],
-        limits=config["limits"],
-        options=config["detect"],
+        **stage_params("detect"),
         model=model_fingerprint("detect"),
     script:
         "../scripts/detect.py"

@@ -19,7 +19,7 @@ rule embed:
         runtime=30,
         gpu=1,
     params:
-        options=config["embed"],
+        **stage_params("embed"),
         model=model_fingerprint("embed"),
     script:
         "../scripts/embed.py"

@@ -61,8 +61,6 @@ rule ingest:
         mem_mb=1000,
         runtime=30,
     params:
-        images=config["images"],
-        limits=config["limits"],
-        allow_outside_root=config["listing"]["allow_outside_root"],
+        **stage_params("ingest"),
     script:
         "../scripts/ingest.py"

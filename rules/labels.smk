@@ -18,7 +18,7 @@ rule cluster:
         mem_mb=4000,
         runtime=60,
     params:
-        options=config["labels"],
+        **stage_params("clusters"),
     script:
         "../scripts/cluster.py"
 

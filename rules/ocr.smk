@@ -17,9 +17,7 @@ rule gate:
         mem_mb=2000,
         runtime=30,
     params:
-        images=config["images"],
-        limits=config["limits"],
-        options=config["gate"],
+        **stage_params("gate"),
         model=model_fingerprint("gate"),
     script:
         "../scripts/gate.py"
@@ -42,9 +40,7 @@ rule ocr:
         mem_mb=4000,
         runtime=60,
     params:
-        images=config["images"],
-        limits=config["limits"],
-        options=config["ocr"],
+        **stage_params("ocr"),
         model=model_fingerprint("ocr"),
     script:
         "../scripts/ocr.py"

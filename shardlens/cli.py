@@ -123,6 +123,32 @@ def export_cmd(
         typer.echo(f"{kind}: {path}")
 
 
+@app.command("diff")
+def diff_cmd(
+    old: Path | None = typer.Argument(None, help="the older manifest (default: the second newest run in CACHE/manifests)"),
+    new: Path | None = typer.Argument(None, help="the newer manifest (default: the newest run in CACHE/manifests)"),
+    cache_dir: Path = typer.Option(Path("cache"), "--cache", help="cache folder whose manifests/ history is compared without OLD and NEW"),
+    limit: int = typer.Option(10, "--limit", min=0, help="paths listed per kind of image change"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """What changed between two runs and why shards re-ran: images, models, parameters per
+    stage, and each shard whose outputs differ with its cause."""
+    import json
+
+    from .provenance import ProvenanceError, diff_paths, format_diff, last_two_runs
+
+    try:
+        if old is None and new is None:
+            old, new = last_two_runs(cache_dir)
+        elif new is None:
+            raise ProvenanceError("give two manifests (shardlens diff OLD NEW), or none to compare the last two runs")
+        diff = diff_paths(old, new, limit=limit)
+    except ProvenanceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(json.dumps(diff, indent=2, ensure_ascii=False) if as_json else format_diff(diff))
+
+
 def _config_error(exc: Exception) -> str:
     """One line for a workflow config that does not load; a schema violation names its key."""
     import re

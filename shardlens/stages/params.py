@@ -1,0 +1,42 @@
+"""Which config values each cached stage receives: the one place that says it.
+
+Each rule of a cached stage takes ``params: **stage_params(stage), model=model_fingerprint(stage)``
+(rules/common.smk), and the manifest records ``stage_params(config, stage)`` for every stage here,
+so the manifest holds exactly what the rules' params hold, from this one table. A changed value
+re-runs the stage (Snakemake's params trigger) and ``shardlens diff`` names it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
+# -> rule param name -> path of keys into the validated config (defaults applied)
+STAGE_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "ingest": {"images": ("images",), "limits": ("limits",), "allow_outside_root": ("listing", "allow_outside_root")},
+    "gate": {"images": ("images",), "limits": ("limits",), "options": ("gate",)},
+    "ocr": {"images": ("images",), "limits": ("limits",), "options": ("ocr",)},
+    "detect": {"images": ("images",), "limits": ("limits",), "options": ("detect",)},
+    "embed": {"options": ("embed",)},
+    "clusters": {"options": ("labels",)},
+}
+
+
+def stage_params(config: dict, stage: str) -> dict[str, Any]:
+    """param name -> config value for one stage (the values themselves, not copies)."""
+    try:
+        table = STAGE_PARAMS[stage]
+    except KeyError:
+        raise KeyError(f"no params table for stage {stage!r}; known: {', '.join(STAGE_PARAMS)}") from None
+    out = {}
+    for name, keys in table.items():
+        value: Any = config
+        for key in keys:
+            value = value[key]
+        out[name] = value
+    return out
+
+
+def all_stage_params(config: dict) -> dict[str, dict[str, Any]]:
+    """stage -> its params, for every stage of :data:`STAGE_PARAMS` (what the manifest records)."""
+    return {stage: stage_params(config, stage) for stage in STAGE_PARAMS}
