@@ -25,6 +25,8 @@ $(DEPS_STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --cores all
+	@# the run's report (self-contained HTML; `rule all` has drawn its figures)
+	$(BIN)/snakemake --report results/report.html
 
 test: setup
 	$(BIN)/python -m pytest -ra

@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
@@ -16,6 +19,7 @@ include: "rules/detect.smk"
 include: "rules/embed.smk"
 include: "rules/labels.smk"
 include: "rules/catalog.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -37,6 +37,7 @@ localrules:
     export,
     import_reviews,
     ingest_report,
+    report_figures,
 
 
 _shard_plan = None
@@ -114,12 +115,25 @@ def all_shard_outputs(wildcards=None):
     return [path for stage in SHARD_STAGES for path in shard_outputs(stage)]
 
 
+def stage_logs(wildcards=None):
+    """Every shard job's log: each ends with the job's JSON summary line (images, seconds)."""
+    return expand("logs/{stage}/{shard}.log", stage=SHARD_STAGES, shard=shard_names())
+
+
+def stage_benchmarks(wildcards=None):
+    """Every shard job's benchmark (Snakemake's measure of the whole job), for the report."""
+    return expand(
+        "benchmarks/{stage}/{shard}.tsv", stage=SHARD_STAGES, shard=shard_names()
+    )
+
+
 def final_outputs(wildcards=None):
     return [
         f"{CACHE}/manifest.json",
         DATABASE,
         "results/annotations.csv",
         INGEST_REPORT,
+        *rules.report_figures.output,
     ]
 
 

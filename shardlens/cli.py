@@ -123,6 +123,68 @@ def export_cmd(
         typer.echo(f"{kind}: {path}")
 
 
+def _read_catalog(db: Path):
+    """The catalog opened read-only for a question, or a one-line error (exit 2)."""
+    from .catalog import CatalogError
+    from .catalog_queries import open_catalog
+
+    try:
+        return open_catalog(db)
+    except CatalogError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command("stats")
+def stats_cmd(
+    db: Path = typer.Argument(Path("results/annotations.sqlite"), help="the catalog (read only)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of aligned text"),
+) -> None:
+    """The catalog in numbers: images, failed files by reason, gate decisions, regions per class,
+    OCR lines, clusters, reviews by status."""
+    import json
+    import sqlite3
+
+    from .catalog_queries import catalog_stats, format_stats
+
+    conn = _read_catalog(db)
+    try:
+        stats = catalog_stats(conn)
+    except sqlite3.Error as exc:
+        typer.echo(f"error: {db}: not a complete shardlens catalog ({exc})", err=True)
+        raise typer.Exit(code=2) from None
+    finally:
+        conn.close()
+    typer.echo(json.dumps(stats, indent=2, ensure_ascii=False) if as_json else format_stats(stats, db))
+
+
+@app.command("show")
+def show_cmd(
+    path: str = typer.Argument(..., help="an image's path relative to the images root, as the catalog lists it"),
+    db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog (read only)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of text"),
+) -> None:
+    """One image's annotation: gate score and decision, OCR lines, regions with their label
+    candidates, reviews and final labels."""
+    import json
+    import sqlite3
+
+    from .catalog_queries import UnknownPath, format_annotation, image_annotation
+
+    conn = _read_catalog(db)
+    try:
+        annotation = image_annotation(conn, path)
+    except UnknownPath as exc:
+        typer.echo(f"error: {db}: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    except sqlite3.Error as exc:
+        typer.echo(f"error: {db}: not a complete shardlens catalog ({exc})", err=True)
+        raise typer.Exit(code=2) from None
+    finally:
+        conn.close()
+    typer.echo(json.dumps(annotation, indent=2, ensure_ascii=False) if as_json else format_annotation(annotation))
+
+
 @app.command("diff")
 def diff_cmd(
     old: Path | None = typer.Argument(None, help="the older manifest (default: the second newest run in CACHE/manifests)"),

@@ -15,7 +15,7 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
-AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "all": 1}
+AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
 VOCABULARY = ["cat", "sign", "cup"]
 
 

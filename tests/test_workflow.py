@@ -13,7 +13,7 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 pytestmark = pytest.mark.slow
 
 PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "embed")
-AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "all": 1}
+AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
 
 
 def shards_of(workdir: Path) -> list[str]:

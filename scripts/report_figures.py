@@ -1,0 +1,14 @@
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.run_report import run_report_figures
+
+run_report_figures(
+    snakemake.input.db,
+    dict(snakemake.output.items()),
+    gate_threshold=snakemake.params.gate_threshold,
+    ingest_report=snakemake.input.ingest_report,
+    listing_skipped=snakemake.input.listing_skipped,
+    logs=snakemake.input.logs,
+    benchmarks=snakemake.input.benchmarks,
+)
