@@ -1,7 +1,9 @@
 import sys
 from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.jobs import log_job
+
+log_job(snakemake.log[0], snakemake.rule)
 from shardlens.catalog import build_catalog
 
 build_catalog(

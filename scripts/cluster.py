@@ -1,6 +1,8 @@
 import sys
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.jobs import log_job
+
+log_job(snakemake.log[0], snakemake.rule)
 from shardlens.labels import run_clustering
 
 run_clustering(

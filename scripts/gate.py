@@ -1,6 +1,6 @@
-import sys
+from shardlens.jobs import log_job
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_job(snakemake.log[0], snakemake.rule)
 from shardlens.images import Limits
 from shardlens.stages.gate import run_shard
 

@@ -1,6 +1,8 @@
 import sys
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+from shardlens.jobs import log_job
+
+log_job(snakemake.log[0], snakemake.rule)
 import json
 
 from shardlens.reviews import import_reviews

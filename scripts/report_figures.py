@@ -1,6 +1,6 @@
-import sys
+from shardlens.jobs import log_job
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
+log_job(snakemake.log[0], snakemake.rule)
 from shardlens.run_report import run_report_figures
 
 run_report_figures(

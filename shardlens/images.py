@@ -13,6 +13,7 @@ import re
 import stat as stat_mod
 import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def list_images(
     Returns entries sorted by path.
 
     ``skipped``, when given, receives ``(path, reason)`` for each image-named entry the folder walk
-    leaves out (``symlink_not_followed``, ``symlink_outside_root``) and each folder it cannot read
+    leaves out (``symlink_not_followed``, ``symlink_outside_root``, ``name_not_utf8``: a name
+    that is not valid UTF-8, shown with ``\\x`` escapes) and each folder it cannot read
     (``unreadable_folder``), so a report can name them.
     """
     root = Path(root)
@@ -88,8 +90,15 @@ def _read_list_file(list_file: Path, root: Path, allow_outside_root: bool) -> li
     root_abs = os.path.abspath(root)
     seen: set[str] = set()
     out: list[str] = []
-    with list_file.open(encoding="utf-8") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+    with list_file.open("rb") as handle:
+        for line_no, raw_bytes in enumerate(handle, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError:
+                shown = raw_bytes.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                raise ListingError(
+                    f"{list_file} line {line_no}: {shown!r} is not valid UTF-8 (list files are UTF-8 text; rename the file or fix the line)"
+                ) from None
             line = raw.rstrip("\n").rstrip("\r")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
@@ -149,7 +158,8 @@ def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outsid
 
     def skip(path: str, reason: str) -> None:
         if skipped is not None:
-            skipped.append((Path(os.path.relpath(path, root)).as_posix(), reason))
+            rel = Path(os.path.relpath(path, root)).as_posix()
+            skipped.append((os.fsencode(rel).decode("utf-8", "backslashreplace"), reason))
 
     while stack:
         folder = stack.pop()
@@ -167,6 +177,12 @@ def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outsid
             continue
         for entry in dir_entries:
             wanted_name = entry.name.lower().endswith(exts)
+            if not _utf8(entry.name):
+                # bytes that are not UTF-8: no record, listing or report could carry the name
+                # as text, so the file (or folder) is left out and reported with \x escapes
+                if wanted_name or entry.is_dir(follow_symlinks=False):
+                    skip(entry.path, "name_not_utf8")
+                continue
             try:
                 is_link = entry.is_symlink()
                 if entry.is_dir(follow_symlinks=follow_symlinks):
@@ -195,6 +211,14 @@ def _walk(root: Path, exts: tuple[str, ...], follow_symlinks: bool, allow_outsid
                 yield ListedImage(rel, st.st_size, st.st_mtime_ns)
             except OSError:
                 yield ListedImage(rel, -1, 0)
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept by the file system encoding as surrogates
+        return False
+    return True
 
 
 def _inside(path: str, root_real: str, allow_outside_root: bool) -> bool:
@@ -352,6 +376,14 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
+            if image.format == "PNG":
+                _check_png(image, source)
+            if image.format == "JPEG" and _jpeg_ended_early(image, source, draft_size):
+                raise ImageError(
+                    "truncated",
+                    f"the JPEG's image data ends before its declared {image.width}x{image.height} pixels are all decoded"
+                    " (its header declares more than the file holds)",
+                )
             oriented = ImageOps.exif_transpose(image)
             oriented.format = image.format
         except ImageError:
@@ -389,6 +421,142 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
             Image.MAX_IMAGE_PIXELS = previous_limit
             Image.WARN_POSSIBLE_FORMATS = previous_warn
     return oriented
+
+
+def _check_png(image: Image.Image, source: Path | bytes) -> None:
+    """Raise :class:`ImageError` for a PNG that Pillow decodes although it lies.
+
+    Pillow does not check the checksums of image data (IDAT) chunks or that a chunk is as long as
+    its length field says; ``verify()`` does, on a second pass over the chunks (CRC-32 only, no
+    decoding). And when the compressed data ends before the rows that the header (IHDR) declares,
+    Pillow leaves the missing rows black and reports success: when the last pixel is all zero,
+    the image data's decompressed length is compared with what the declared size needs.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        Image.open(io.BytesIO(data)).verify()
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
+        raise ImageError("corrupt", f"a damaged PNG file: {exc}") from None
+    corner = image.getpixel((image.width - 1, image.height - 1))
+    if any(corner) if isinstance(corner, tuple) else corner:
+        return
+    got, need = _png_data_sizes(data)
+    if got < need:
+        raise ImageError(
+            "truncated",
+            f"the PNG's image data holds {got:,} of the {need:,} bytes its declared {image.width}x{image.height} pixels need"
+            " (its header declares more than the file holds)",
+        )
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_data_sizes(data: bytes) -> tuple[int, int]:
+    """(bytes the IDAT data decompresses to, bytes the IHDR's size needs), capped at the need."""
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IHDR" and length >= 13:
+            header = struct.unpack_from(">IIBBBBB", data, pos + 8)
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return 0, 0
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS.get(colour, 1)
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    need = 0
+    for x0, y0, dx, dy in passes:
+        cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if cols and rows:
+            need += rows * (1 + (cols * bits + 7) // 8)
+    try:
+        got = len(zlib.decompressobj().decompress(b"".join(idat), need))
+    except zlib.error:
+        return 0, need
+    return got, need
+
+
+# What libjpeg puts where a JPEG's data ran out: when the scan data ends early (a marker, e.g. the
+# end-of-image one, comes before the last block), it warns, fills every block still missing with
+# zero coefficients, a flat mid-grey, and reports success. Pillow drops that warning, so a
+# 1 KB file whose header declares 1000x65500 would decode "fine" as a grey image.
+_JPEG_UNFILLED = {"L": (128,), "RGB": (128, 128, 128), "CMYK": (127, 127, 127, 127)}  # CMYK is stored inverted
+
+# Entropy-coded data ends at the first 0xFF that is neither a stuffed 0xFF00 nor a restart marker.
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+# Bytes fed to the decoder where a scan's data ends (never 0xFF, so never a marker): a scan that
+# was complete skips them ("extraneous bytes before marker"); a scan that ran out decodes them.
+_JPEG_PROBE = bytes((i * 73 + 41) % 255 for i in range(4096))
+
+
+def _jpeg_ended_early(image: Image.Image, source: Path | bytes, draft_size: int | None) -> bool:
+    """Whether the decoded JPEG's last blocks were never in the file (libjpeg's silent grey fill).
+
+    The last block decoded (the bottom-right pixel) is checked first: only when it has exactly
+    the fill value is the file decoded a second time with probe bytes placed at the end of each
+    scan's data. A complete image decodes to the same pixels; one whose data ran out does not.
+    A progressive JPEG cut after its first (DC) scans still has every block, at less detail: it
+    is not grey at the corner and stays ok, as browsers show it.
+    """
+    fill = _JPEG_UNFILLED.get(image.mode)
+    if fill is None or image.width == 0 or image.height == 0:
+        return False
+    corner = image.getpixel((image.width - 1, image.height - 1))
+    if (corner,) != fill and corner != fill:
+        return False
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    probed = _jpeg_with_probes(data)
+    if probed is None:
+        return False
+    other = Image.open(io.BytesIO(probed))
+    if draft_size is not None:
+        other.draft("RGB", (draft_size, draft_size))
+    try:
+        other.load()
+    except (OSError, SyntaxError, ValueError):
+        return True  # the extra bytes were read as image data, and were not valid
+    return other.size != image.size or other.tobytes() != image.tobytes()
+
+
+def _jpeg_with_probes(data: bytes) -> bytes | None:
+    """``data`` with :data:`_JPEG_PROBE` inserted where each scan's entropy-coded data ends, or
+    None when the marker structure cannot be walked (then the check is not made)."""
+    ends, pos = [], 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: its entropy-coded data follows the header
+            found = _JPEG_SCAN_END.search(data, pos)
+            if found is None:
+                return None
+            ends.append(found.start())
+            pos = found.start()
+    if not ends:
+        return None
+    parts, last = [], 0
+    for end in ends:
+        parts += [data[last:end], _JPEG_PROBE]
+        last = end
+    parts.append(data[last:])
+    return b"".join(parts)
 
 
 def _head(path: Path) -> bytes:

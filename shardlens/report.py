@@ -6,7 +6,8 @@
   ``truncated``, ``permission_denied``, ``decode_timeout``);
 - ``skipped``: its bytes are identical to another path of the same shard, which is processed
   instead (reason ``duplicate``; the catalog keeps both paths), or the folder walk left it out
-  (reasons ``symlink_not_followed``, ``symlink_outside_root``, ``unreadable_folder``; see
+  (reasons ``symlink_not_followed``, ``symlink_outside_root``, ``unreadable_folder``,
+  ``name_not_utf8``; see
   :func:`listing_skipped_text`).
 
 The counts (``processed + skipped + failed``, by reason) make the run's summary line
@@ -100,6 +101,7 @@ def ingest_outcomes(db_or_cache: str | Path, listing_skipped: str | Path | None 
                 "symlink_not_followed": "a symbolic link; set listing.follow_symlinks: true to follow links",
                 "symlink_outside_root": "a link to a folder outside the images root; set listing.allow_outside_root: true to allow it",
                 "unreadable_folder": "the folder cannot be listed (permissions?)",
+                "name_not_utf8": "the name is not valid UTF-8 (shown with \\x escapes); rename it to include it",
             }.get(reason, reason)
             out.append({"path": rel, "image_id": None, "bytes": None, "shard": None, "outcome": "skipped", "reason": reason, "detail": detail})
     out.sort(key=lambda r: r["path"])
@@ -142,7 +144,7 @@ def summary_line(counts: dict) -> str:
         parts = [f"{r} {reasons[r]}" for r in outcome_reasons if r in reasons]
         return f" ({', '.join(parts)})" if parts else ""
 
-    skipped_reasons = [r for r in reasons if r == "duplicate" or r.startswith(("symlink_", "unreadable_"))]
+    skipped_reasons = [r for r in reasons if r in ("duplicate", "name_not_utf8") or r.startswith(("symlink_", "unreadable_"))]
     failed_reasons = [r for r in reasons if r not in skipped_reasons]
     return (
         f"ingest: {counts['files']} files: {counts['processed']} processed, "

@@ -173,6 +173,116 @@ def heic_available() -> bool:
     return True
 
 
+def jpeg_declaring(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a baseline or progressive JPEG) with its frame header (SOF) rewritten to declare
+    ``width`` x ``height``; everything else, the end-of-image marker included, is kept."""
+    for sof in (b"\xff\xc0", b"\xff\xc2"):
+        at = data.find(sof)
+        if at >= 0:
+            out = bytearray(data)
+            struct.pack_into(">HH", out, at + 5, height, width)
+            return bytes(out)
+    raise ValueError("no SOF0/SOF2 marker")
+
+
+def tall_small_jpeg(width: int = 1000, height: int = 65_500) -> bytes:
+    """A real photo (skimage's astronaut, 24x24, 1 KB at most, end marker included) whose header
+    declares ``width`` x ``height``: the issue's "1 KB that claims 1000x65500"."""
+    from skimage import data as skdata
+
+    small = _encode(Image.fromarray(skdata.astronaut()).resize((24, 24)), "JPEG", quality=40)
+    assert len(small) <= 1024 and small.endswith(b"\xff\xd9")
+    return jpeg_declaring(small, width, height)
+
+
+def _png_patch_first(data: bytes, kind: bytes, edit) -> bytes:
+    """``edit(bytearray, offset of the chunk's length field, data length)`` applied to the
+    first ``kind`` chunk of a PNG."""
+    out = bytearray(data)
+    at = data.find(kind) - 4
+    (length,) = struct.unpack_from(">I", out, at)
+    edit(out, at, length)
+    return bytes(out)
+
+
+def png_lying_idat_length() -> bytes:
+    """The IDAT chunk's length field says 100 kB more than the file holds."""
+    return _png_patch_first(_encode(_noise(seed=21), "PNG"), b"IDAT", lambda b, at, n: struct.pack_into(">I", b, at, n + 100_000))
+
+
+def png_bad_idat_crc() -> bytes:
+    """One byte of the IDAT chunk's checksum flipped (Pillow itself never checks it)."""
+
+    def flip(b, at, n):
+        b[at + 8 + n] ^= 0xFF
+
+    return _png_patch_first(_encode(_noise(seed=22), "PNG"), b"IDAT", flip)
+
+
+def png_more_rows_than_data() -> bytes:
+    """IHDR declares 640 rows (checksum fixed), the image data holds 64."""
+
+    def taller(b, at, n):
+        struct.pack_into(">I", b, at + 12, 640)
+        struct.pack_into(">I", b, at + 8 + n, zlib.crc32(bytes(b[at + 4 : at + 8 + n])) & 0xFFFFFFFF)
+
+    return _png_patch_first(_encode(_noise(seed=23), "PNG"), b"IHDR", taller)
+
+
+def gif_huge_screen() -> bytes:
+    """An 8x8 GIF whose logical screen is 65535x65535."""
+    out = bytearray(_encode(Image.new("P", (8, 8), 1), "GIF"))
+    struct.pack_into("<HH", out, 6, 65535, 65535)
+    return bytes(out)
+
+
+def tiff_offsets_past_the_end() -> bytes:
+    """A TIFF whose strip offset points 10 MB past the end of its 18 kB file."""
+    out = bytearray(_encode(_noise(seed=24), "TIFF"))
+    (ifd,) = struct.unpack_from("<I", out, 4)
+    (count,) = struct.unpack_from("<H", out, ifd)
+    for i in range(count):
+        at = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", out, at)[0] == 273:  # StripOffsets
+            struct.pack_into("<I", out, at + 8, 10_000_000)
+    return bytes(out)
+
+
+def bmp_with_height(height: int, top_down_rows: bool = False) -> bytes:
+    """A 96x64 BMP whose header declares ``height`` rows; ``top_down_rows`` stores the rows top
+    first, as a negative height says (a valid file showing the same picture)."""
+    out = bytearray(_encode(_noise(seed=25), "BMP"))
+    struct.pack_into("<i", out, 22, height)
+    if top_down_rows:
+        (offset,) = struct.unpack_from("<I", out, 10)
+        stride = (96 * 3 + 3) // 4 * 4
+        rows = [bytes(out[offset + r * stride : offset + (r + 1) * stride]) for r in range(64)]
+        out[offset : offset + 64 * stride] = b"".join(reversed(rows))
+    return bytes(out)
+
+
+def jpeg_zip_polyglot() -> bytes:
+    """A JPEG with a valid ZIP archive appended: both a JPEG and a ZIP (zipfile reads it)."""
+    import zipfile
+
+    buf = io.BytesIO(_encode(_noise((96, 64), seed=26), "JPEG"))
+    with zipfile.ZipFile(buf, "a") as archive:
+        archive.writestr("readme.txt", "this file is also a zip archive")
+    return buf.getvalue()
+
+
+SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="30"><rect width="40" height="30" fill="red"/></svg>\n'
+
+# Names the folder walk leaves out, with the reason it gives (a byte that is not UTF-8 cannot
+# be carried by a listing, a record or a report as text). Bytes, as the file system holds them.
+UNLISTED = {b"names/bad\xff\xfename.png": ("names/bad\\xff\\xfename.png", "name_not_utf8")}
+
+# A file name of NAME_MAX (255) bytes, and a path of about 3,500 bytes in 14 folders of 250
+# bytes (PATH_MAX is 4096 for the whole absolute path; the corpus root adds some 100 bytes).
+LONG_NAME = "n" * 251 + ".png"
+DEEP_PATH = "/".join(["d" * 249 + f"{i:x}" for i in range(14)]) + "/deep.png"
+
+
 # --- the corpus ---------------------------------------------------------------------------------
 
 
@@ -254,6 +364,40 @@ def make_corpus(root: Path) -> list[Case]:
     os.mkfifo(fifo)  # opening it for reading would block forever
     cases.append(Case("odd/pipe.jpg", "named pipe (FIFO) named .jpg", "error", "io_error"))
 
+    # --- headers that lie (a declared size, a chunk length or an offset the data does not hold)
+    put("lies/tall_1k.jpg", tall_small_jpeg(1000, 900), Case("lies/tall_1k.jpg", "1 kB JPEG whose header declares 1000x900 (end marker present)", "error", "truncated"))
+    photo = _encode(Image.fromarray(skdata.astronaut()).resize((128, 96)), "JPEG", quality=90)
+    put("lies/double_height.jpg", jpeg_declaring(photo, 128, 192), Case("lies/double_height.jpg", "JPEG whose header declares twice its rows", "error", "truncated"))
+    app = noise_jpg[:2] + b"\xff\xe1" + struct.pack(">H", 65000) + b"Exif\x00\x00" + noise_jpg[2:]
+    put("lies/app_length.jpg", app, Case("lies/app_length.jpg", "JPEG whose APP1 segment length runs past the end", "error", "corrupt"))
+    bad_exif = noise_jpg[:2] + b"\xff\xe1" + struct.pack(">H", 30) + b"Exif\x00\x00MM\x00*\xff\xff\xff\xff" + b"\x00" * 14 + noise_jpg[2:]
+    put("lies/bad_exif.jpg", bad_exif, Case("lies/bad_exif.jpg", "JPEG whose EXIF block points nowhere (decoded, not rotated)", "ok", size=(200, 150), format="JPEG"))
+    put("lies/idat_length.png", png_lying_idat_length(), Case("lies/idat_length.png", "PNG whose IDAT length field runs past the end", "error", "corrupt"))
+    put("lies/idat_crc.png", png_bad_idat_crc(), Case("lies/idat_crc.png", "PNG with a wrong IDAT CRC", "error", "corrupt"))
+    put("lies/more_rows.png", png_more_rows_than_data(), Case("lies/more_rows.png", "PNG whose IHDR declares 640 rows, data for 64", "error", "truncated"))
+    put("lies/screen.gif", gif_huge_screen(), Case("lies/screen.gif", "8x8 GIF with a 65535x65535 logical screen", "error", "too_many_pixels"))
+    put("lies/offsets.tif", tiff_offsets_past_the_end(), Case("lies/offsets.tif", "TIFF whose strip offset is past the end", "error", "truncated"))
+    put("lies/top_down.bmp", bmp_with_height(-64, top_down_rows=True), Case("lies/top_down.bmp", "BMP with a negative height (rows stored top first)", "ok", size=(96, 64), format="BMP"))
+    put("lies/tall.bmp", bmp_with_height(10_000), Case("lies/tall.bmp", "BMP whose header declares 10000 rows, data for 64", "error", "truncated"))
+    put("lies/huge.bmp", bmp_with_height(2**31 - 1), Case("lies/huge.bmp", "BMP whose header declares 2^31-1 rows", "error", "too_many_pixels"))
+    # --- polyglots and impostors
+    put("polyglot/jpeg_zip.jpg", jpeg_zip_polyglot(), Case("polyglot/jpeg_zip.jpg", "a JPEG that is also a ZIP archive", "ok", size=(96, 64), format="JPEG"))
+    html = b"<html><body><script>alert(document.cookie)</script></body></html>\n"
+    put("polyglot/png_html.png", noise_png + html, Case("polyglot/png_html.png", "PNG with HTML and a script appended", "ok", size=(96, 64), format="PNG"))
+    put("formats/vector.png", SVG, Case("formats/vector.png", "SVG text named .png", "error", "not_an_image"))
+    apng = [Image.new("RGB", (32, 24), c) for c in ((0, 128, 0), (0, 0, 128))]
+    put("formats/anim.png", _encode(apng[0], "PNG", save_all=True, append_images=apng[1:]), Case("formats/anim.png", "animated PNG (APNG; first frame is used)", "ok", size=(32, 24), format="PNG"))
+    put("formats/pages.tif", _encode(apng[0], "TIFF", save_all=True, append_images=apng[1:]), Case("formats/pages.tif", "two-page TIFF (first page is used)", "ok", size=(32, 24), format="TIFF"))
+    # --- names and folders
+    put("odd/folder.jpg/inside.png", _encode(_noise(seed=27), "PNG"), Case("odd/folder.jpg/inside.png", "a folder named like an image (walked into)", "ok", size=(96, 64), format="PNG"))
+    put(f"names/{LONG_NAME}", _encode(_noise(seed=28), "PNG"), Case(f"names/{LONG_NAME}", "a 255-byte file name (NAME_MAX)", "ok", size=(96, 64), format="PNG"))
+    put(f"names/{DEEP_PATH}", _encode(_noise(seed=29), "PNG"), Case(f"names/{DEEP_PATH}", "a 3,500-byte path (near PATH_MAX)", "ok", size=(96, 64), format="PNG"))
+    put("names/Case.png", _encode(_noise(seed=30), "PNG"), Case("names/Case.png", "two names that differ only in case (first)", "ok", size=(96, 64), format="PNG"))
+    put("names/case.png", _encode(_noise(seed=31), "PNG"), Case("names/case.png", "two names that differ only in case (second)", "ok", size=(96, 64), format="PNG"))
+    for raw_name in UNLISTED:  # not listed: no Case; the walk reports it (see UNLISTED)
+        with open(os.fsencode(root) + b"/" + raw_name, "wb") as handle:
+            handle.write(noise_png)
+
     secret = root / "errors" / "secret.jpg"
     secret.write_bytes(noise_jpg)
     secret.chmod(0)
@@ -262,6 +406,83 @@ def make_corpus(root: Path) -> list[Case]:
     else:  # root with no way to drop the override: the bytes are readable
         cases.append(Case("errors/secret.jpg", "chmod 000 file, readable to root", "ok", size=(200, 150), format="JPEG"))
     return sorted(cases, key=lambda c: c.path)
+
+
+# --- small and read-only file systems -----------------------------------------------------------
+
+
+class SmallDisk:
+    """A file system of ``size`` bytes at ``path``: a tmpfs where mounting is allowed (root, as in
+    CI), else a plain folder whose writers get ``RLIMIT_FSIZE`` = ``size`` (:meth:`limit`, a
+    ``preexec_fn``). ``kind`` says which ran; tests print it."""
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = Path(path), size
+        self.path.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)], capture_output=True, text=True)
+        self.kind = "tmpfs" if proc.returncode == 0 else "RLIMIT_FSIZE"
+        self.why_not_tmpfs = proc.stderr.strip()
+
+    def limit(self) -> None:
+        """``preexec_fn``: under the fallback, no file written by the child may exceed ``size``."""
+        if self.kind == "RLIMIT_FSIZE":
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.size, resource.RLIM_INFINITY))
+
+    def fill(self, leave: int = 0) -> None:
+        """Fill the tmpfs with a filler file until at most ``leave`` bytes are free."""
+        if self.kind != "tmpfs":
+            return
+        free = os.statvfs(self.path)
+        room = free.f_bavail * free.f_frsize - leave
+        if room > 0:
+            with open(self.path / ".filler", "ab") as handle:
+                try:
+                    handle.write(b"\0" * room)
+                    handle.flush()
+                except OSError:
+                    pass
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def close(self) -> None:
+        if self.kind == "tmpfs":
+            subprocess.run(["umount", "-l", str(self.path)], check=True)
+
+    def __enter__(self) -> "SmallDisk":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """``folder`` read-only for the block: a read-only bind mount of itself where mounting is
+    allowed (root: chmod alone does not stop root), else ``chmod a-w`` on every folder, which
+    binds processes started with :func:`drop_file_override`. Yields which one ran."""
+    folder = Path(folder)
+    bound = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+    if bound and subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], capture_output=True).returncode == 0:
+        try:
+            yield "read-only bind mount"
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+        return
+    if bound:
+        subprocess.run(["umount", str(folder)], check=True)
+    folders = [folder] + [Path(d) for d, _, _ in os.walk(folder) if Path(d) != folder]
+    modes = {d: d.stat().st_mode for d in folders}
+    for d in folders:
+        d.chmod(modes[d] & ~0o222)
+    try:
+        yield "chmod a-w"
+    finally:
+        for d in folders:
+            d.chmod(modes[d])
 
 
 def rotated_sign_box() -> tuple[int, int, int, int]:

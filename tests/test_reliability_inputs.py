@@ -11,6 +11,7 @@ import io
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image, ImageFile
 
-from badinputs import CORPUS_LIMITS, can_deny_reads, make_corpus, png_bomb, ingest_corpus_unprivileged
+from badinputs import CORPUS_LIMITS, UNLISTED, SmallDisk, can_deny_reads, ingest_corpus_unprivileged, make_corpus, png_bomb, tall_small_jpeg
 from shardlens.images import ImageError, Limits, ListingError, list_images, open_image, read_bytes
 from shardlens.stages import ingest
 from shardlens.stages.ingest import IsolatedIngest, ingest_file
@@ -63,7 +64,8 @@ def test_the_walk_skips_links_by_default_and_says_so(corpus):
     listed = [e.path for e in list_images(root, skipped=skipped)]
     links = sorted(c.path for c in cases if c.path.startswith("links/"))
     assert sorted(set(c.path for c in cases) - set(listed)) == links
-    assert skipped == [(p, "symlink_not_followed") for p in links]  # named like images; links/up is not
+    # named like images (links/up is not), and the name that is not UTF-8, shown with \\x escapes
+    assert skipped == sorted([(p, "symlink_not_followed") for p in links] + list(UNLISTED.values()))
     # followed, the folder loop (links/up -> ..) is walked once and the file loop is listed
     followed = [e.path for e in list_images(root, follow_symlinks=True)]
     assert sorted(followed) == [c.path for c in cases]
@@ -405,3 +407,207 @@ def test_review_import_into_a_missing_catalog_creates_nothing(tmp_path):
     with pytest.raises(reviews.ReviewError, match="no such catalog"):
         reviews.import_review_csv(sheet, tmp_path / "missing.sqlite", tmp_path / "store.sqlite")
     assert not (tmp_path / "missing.sqlite").exists() and not (tmp_path / "store.sqlite").exists()
+
+
+# --- headers that lie, names, many files, files that change, full disks --------------------------
+
+
+def test_a_jpeg_whose_header_declares_more_than_it_holds_is_not_ok(tmp_path):
+    """Issue 14 item 4a: a real 1 kB JPEG, end marker included, whose header says 1000x65500.
+    libjpeg fills the missing 65 million pixels with grey and reports success; before the fix
+    ingest recorded it ``ok`` with that size. Complete JPEGs stay ok, also a plain mid-grey one
+    (the fill colour) and one with a ZIP archive after its end marker."""
+    from skimage import data as skdata
+
+    tall = tall_small_jpeg(1000, 65_500)
+    assert len(tall) <= 1024 and tall.endswith(b"\xff\xd9")
+    assert Image.open(io.BytesIO(tall)).size == (1000, 65_500)
+    (tmp_path / "tall.jpg").write_bytes(tall)
+    record = ingest_file(tmp_path, "tall.jpg", Limits())
+    assert (record["status"], record["error"], record["width"], record["height"]) == ("error", "truncated", None, None)
+    assert "declared 1000x65500 pixels" in record["error_detail"] and record["image_id"]
+    # the decoder of detect/gate/ocr (drafted, reduced scale) refuses it too
+    with pytest.raises(ImageError, match="truncated"):
+        open_image(tall, Limits(), draft_size=480)
+    for name, image, kw in [
+        ("grey.jpg", Image.new("RGB", (50, 40), (128, 128, 128)), {}),
+        ("grey_progressive.jpg", Image.new("L", (50, 40), 128), {"progressive": True}),
+        ("photo.jpg", Image.fromarray(skdata.astronaut()), {"quality": 90}),
+    ]:
+        buf = io.BytesIO()
+        image.save(buf, "JPEG", **kw)
+        (tmp_path / name).write_bytes(buf.getvalue())
+        record = ingest_file(tmp_path, name, Limits())
+        assert (record["status"], record["width"], record["height"]) == ("ok", *image.size), record
+
+
+def test_a_list_file_line_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "a.png").write_bytes(_ok_png())
+    (tmp_path / "list.txt").write_bytes(b"a.png\nbad\xffname.png\n")
+    with pytest.raises(ListingError, match=r"list\.txt line 2: 'bad\\\\xffname\.png' is not valid UTF-8"):
+        list_images(tmp_path, list_file=tmp_path / "list.txt")
+
+
+def test_ten_thousand_files_in_one_folder(tmp_path):
+    """Listed, sharded and ingested (the whole folder, in the decoder worker) in seconds."""
+    from shardlens.shards import listing_text, plan_shards, write_listing
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    data = _ok_png()
+    for i in range(10_000):
+        (root / f"img{i:05d}.png").write_bytes(data + i.to_bytes(4, "big"))  # distinct bytes, same image
+    started = time.monotonic()
+    entries = list_images(root)
+    plan = plan_shards(entries, 1)
+    listed = time.monotonic() - started
+    assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
+    write_listing(listing_text(plan.shards["0000"]), tmp_path / "shards" / "0000.tsv")
+    started = time.monotonic()
+    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
+    ingested = time.monotonic() - started
+    print(f"\n10,000 files: listed and sharded in {listed:.2f} s, ingested in {ingested:.1f} s")
+    assert (summary["images"], summary["ok"], summary["errors"], summary["records"]) == (10_000, 10_000, 0, 10_000)
+    assert listed < 10 and ingested < 240
+
+
+def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
+    """Ingest, then one file is rewritten and one deleted, then the gate runs: neither gets a
+    record made from other bytes under its old image_id; both are skipped as ``ingest_error``,
+    the log names each file and why, the others are scored as usual, and the next plan's listing
+    differs, so the next run ingests the shard again."""
+    from conftest import text_image
+
+    from shardlens.shards import listing_text, plan_shards, write_listing
+    from shardlens.stages import gate
+
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, words in [("a.png", "OPEN"), ("b.png", "EXIT"), ("c.png", "STOP")]:
+        text_image([words]).save(root / name)
+    plan = plan_shards(list_images(root), 1)
+    listing = listing_text(plan.shards["0000"])
+    cache = tmp_path / "cache"
+    write_listing(listing, cache / "shards" / "0000.tsv")
+    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
+    before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
+
+    text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
+    (root / "c.png").unlink()
+    with caplog.at_level("WARNING"):
+        gate.run_shard(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
+    records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
+    assert set(records) == set(before.values())
+    assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]
+    for name in ("b.png", "c.png"):
+        assert (records[before[name]]["decision"], records[before[name]]["skip_reason"]) == ("skip", "ingest_error"), name
+    log = caplog.text
+    assert "b.png changed after ingest" in log and "ingested again on the next run" in log, log
+    assert "c.png" in log and "does not exist" in log, log
+    again = listing_text(plan_shards(list_images(root), 1).shards["0000"])
+    assert again != listing and "b.png" in again and "c.png" not in again
+
+
+def _read(path, kind):
+    from shardlens.records import read_jsonl
+
+    return list(read_jsonl(path, kind))
+
+
+_JOB = """
+import os, sqlite3, sys
+sys.path.insert(0, {repo!r})
+{route}
+disk = {disk!r}
+with open(os.path.join(disk, "another-job.bin"), "wb", buffering=0) as other:  # something else fills the disk
+    try:
+        while True:
+            other.write(b"\\0" * 65536)
+            other.flush()
+    except OSError:
+        pass
+conn = sqlite3.connect(os.path.join(disk, "db.sqlite"))
+conn.execute("CREATE TABLE t (x)")
+conn.execute("INSERT INTO t VALUES (randomblob(500000))")
+conn.commit()
+"""
+
+
+def test_a_job_failing_on_a_full_disk_says_why_in_its_log(tmp_path):
+    """Issue 14 item 5a, the root cause: a job's log lives on the disk that filled up. With the
+    old ``sys.stderr = open(log)`` the traceback cannot be written: "lost sys.stderr" on the
+    console, exit status 120, the reason lost. Through ``jobs.log_job`` (every script's first
+    line) the log ends with ``catalog failed: <reason>`` on one line, then the traceback, and the
+    process exits 1. Runs on a 1 MB tmpfs as root; where mounting is refused, under
+    RLIMIT_FSIZE."""
+    with SmallDisk(tmp_path / "disk", 1 << 20) as disk:
+        print(f"\nsmall disk: {disk.kind} {disk.why_not_tmpfs}")
+        results = {}
+        for name, route in [
+            ("old", 'sys.stderr = open(os.path.join({disk!r}, "old.log"), "w", buffering=1)'),
+            ("new", 'from shardlens.jobs import log_job\nlog_job(os.path.join({disk!r}, "new.log"), "catalog")'),
+        ]:
+            for leftover in disk.path.glob("*.bin"):
+                leftover.unlink()
+            for leftover in disk.path.glob("db.sqlite*"):
+                leftover.unlink()
+            script = tmp_path / f"{name}.py"
+            script.write_text(_JOB.format(repo=str(REPO), route=route.format(disk=str(disk.path)), disk=str(disk.path)))
+            proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, preexec_fn=disk.limit, timeout=120)
+            results[name] = (proc, (disk.path / f"{name}.log").read_text())
+    old, old_log = results["old"]
+    new, new_log = results["new"]
+    if disk.kind == "tmpfs":  # the fault as the issue saw it (under RLIMIT_FSIZE the log itself is small enough)
+        assert old.returncode == 120 and "lost sys.stderr" in old.stderr and "disk is full" not in old_log, (old.returncode, old.stderr, old_log)
+    assert new.returncode == 1, (new.returncode, new.stderr)
+    assert "lost sys.stderr" not in new.stderr
+    reason = new_log.splitlines()[0]  # nothing was logged before the disk filled (as in the issue)
+    assert reason.startswith("catalog failed: OperationalError: ") and ("disk is full" in reason or "disk I/O error" in reason), reason
+    assert "Traceback (most recent call last):" in new_log.split(reason, 1)[1]
+    assert reason in new.stderr  # and the one line on the console, with where the log is
+    assert "new.log" in new.stderr
+
+
+def test_a_stage_output_on_a_full_disk_fails_whole_and_leaves_the_old_file(tmp_path):
+    """Every stage writes through records.write_jsonl (atomic): on a full disk the write fails
+    with ENOSPC (EFBIG under RLIMIT_FSIZE), no temporary file stays, the previous output is intact."""
+    import errno
+    import resource
+
+    from shardlens.records import write_jsonl
+
+    record = ingest._empty_record("a.png") | {"image_id": "0" * 64, "bytes": 1, "width": 1, "height": 1, "format": "PNG"}
+    with SmallDisk(tmp_path / "disk", 256 * 1024) as disk:
+        out = disk.path / "ingest" / "0000.jsonl"
+        write_jsonl(out, "ingest", [record])
+        old = out.read_bytes()
+        disk.fill(leave=0)
+        many = [record | {"path": f"p{i:06d}.png"} for i in range(5_000)]  # about 1.3 MB of lines
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if disk.kind == "RLIMIT_FSIZE":
+            resource.setrlimit(resource.RLIMIT_FSIZE, (disk.size, hard))
+        try:
+            with pytest.raises(OSError) as full:
+                write_jsonl(out, "ingest", many)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert full.value.errno in (errno.ENOSPC, errno.EFBIG)
+        assert out.read_bytes() == old
+        assert [p.name for p in out.parent.iterdir()] == ["0000.jsonl"]
+
+
+def test_every_script_routes_its_failures_to_its_log_first():
+    """One place for it: each script's first statement is ``log_job(snakemake.log[0],
+    snakemake.rule)`` (only standard-library imports and shardlens.jobs before it), so that an
+    error anywhere after, an import included, ends in the rule's log with its one-line reason."""
+    import ast
+
+    scripts = sorted((REPO / "scripts").glob("*.py"))
+    assert len(scripts) >= 14
+    for script in scripts:
+        body = ast.parse(script.read_text()).body
+        first = next(i for i, node in enumerate(body) if not isinstance(node, (ast.Import, ast.ImportFrom)))
+        assert ast.unparse(body[first]) == "log_job(snakemake.log[0], snakemake.rule)", script.name
+        for node in body[:first]:
+            modules = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            assert all(m == "shardlens.jobs" or not m.startswith("shardlens") for m in modules), script.name

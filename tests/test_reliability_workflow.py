@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from badinputs import CORPUS_LIMITS, ROTATED_TEXT, copy_corpus, drop_file_override, make_corpus, rotated_sign_box, unprivileged
-from conftest import REPO, snakemake, write_config
+from badinputs import CORPUS_LIMITS, ROTATED_TEXT, UNLISTED, SmallDisk, copy_corpus, drop_file_override, make_corpus, read_only, rotated_sign_box, unprivileged
+from conftest import REPO, copy_tree, snakemake, write_config
 from shardlens.records import read_jsonl
 from shardlens.report import summary_line, write_ingest_report
 
@@ -49,9 +49,12 @@ def corpus_run(tmp_path_factory):
     cases = make_corpus(root)
     workdir = base / "run"
     write_config(workdir, **corpus_config(root))
-    started = time.monotonic()
-    run(workdir, "--cores", "2")
-    print(f"\ncorpus run: {time.monotonic() - started:.0f} s")
+    with read_only(root) as how:  # the image folder is on a read-only mount: nothing is written there
+        with pytest.raises(OSError):
+            (root / "probe").write_bytes(b"")
+        started = time.monotonic()
+        run(workdir, "--cores", "2")
+        print(f"\ncorpus run on a {how} image folder: {time.monotonic() - started:.0f} s")
     return root, cases, workdir
 
 
@@ -69,13 +72,18 @@ def snapshot(workdir: Path) -> tuple[dict, dict, list[str]]:
     cache, temporary = {}, []
     for path in sorted((workdir / "cache").rglob("*")):
         rel = path.relative_to(workdir / "cache").as_posix()
-        if not path.is_file():
-            continue
+        if not path.is_file() or rel.startswith("manifests/"):
+            continue  # manifests/: the run history, one entry per run (cache/README.md)
         if path.name.startswith("."):
             temporary.append(rel)
         elif rel == "manifest.json":
             manifest = json.loads(path.read_text())
             manifest.pop("generated_at")
+            # where the images are mounted is recorded (the images param, in the config digest);
+            # everything made from them must not depend on it
+            manifest.pop("config_digest", None)
+            for params in manifest.get("params", {}).values():
+                params.pop("images", None)
             cache[rel] = manifest
         else:
             cache[rel] = path.read_bytes()
@@ -174,10 +182,14 @@ def test_ingest_report_lists_every_skipped_or_failed_file(corpus_run, tmp_path):
     assert (counts["files"], counts["processed"], counts["skipped"], counts["failed"]) == (len(cases), processed, len(skipped), len(failed))
     line = summary_line(counts)
     assert line.startswith(f"ingest: {len(cases)} files: {processed} processed, {len(skipped)} skipped")
-    assert f"{len(failed)} failed (" in line and "truncated 2" in line
-    # the report reads the same from the cache as from the catalog
+    truncated = sum(1 for reason in failed.values() if reason == "truncated")
+    assert truncated >= 7  # two cut files, five whose headers declare more than they hold
+    assert f"{len(failed)} failed (" in line and f"truncated {truncated}" in line
+    # the report reads the same from the cache (which holds listing_skipped.tsv: the name that is
+    # not UTF-8) as from the catalog given the same listing_skipped.tsv
+    counts = write_ingest_report(workdir / "results" / "annotations.sqlite", tmp_path / "with_skipped.csv", workdir / "cache" / "listing_skipped.tsv")
     again = write_ingest_report(workdir / "cache", tmp_path / "from_cache.csv")
-    assert (tmp_path / "from_cache.csv").read_bytes() == (tmp_path / "ingest_report.csv").read_bytes()
+    assert (tmp_path / "from_cache.csv").read_bytes() == (tmp_path / "with_skipped.csv").read_bytes()
     assert {k: v for k, v in again.items() if k != "report"} == {k: v for k, v in counts.items() if k != "report"}
 
 
@@ -321,3 +333,82 @@ def test_a_plan_or_a_refused_run_beside_a_running_run_changes_nothing_it_reads(t
     want_cache, want_db, _ = snapshot(baseline)
     assert got_cache == want_cache
     assert got_db == want_db
+
+
+def test_names_that_are_not_utf8_are_reported_not_lost(corpus_run, tmp_path):
+    """The walk leaves out a name with bytes that are not UTF-8 (no listing, record or CSV could
+    carry it as text) and the run's ingest report lists it, escaped, with the reason."""
+    _, _, workdir = corpus_run
+    with (workdir / "results" / "ingest_report.csv").open(newline="", encoding="utf-8") as handle:
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    for shown, reason in UNLISTED.values():
+        assert (rows[shown]["outcome"], rows[shown]["reason"]) == ("skipped", reason)
+        assert "not valid UTF-8" in rows[shown]["detail"]
+    counts = write_ingest_report(workdir / "results" / "annotations.sqlite", tmp_path / "report.csv", workdir / "cache" / "listing_skipped.tsv")
+    skipped_part = summary_line(counts).split(" skipped", 1)[1].split(" failed", 1)[0]
+    assert "name_not_utf8 1" in skipped_part, summary_line(counts)
+
+
+def _on_small_disk(workdir: Path, disk: SmallDisk, *folders: str) -> None:
+    """Move ``folders`` of ``workdir`` onto ``disk`` (modes and mtimes kept), linked back."""
+    for name in folders:
+        if (workdir / name).exists():
+            shutil.copytree(workdir / name, disk.path / name, symlinks=True)
+            shutil.rmtree(workdir / name)
+        else:
+            (disk.path / name).mkdir()
+        (workdir / name).symlink_to(disk.path / name)
+
+
+def _run_limited(workdir: Path, disk: SmallDisk, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=workdir, preexec_fn=disk.limit, timeout=900)
+
+
+def test_the_disk_filling_while_the_catalog_is_built_is_explained_in_its_log(demo_run, tmp_path):
+    """Issue 14 item 5a, the real workflow: results/ and logs/ on one small disk that the
+    catalog fills. Before the fix Snakemake showed "lost sys.stderr", the job exited 120 and
+    logs/catalog.log stayed empty; now the log starts with the one-line reason, the console
+    repeats it, and nothing half-built is left as the catalog."""
+    workdir = copy_tree(demo_run, tmp_path / "run")
+    db = workdir / "results" / "annotations.sqlite"
+    need = db.stat().st_size
+    db.unlink()
+    keep = sum(p.stat().st_size + 4096 for folder in ("results", "logs") for p in (workdir / folder).rglob("*") if p.is_file())
+    with SmallDisk(tmp_path / "disk", keep + 64 * 1024 + need // 2) as disk:
+        _on_small_disk(workdir, disk, "results", "logs")
+        proc = _run_limited(workdir, disk, "--cores", "1", "results/annotations.sqlite")
+        log = (workdir / "logs" / "catalog.log").read_text()
+        print(f"\n{disk.kind} of {disk.size} bytes for a {need}-byte catalog; the log:\n{log[:600]}")
+        assert proc.returncode != 0
+        console = proc.stdout + proc.stderr
+        assert "lost sys.stderr" not in console and "exit status 120" not in console, console[-3000:]
+        reason = next((line for line in log.splitlines() if line.startswith("catalog failed: ")), None)
+        assert reason is not None, log
+        assert "disk is full" in reason or "disk I/O error" in reason or "File too large" in reason, reason
+        assert "Traceback (most recent call last):" in log.split(reason, 1)[1]
+        assert reason in console
+        assert not db.exists()
+
+
+def test_a_full_cache_disk_stops_the_first_job_with_its_reason(tmp_path, tiny_images):
+    """cache/ and logs/ on a disk that is full before the run: the first job that writes to the
+    cache fails, its log says why on one line, and no cache file is half-written."""
+    workdir = tmp_path / "run"
+    write_config(workdir, images=str(tiny_images), shards={"count": 2})
+    with SmallDisk(tmp_path / "disk", 256 * 1024) as disk:
+        _on_small_disk(workdir, disk, "cache", "logs")
+        for folder in ("shard_listing", "ingest"):
+            (disk.path / "logs" / folder).mkdir()
+        disk.fill(leave=64 * 1024 if disk.kind == "tmpfs" else 0)  # room for the logs' reservations only
+        if disk.kind == "RLIMIT_FSIZE":
+            disk.size = 16  # any cache file longer than a header fails
+        proc = _run_limited(workdir, disk, "--cores", "1", "--until", "ingest")
+        assert proc.returncode != 0
+        failed = [p for p in (workdir / "logs").rglob("*.log") if "failed: " in p.read_text()]
+        assert failed, [p.read_text() for p in (workdir / "logs").rglob("*.log")]
+        for path in failed:
+            line = next(line for line in path.read_text().splitlines() if " failed: " in line)
+            assert "disk is full" in line or "File too large" in line, line
+        leftovers = [p for p in (workdir / "cache").rglob("*") if p.is_file() and p.name != ".filler"]
+        assert all(not p.name.startswith(".") for p in leftovers), leftovers  # no temporary file stays

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..images import Limits, fit_within, open_image, to_rgb_array
+from ..images import ImageError, Limits, fit_within, open_image, read_bytes, to_rgb_array
 from ..records import RecordError, read_jsonl
 from ..shards import read_listing
 
@@ -79,8 +80,19 @@ def check_covers_listing(ingest_path: str | Path, records: list[dict]) -> None:
 
 
 def load_rgb(root: Path, image: ShardImage, limits: Limits, max_side: int | None = None) -> np.ndarray:
-    """Decode an ingested image to RGB, EXIF-oriented, optionally fitted within ``max_side``."""
-    decoded = open_image(root / image.path, limits, draft_size=max_side, name=image.path)
+    """Decode an ingested image to RGB, EXIF-oriented, optionally fitted within ``max_side``.
+
+    The bytes must still be the ones ingest hashed: a file changed (or deleted) since ingest
+    raises :class:`ImageError` instead of giving its new content the old ``image_id``; the
+    changed file's listing entry (size, mtime) makes the next run ingest its shard again."""
+    data = read_bytes(root / image.path, limits)
+    if hashlib.sha256(data).hexdigest() != image.image_id:
+        raise ImageError(
+            "changed",
+            f"{image.path} changed after ingest (its bytes no longer match image_id {image.image_id[:12]}); "
+            "it is skipped now and ingested again on the next run",
+        )
+    decoded = open_image(data, limits, draft_size=max_side, name=image.path)
     if max_side is not None:
         decoded, _ = fit_within(decoded, max_side)
     return to_rgb_array(decoded)
