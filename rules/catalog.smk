@@ -34,6 +34,13 @@ rule manifest:
 
 
 rule catalog:
+    # Updates the catalog in place, in one transaction: only shards whose file digests changed,
+    # shards gone from the plan dropped, clusters, the reviews' copy and the run (a changed
+    # layout or cache schema hash rebuilds in full; `shardlens import-cache --full` on demand).
+    # Snakemake removes the output's name before the job; build_catalog gives it back from a
+    # hard link beside it (.annotations.sqlite.keep), not update(), which copies the whole
+    # database aside on every run and copies it back over the open file on failure
+    # (docs/adr/0005-incremental-catalog.md).
     input:
         manifest=f"{CACHE}/manifest.json",
         shard_files=all_shard_outputs,

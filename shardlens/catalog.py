@@ -1,21 +1,31 @@
-"""The SQLite catalog: replays the cache into tables, one transaction per shard.
+"""The SQLite catalog: replays the cache into tables, updated in place in one transaction.
 
 Each stage's table is generated from its record schema (``contracts/*.schema.json``), so a field
 exists in exactly one place. Loading is idempotent and incremental: a shard whose files have the
-digests already recorded in ``shard_files`` is skipped; a changed shard is replaced whole.
+digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole, a
+shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the run)
+follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
+--full``, or automatic when the catalog's layout or the cache's schema hash changed) empties
+and refills the same file in that same transaction. docs/adr/0005-incremental-catalog.md says
+why, and how the Snakemake rule keeps the database that Snakemake deletes before each job.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
-from .reviews import STORE_DDL, mirror_reviews
-from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash
+from .reviews import COLUMNS as REVIEW_COLUMNS
+from .reviews import STORE_DDL, connect_store
+from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
 from .stages import AGGREGATES, SHARD_STAGES
 
 # record kind -> (table, primary key). Every stage table also has a 'shard' column.
@@ -44,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     generated_at TEXT NOT NULL,
     schema_hash TEXT NOT NULL,
     dataset_digest TEXT NOT NULL,
-    manifest TEXT NOT NULL
+    manifest TEXT NOT NULL,
+    catalog_hash TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS shard_files (
     shard TEXT NOT NULL,
@@ -209,6 +220,40 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def _split_sql(script: str) -> list[str]:
+    """The statements of ``script``, one by one (``executescript`` would COMMIT the open
+    transaction first, so the DDL of a rebuild runs statement by statement inside it)."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buffer.splitlines()):
+        raise ValueError(f"incomplete SQL statement: {buffer[:80]!r}")
+    return statements
+
+
+def schema_statements() -> list[str]:
+    """Every statement that creates the catalog's tables, views and indexes, in order."""
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip()] + _split_sql(FIXED_DDL)
+
+
+# Bump when rows are derived differently from the same records (e.g. how OCR lines link to
+# regions): a catalog written by another derivation is then rebuilt, like one of another layout.
+CATALOG_DERIVATION = 1
+
+
+@cache
+def catalog_hash() -> str:
+    """sha256 of the catalog's layout (every CREATE statement), the record schemas and the row
+    derivation: a catalog whose last run recorded another hash is rebuilt in full."""
+    digest = hashlib.sha256(f"derivation {CATALOG_DERIVATION}\0schemas {schema_hash()}\0".encode())
+    for statement in schema_statements():
+        digest.update(statement.encode() + b"\0")
+    return digest.hexdigest()
+
+
 def _drop_old_cluster_layout(conn: sqlite3.Connection) -> None:
     """A catalog written before clusters kept their item group (region labels and OCR texts
     apart) has cluster tables without ``item`` and views that renamed items by their cluster.
@@ -300,36 +345,201 @@ def verify_shard_files(cache_dir: Path, shard: str, entry: dict) -> None:
             )
 
 
-def import_cache(cache_dir: str | Path, db_path: str | Path, log=print) -> dict:
-    """Load ``cache_dir`` into the SQLite catalog at ``db_path``; return counts of what changed.
+# --- record validation: compiled once per kind ----------------------------------------------------
 
-    The whole import is one transaction: a reader, or the database after a crash or an error at
-    any point, sees the catalog as it was before or as it is after, never a mix of the two
-    caches. A second import into the same database waits for the first (busy timeout), then
-    finds the shards already loaded. Caches of older versions are read through their adapter.
+
+def _draft07(schema):
+    """The record schema in the dialect fastjsonschema compiles (draft-07), meaning the same:
+    2020-12's ``prefixItems`` is draft-07's array form of ``items`` (a following ``items`` becomes
+    ``additionalItems``); ``contentEncoding``/``contentMediaType`` are annotations in 2020-12
+    (jsonschema does not assert them) and are dropped, as are ``$id`` and ``$schema``."""
+    if isinstance(schema, list):
+        return [_draft07(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("$id", "$schema", "contentEncoding", "contentMediaType", "description", "title"):
+            continue
+        if key in ("enum", "const"):
+            out[key] = copy.deepcopy(value)
+        elif key == "properties":
+            out[key] = {name: _draft07(spec) for name, spec in value.items()}
+        else:
+            out[key] = _draft07(value)
+    if "prefixItems" in out:
+        prefix = out.pop("prefixItems")
+        if "items" in out:
+            out["additionalItems"] = out.pop("items")
+        out["items"] = prefix
+    return out
+
+
+@cache
+def record_check(kind: str) -> Callable[[dict], bool]:
+    """A fast yes/no check of one record against its schema: fastjsonschema's compiled code (a
+    pinned dependency). A record it refuses goes through :func:`records.validate_record`, the
+    reference, which raises with the offending field; tests/test_incremental_catalog.py checks
+    that both answer alike on valid records and on thousands of broken ones."""
+    import fastjsonschema
+
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", **_draft07(load_schema(kind))}
+    compiled = fastjsonschema.compile(schema, use_default=False, use_formats=False)
+    invalid = fastjsonschema.JsonSchemaValueException
+
+    def check(record: dict) -> bool:
+        try:
+            compiled(record)
+        except invalid:
+            return False
+        return True
+
+    return check
+
+
+def read_records(path: Path, kind: str) -> list[dict]:
+    """The records of a cache file, each checked against its schema (fast path above); errors
+    name the file, the line and the field, as :func:`records.read_jsonl` does."""
+    check = record_check(kind)
+    records = []
+    for line_no, record in enumerate(read_jsonl(path, kind, validate=False), start=1):
+        if not check(record):
+            validate_record(kind, record, where=f"{path} line {line_no}")  # raises with the reason
+        records.append(record)
+    return records
+
+
+# --- import ------------------------------------------------------------------------------------------
+
+
+def _open(db_path: Path) -> sqlite3.Connection:
+    """A writer's connection: WAL (readers go on reading while it writes), busy timeout, no DDL:
+    the tables are created or rebuilt inside the import's transaction."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=60000")
+    _set_wal(conn)
+    return conn
+
+
+def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tuple[str, str]:
+    """(mode, why): mode is 'new' (an empty catalog), 'full' (everything is dropped and loaded
+    again) or 'incremental' (only what changed)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
+    if names <= {"reviews"}:  # nothing, or only a copy of the reviews (kept)
+        return "new", "a new catalog"
+    if full:
+        return "full", "a full rebuild was asked for (--full)"
+    try:
+        last = conn.execute("SELECT schema_hash, catalog_hash FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        return "full", "the catalog was written by an older shardlens (its runs table records no catalog hash)"
+    if last is None:
+        return "full", "the catalog records no run"
+    if last[1] != catalog_hash():
+        return "full", f"the catalog's layout changed (catalog hash {last[1][:12] or 'none'} -> {catalog_hash()[:12]})"
+    if last[0] != manifest["schema_hash"]:
+        return "full", f"the cache's schema hash changed ({last[0][:12]} -> {manifest['schema_hash'][:12]})"
+    return "incremental", "the catalog is current: only changed shards are loaded"
+
+
+def _reset(conn: sqlite3.Connection) -> None:
+    """Drop every table, view and index and create the current ones (inside the transaction).
+    The reviews' copy is kept: it mirrors the review store, which only a catalog build with
+    the store (or a review import) refreshes."""
+    try:
+        reviews = conn.execute(f"SELECT {', '.join(REVIEW_COLUMNS)} FROM reviews").fetchall()
+    except sqlite3.OperationalError:
+        reviews = []
+    objects = conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND type IN ('view', 'table')").fetchall()
+    for kind, name in sorted(objects, key=lambda o: o[0] != "view"):  # views first: they name the tables
+        conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
+    for statement in schema_statements():
+        conn.execute(statement)
+    _insert_reviews(conn, reviews)
+
+
+def _insert_reviews(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    conn.execute("DELETE FROM reviews")
+    marks = ", ".join("?" * len(REVIEW_COLUMNS))
+    conn.executemany(f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({marks})", rows)
+
+
+def _copy_reviews(conn: sqlite3.Connection, store_db: str | Path) -> int:
+    """Replace the catalog's copy of the review store (inside the import's transaction)."""
+    rows = []
+    if Path(store_db).exists():
+        store = connect_store(store_db)
+        try:
+            rows = store.execute(f"SELECT {', '.join(REVIEW_COLUMNS)} FROM reviews").fetchall()
+        finally:
+            store.close()
+    _insert_reviews(conn, rows)
+    return len(rows)
+
+
+def import_cache(
+    cache_dir: str | Path,
+    db_path: str | Path,
+    log=print,
+    full: bool = False,
+    reviews_db: str | Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Load ``cache_dir`` into the SQLite catalog at ``db_path`` in place; return what changed.
+
+    Only shards whose file digests differ from ``shard_files`` are read; shards gone from the
+    manifest are dropped; the clusters, the reviews' copy (from ``reviews_db`` when given) and
+    the run follow. ``full`` (and a changed catalog layout or cache schema hash) empties the
+    catalog first. All of it is one transaction: a reader, or the database after a crash
+    (SIGKILL included) or an error at any point, sees the catalog as it was before or as it is
+    after, never a mix. A second import into the same database waits for the first (busy
+    timeout), then finds the shards already loaded. Caches of older versions are read through
+    their adapter. ``progress`` is called with the stats after each shard written (tests wait
+    on it).
     """
-    cache_dir = Path(cache_dir)
+    cache_dir, db_path = Path(cache_dir), Path(db_path)
     manifest = read_manifest(cache_dir)
     adapter = SCHEMA_ADAPTERS[manifest["schema_hash"]]
-    conn = connect(db_path)
-    stats = {"shards_loaded": 0, "shards_unchanged": 0, "shards_removed": 0, "rows": 0}
+    conn = _open(db_path)
+    stats = {"mode": None, "reason": None, "shards_loaded": 0, "shards_unchanged": 0, "shards_removed": 0, "rows": 0, "loaded": [], "removed": []}
     try:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise CatalogError(f"{db_path}: {exc}: another import is still writing it; run this one again when it ends") from None
-        _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log)
+        stats["mode"], stats["reason"] = _rebuild_reason(conn, manifest, full)
+        if stats["mode"] != "incremental":
+            if stats["mode"] == "full":
+                log(f"import-cache: full rebuild of {db_path}: {stats['reason']}")
+            _reset(conn)
+        _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
+        if reviews_db is not None:
+            stats["reviews"] = _copy_reviews(conn, reviews_db)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     finally:
-        conn.close()
+        _checkpoint_and_close(conn)
     return stats
 
 
-def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log) -> None:
+def _checkpoint_and_close(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and truncate it (best effort: a reader in the middle of a
+    query keeps it; the next writer's checkpoint does it), so neither a commit nor a rolled-back
+    import (a full disk) leaves a large -wal file behind."""
+    try:
+        conn.execute("PRAGMA busy_timeout=2000")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+
+
+def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log, progress=None) -> None:
     loaded = {}
     for shard, stage, sha in conn.execute("SELECT shard, stage, sha256 FROM shard_files"):
         loaded.setdefault(shard, {})[stage] = sha
@@ -341,25 +551,39 @@ def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: 
             continue
         stats["rows"] += _load_shard(conn, cache_dir, shard, entry, adapter=adapter)
         stats["shards_loaded"] += 1
+        stats["loaded"].append(shard)
+        if progress is not None:
+            progress(stats)
         if n % 100 == 0 or n == total:
             log(f"import-cache: {n}/{total} shards")
     for shard in sorted(set(loaded) - set(manifest["shards"])):
         _replace_shard(conn, shard, {}, {})
         stats["shards_removed"] += 1
-    for name, info in sorted(manifest.get("aggregates", {}).items()):
+        stats["removed"].append(shard)
+    aggregates = manifest.get("aggregates", {})
+    for name, info in sorted(aggregates.items()):
         verify_shard_files(cache_dir, name, {name: info})
         known = conn.execute("SELECT sha256 FROM aggregate_files WHERE name = ?", (name,)).fetchone()
         if known is None or known[0] != info["sha256"]:
             stats["rows"] += _load_aggregate(conn, cache_dir, name, info)
+    for (name,) in conn.execute("SELECT name FROM aggregate_files").fetchall():
+        if name not in aggregates:  # an aggregate the cache no longer has: as a fresh build, none
+            conn.execute("DELETE FROM clusters")
+            conn.execute("DELETE FROM cluster_members")
+            conn.execute("DELETE FROM aggregate_files WHERE name = ?", (name,))
     manifest_bytes = (cache_dir / "manifest.json").read_bytes()
+    manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+    # the last run is the manifest loaded now, also when it was loaded before (a rollback to it)
+    conn.execute("DELETE FROM runs WHERE manifest_sha256 = ?", (manifest_sha,))
     conn.execute(
-        "INSERT OR IGNORE INTO runs (manifest_sha256, generated_at, schema_hash, dataset_digest, manifest) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO runs (manifest_sha256, generated_at, schema_hash, dataset_digest, manifest, catalog_hash) VALUES (?, ?, ?, ?, ?, ?)",
         (
-            hashlib.sha256(manifest_bytes).hexdigest(),
+            manifest_sha,
             manifest["generated_at"],
             manifest["schema_hash"],
             manifest["dataset_digest"],
             manifest_bytes.decode("utf-8"),
+            catalog_hash(),
         ),
     )
 
@@ -369,7 +593,7 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
     if AGGREGATES.get(name) != "cluster":
         raise CatalogError(f"manifest names an aggregate {name!r} this shardlens does not know")
     clusters, members = [], []
-    for record in read_jsonl(cache_dir / info["file"], "cluster"):
+    for record in read_records(cache_dir / info["file"], "cluster"):
         clusters.append((record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
         for m in record["members"]:
             members.append((m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
@@ -382,10 +606,21 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
         conn.execute("RELEASE aggregate")
     except BaseException:
-        conn.execute("ROLLBACK TO aggregate")
-        conn.execute("RELEASE aggregate")
+        _undo_savepoint(conn, "aggregate")
         raise
     return len(clusters) + len(members)
+
+
+def _undo_savepoint(conn: sqlite3.Connection, name: str) -> None:
+    """Roll back to a savepoint after an error; when SQLite has already rolled the whole
+    transaction back (a full disk, an I/O error), there is none left, and the error that did
+    it is the one to report."""
+    if conn.in_transaction:
+        try:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+        except sqlite3.OperationalError:
+            pass
 
 
 def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: dict, adapter: CacheAdapter | None = None) -> int:
@@ -395,12 +630,15 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
         if kind in STAGE_TABLES:
             path = cache_dir / info["file"]
             try:
-                records[kind] = list(read_jsonl(path, kind) if adapter is None else adapter.read(path, kind))
+                records[kind] = read_records(path, kind) if adapter is None else list(adapter.read(path, kind))
             except (RecordError, KeyError, TypeError, ValueError) as exc:
                 raise CatalogError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
     if "ocr" in records and "detection" in records:
         link_lines_to_regions(records["ocr"], records["detection"])
-    rows = {kind: [_row(kind, shard, r, record_columns(kind)) for r in recs] for kind, recs in records.items()}
+    rows = {}
+    for kind, recs in records.items():
+        columns = record_columns(kind)
+        rows[kind] = [_row(kind, shard, r, columns) for r in recs]
     rows["region_labels"] = [
         (shard, r["image_id"], r["region_id"], rank, c["label"], c["score"], c["source"])
         for r in records.get("detection", [])
@@ -448,32 +686,79 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
         )
         conn.execute("RELEASE shard")
     except BaseException:
-        conn.execute("ROLLBACK TO shard")
-        conn.execute("RELEASE shard")
+        _undo_savepoint(conn, "shard")
         raise
 
 
-def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | Path | None = None, log=print) -> dict:
-    """Build a fresh catalog from the cache beside ``db_path`` and rename it into place, so the
-    database a reader opens is always complete (the Snakemake rule uses this). People's reviews
-    are copied in from the review store, which no rule rewrites."""
+def keep_path(db_path: str | Path) -> Path:
+    """The catalog's second name (a hard link beside it): Snakemake deletes a job's outputs
+    before the job runs, which removes ``db_path``'s name but not the data this name holds."""
     db_path = Path(db_path)
-    tmp = db_path.with_name(f".{db_path.name}.building")
-    for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
-        leftover.unlink(missing_ok=True)
+    return db_path.with_name(f".{db_path.name}.keep")
+
+
+def _restore_name(db_path: Path, log) -> None:
+    """Give the database its name back from the second name, when Snakemake removed it (a hard
+    link: instant, no copy, the same file with its -wal and -shm)."""
+    keep = keep_path(db_path)
+    if db_path.exists() or not keep.exists():
+        return
+    try:
+        os.link(keep, db_path)
+    except FileExistsError:  # created meanwhile: the import updates that one
+        return
+    log(f"catalog: {db_path} restored from {keep.name} (Snakemake removes the output before the job; updating in place)")
+
+
+def _keep_second_name(db_path: Path, log) -> None:
+    keep = keep_path(db_path)
+    try:
+        if keep.exists() and os.path.samefile(keep, db_path):
+            return
+        keep.unlink(missing_ok=True)
+        os.link(db_path, keep)
+    except OSError as exc:  # a file system without hard links: the next run rebuilds in full
+        log(f"catalog: cannot keep a second name {keep} ({exc.strerror}); the next workflow run rebuilds the catalog in full")
+
+
+def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | Path | None = None, log=print, full: bool = False) -> dict:
+    """Update the catalog at ``db_path`` in place from the cache (the Snakemake rule uses this):
+    :func:`import_cache` in one transaction, with people's reviews copied in from the review
+    store, which no rule rewrites. Snakemake has removed the file's name before the job; the
+    second name (:func:`keep_path`) gives it back, so the update is incremental and readers
+    that had it open go on reading. No temporary file is made, and none survives a failure."""
+    db_path = Path(db_path)
+    # what older versions built beside the database and left behind when a build failed
+    for leftover in (f".{db_path.name}.building", f".{db_path.name}.building-wal", f".{db_path.name}.building-shm"):
+        (db_path.parent / leftover).unlink(missing_ok=True)
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="catalog")
-    stats = import_cache(cache_dir, tmp, log=log)
-    if reviews_db is not None:
-        stats["reviews"] = mirror_reviews(reviews_db, tmp)
-    conn = sqlite3.connect(tmp)
+    _restore_name(db_path, log)
+    created = not db_path.exists()
+    if created:  # a -wal or -shm without its database (a crash, then the files deleted by hand) would
+        # be replayed into the new one: they belong to nothing now
+        for orphan in (Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+            orphan.unlink(missing_ok=True)
+    try:
+        stats = import_cache(cache_dir, db_path, log=log, full=full, reviews_db=reviews_db)
+    except BaseException:
+        if created:  # nothing was there before: leave nothing (the rule's job holds Snakemake's lock)
+            for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+                path.unlink(missing_ok=True)
+        raise
+    _keep_second_name(db_path, log)
+    os.utime(db_path)  # the WAL may hold the commit: the output is newer than its inputs either way
+    conn = sqlite3.connect(db_path)
     summary.images = conn.execute("SELECT COUNT(*) FROM paths").fetchone()[0]
     summary.ok = conn.execute("SELECT COUNT(*) FROM paths WHERE status = 'ok'").fetchone()[0]
     summary.errors = summary.images - summary.ok
     conn.close()
     summary.records = stats["rows"]
-    tmp.replace(db_path)
-    log(f"catalog: {db_path} built ({stats['rows']} rows from {stats['shards_loaded']} shards)")
+    summary.extra = {k: stats[k] for k in ("mode", "shards_loaded", "shards_unchanged", "shards_removed")}
+    log(
+        f"catalog: {db_path} updated ({stats['mode']}: {stats['reason']}): {stats['rows']} rows from "
+        f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed"
+    )
     summary.finish()
     return stats

@@ -28,17 +28,27 @@ def main(
 def import_cache_cmd(
     cache_dir: Path = typer.Argument(..., help="cache folder holding manifest.json (e.g. cache)"),
     db: Path = typer.Argument(..., help="SQLite catalog to create or update (e.g. results/annotations.sqlite)"),
+    full: bool = typer.Option(False, "--full", help="empty the catalog and load every shard again (in the same one transaction)"),
+    reviews: Path | None = typer.Option(None, "--reviews", help="review store to copy in (e.g. reviews/reviews.sqlite); without it the catalog keeps its copy"),
 ) -> None:
-    """Replay the cache into the SQLite catalog (transactional per shard, idempotent)."""
+    """Update the SQLite catalog from the cache in place, in one transaction: only shards whose
+    files changed, shards gone from the plan dropped, then clusters and the run. --full (or a
+    changed catalog layout or cache schema hash) rebuilds everything."""
+    import sqlite3
+
     from .catalog import CatalogError, import_cache
+    from .records import RecordError
 
     try:
-        stats = import_cache(cache_dir, db, log=lambda msg: typer.echo(msg, err=True))
-    except CatalogError as exc:
+        stats = import_cache(cache_dir, db, log=lambda msg: typer.echo(msg, err=True), full=full, reviews_db=reviews)
+    except (CatalogError, RecordError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
+    except sqlite3.Error as exc:
+        typer.echo(f"error: {db}: {exc} (the catalog is as it was before this import)", err=True)
+        raise typer.Exit(code=2) from None
     typer.echo(
-        f"{db}: {stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, "
+        f"{db}: {stats['mode']} ({stats['reason']}): {stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, "
         f"{stats['shards_removed']} removed, {stats['rows']} rows written"
     )
 

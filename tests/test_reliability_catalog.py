@@ -169,16 +169,17 @@ def test_a_killed_import_leaves_the_previous_catalog_and_a_rerun_completes(cache
 
 
 def test_a_killed_catalog_build_leaves_the_previous_database(caches, fresh_v2, tmp_path):
-    """The catalog rule builds beside the database and renames: a kill leaves the old file."""
+    """The catalog rule updates the database in place in one transaction: a kill leaves the old
+    catalog and no file of its own beside it (SQLite's -wal and -shm aside)."""
     db = tmp_path / "results" / "annotations.sqlite"
     build_catalog(caches[0], db, log=lambda m: None)
     before = dump(db)
     _kill_mid_import(caches[1], db, tmp_path, "build")
     assert dump(db) == before and integrity(db) == "ok"
-    assert (db.parent / f".{db.name}.building").exists()  # the half-built copy, never read
+    assert {p.name for p in db.parent.iterdir()} <= {db.name, f".{db.name}.keep", f"{db.name}-wal", f"{db.name}-shm"}
     build_catalog(caches[1], db, log=lambda m: None)
     assert dump(db, skip=("runs",)) == fresh_v2
-    assert not (db.parent / f".{db.name}.building").exists()
+    assert sorted(p.name for p in db.parent.iterdir()) == [f".{db.name}.keep", db.name]
 
 
 CONCURRENT_IMPORT = """
