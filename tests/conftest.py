@@ -99,6 +99,21 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1200
     return proc
 
 
+def shardlens_cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The ``shardlens`` command line in a fresh process, run in ``cwd``."""
+    return subprocess.run([sys.executable, "-m", "shardlens.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """A command's refusal as the CLI promises it: exit 2, one ``error:`` line naming ``needles``,
+    no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     """Jobs per rule that ``snakemake -n`` plans (parsed from its 'Job stats' table)."""
     proc = snakemake(workdir, "-n", *args)

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import one_line_error
+from conftest import shardlens_cli as shardlens
 from shardlens.reviews import Review, record_reviews
 
 
-def shardlens(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shardlens.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith("error: ")
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 def sql(db: Path, query: str, *params) -> list[tuple]:

@@ -8,12 +8,12 @@ import gzip
 import hashlib
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import one_line_error
+from conftest import shardlens_cli as shardlens
 from shardlens.config import load_config
 from shardlens.manifest import build_manifest, canonical_json, history_entries, record_history, write_manifest
 from shardlens.provenance import diff_paths, format_diff
@@ -25,16 +25,6 @@ STAGES = ["ingest", "gate", "ocr", "detect", "embed"]
 TEXT_MODEL = {"stage": "ocr", "backend": "rapidocr", "source": "test", "files": {"rec.onnx": "a" * 64, "det.onnx": "b" * 64}}
 
 
-def shardlens(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shardlens.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith("error: ")
-    for needle in needles:
-        assert needle in proc.stderr, (needle, proc.stderr)
 
 
 def write_cache(cache: Path, listings: dict[str, list[tuple[str, int, int]]], outputs: dict[tuple[str, str], str]) -> None:
