@@ -177,7 +177,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
         if t not in counts:
             continue
         prob = 0.0 if k < 0 else round(float(rng.uniform(0.6, 1.0)), 6)
-        members.append(("text" if kind == "ocr" else "region", text, k, json.dumps([kind]), counts[t], prob))
+        members.append(("text" if kind == "ocr" else "region", text, k, json.dumps([kind]), counts[t], prob, "fitted"))
         vector = (centres[k] if k >= 0 else rng.normal(size=DIM)) + rng.normal(scale=0.35, size=DIM)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         add("embedding", shard="0000", kind=kind, text=text, occurrences=json.dumps(occurrences[t][:50]), model="synthetic", dim=DIM, vector=encode_vector(vector))
@@ -201,7 +201,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
             conn.executemany(f"INSERT INTO {table} ({', '.join(cols[kind])}) VALUES ({marks})", rows[kind])
         conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", region_labels)
         conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", cluster_rows)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?)", members)
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?, ?)", members)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
     finally:

@@ -99,6 +99,7 @@ CREATE TABLE IF NOT EXISTS cluster_members (
     kinds TEXT NOT NULL,
     count INTEGER NOT NULL,
     probability REAL NOT NULL,
+    membership TEXT NOT NULL,
     PRIMARY KEY (item, text)
 );
 CREATE TABLE IF NOT EXISTS aggregate_files (
@@ -596,13 +597,13 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
     for record in read_records(cache_dir / info["file"], "cluster"):
         clusters.append((record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
         for m in record["members"]:
-            members.append((m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"]))
+            members.append((m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"]))
     conn.execute("SAVEPOINT aggregate")
     try:
         conn.execute("DELETE FROM clusters")
         conn.execute("DELETE FROM cluster_members")
         conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", clusters)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?)", members)
+        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?, ?)", members)
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
         conn.execute("RELEASE aggregate")
     except BaseException:

@@ -104,19 +104,9 @@ def export_cmd(
 ) -> None:
     """Write the annotation exports (reviewed labels over machine labels)."""
     from .catalog import CatalogError
-    from .config import load_config
     from .exports import export_all
 
-    if config_file is not None and not config_file.is_file():
-        typer.echo(f"error: config file {config_file} not found", err=True)
-        raise typer.Exit(code=2)
-    default_config = Path("config/config.yaml")
-    config_path = config_file or (default_config if default_config.is_file() else None)
-    try:
-        config = load_config(config_path)
-    except Exception as exc:  # YAML syntax, schema validation, not a mapping
-        typer.echo(f"error: {config_path}: {_config_error(exc)}", err=True)
-        raise typer.Exit(code=2) from None
+    config = _workflow_config(config_file)
     if url_prefix is not None:
         config["export"]["label_studio_url_prefix"] = url_prefix
     from .coco import LABEL_MODES
@@ -131,6 +121,55 @@ def export_cmd(
         raise typer.Exit(code=2) from None
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
+
+
+def _workflow_config(config_file: Path | None) -> dict:
+    """The workflow config a command applies: ``--config``, else config/config.yaml where it
+    exists, else the defaults; a one-line error (exit 2) when it does not load."""
+    from .config import load_config
+
+    if config_file is not None and not config_file.is_file():
+        typer.echo(f"error: config file {config_file} not found", err=True)
+        raise typer.Exit(code=2)
+    default_config = Path("config/config.yaml")
+    config_path = config_file or (default_config if default_config.is_file() else None)
+    try:
+        return load_config(config_path)
+    except Exception as exc:  # YAML syntax, schema validation, not a mapping
+        typer.echo(f"error: {config_path}: {_config_error(exc)}", err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command("recluster")
+def recluster_cmd(
+    cache_dir: Path = typer.Argument(Path("cache"), help="the workflow's cache folder (holds manifest.json and embed/)"),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="workflow config whose labels: settings apply (default: config/config.yaml where it exists, else the defaults)"
+    ),
+) -> None:
+    """Fit the machine clusters again over every text now (labels.refit always, once): ids and
+    names of matching clusters are kept. Run `snakemake` afterwards: the catalog and the exports
+    follow the new clusters."""
+    from .catalog import CatalogError, read_manifest
+    from .labels import run_clustering
+    from .records import RecordError
+    from .stages.params import stage_params
+
+    config = _workflow_config(config_file)
+    try:
+        manifest = read_manifest(cache_dir)
+        files = [cache_dir / entry["embed"]["file"] for _, entry in sorted(manifest["shards"].items()) if "embed" in entry]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise CatalogError(f"{missing[0]} does not exist ({len(missing)} embedding files missing): run `snakemake` first")
+        stats = run_clustering(files, cache_dir / "clusters.jsonl", stage_params(config, "clusters")["options"], log=lambda m: typer.echo(m, err=True), refit="always")
+    except (CatalogError, RecordError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(
+        f"{cache_dir / 'clusters.jsonl'}: {stats['clusters']} clusters over {stats['texts']} texts ({stats['unclustered_texts']} unclustered); "
+        "run `snakemake` to update the catalog and the exports"
+    )
 
 
 def _read_catalog(db: Path):

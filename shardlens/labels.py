@@ -213,7 +213,14 @@ def display_name(members: list[int], points: list[TextPoint]) -> str:
     return points[rep].text if rep in frequent else min(points[i].text for i in frequent)
 
 
-def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarray) -> list[dict]:
+def build_clusters(
+    points: list[TextPoint], labels: np.ndarray, probs: np.ndarray, names: dict[int, str] | None = None, membership: list[str] | None = None
+) -> list[dict]:
+    """Cluster records. ``names`` keeps given clusters' names (else :func:`display_name`);
+    ``membership`` says per point whether a fit placed it (``fitted``, the default) or it joined
+    later (``assigned``, :mod:`shardlens.cluster_state`)."""
+    names = names or {}
+    membership = membership or ["fitted"] * len(points)
     groups: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
         groups.setdefault(int(label), []).append(i)
@@ -227,11 +234,11 @@ def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarra
                 "schema_version": SCHEMA_VERSION,
                 "cluster_id": cluster_id,
                 "item": None if cluster_id < 0 else points[idx[0]].item,
-                "label": "unclustered" if cluster_id < 0 else display_name(idx, points),
+                "label": "unclustered" if cluster_id < 0 else names.get(cluster_id) or display_name(idx, points),
                 "keywords": keywords.get(cluster_id, []),
                 "size": int(sum(points[i].count for i in idx)),
                 "members": [
-                    {"text": points[i].text, "item": points[i].item, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6)}
+                    {"text": points[i].text, "item": points[i].item, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6), "membership": membership[i]}
                     for i in sorted(idx, key=lambda i: (-points[i].count, points[i].item, points[i].text))
                 ],
             }
@@ -241,26 +248,26 @@ def build_clusters(points: list[TextPoint], labels: np.ndarray, probs: np.ndarra
     return records
 
 
-def run_clustering(embed_files: list[str | Path], output: str | Path, options: dict, threads: int = 1, log=print) -> dict:
+def run_clustering(
+    embed_files: list[str | Path], output: str | Path, options: dict, threads: int = 1, log=print, refit: str | None = None
+) -> dict:
+    """The cluster rule: update the clusters incrementally (:mod:`shardlens.cluster_state`,
+    ``labels.refit``) and write them to ``output``."""
+    from .cluster_state import update_clusters
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="cluster")
-    points = load_points(embed_files)
-    labels, probs = cluster_points(
-        points,
-        min_cluster_size=options["min_cluster_size"],
-        min_samples=options["min_samples"],
-        pca_dims=options["pca_dims"],
-        selection_epsilon=options["selection_epsilon"],
-        min_similarity=options["min_similarity"],
-        threads=threads,
-    )
-    records = build_clusters(points, labels, probs)
+    records, info = update_clusters(embed_files, output, options, threads=threads, log=log, refit=refit)
     write_jsonl(output, "cluster", records)
+    members = [m for r in records for m in r["members"]]
     stats = {
-        "texts": len(points),
+        "texts": len(members),
         "clusters": sum(1 for r in records if r["cluster_id"] >= 0),
         "unclustered_texts": sum(len(r["members"]) for r in records if r["cluster_id"] < 0),
+        "assigned_texts": sum(1 for m in members if m["membership"] == "assigned"),
+        "refit": info.refit,
+        "refit_reason": info.reason,
+        "embedding_files_read": info.files_read,
     }
     log(f"cluster: {stats['texts']} distinct texts -> {stats['clusters']} clusters, {stats['unclustered_texts']} unclustered")
     summary.records = len(records)

@@ -28,7 +28,7 @@ from jsonschema import Draft202012Validator
 from shardlens import catalog
 from shardlens.catalog import build_catalog, catalog_hash, import_cache, keep_path, record_check
 from shardlens.manifest import build_manifest, write_manifest
-from shardlens.records import SCHEMA_VERSION, load_schema, write_jsonl
+from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jsonl
 from shardlens.reviews import Review, connect_store, record_reviews
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,10 +92,10 @@ def write_cache(folder: Path, plan: dict[str, list[tuple[str, str]]], cluster_te
     clusters = [
         {"schema_version": SCHEMA_VERSION, "cluster_id": 0, "item": "region", "label": regions[0] if regions else "none", "keywords": regions[:cluster_texts],
          "size": sum(all_texts[("caption", t)] for t in regions),
-         "members": [{"text": t, "item": "region", "kinds": ["caption"], "count": all_texts[("caption", t)], "probability": 0.8} for t in regions]},
+         "members": [{"text": t, "item": "region", "kinds": ["caption"], "count": all_texts[("caption", t)], "probability": 0.8, "membership": "fitted"} for t in regions]},
         {"schema_version": SCHEMA_VERSION, "cluster_id": -1, "item": None, "label": "unclustered", "keywords": [],
          "size": sum(all_texts[("ocr", t)] for t in lines),
-         "members": [{"text": t, "item": "text", "kinds": ["ocr"], "count": all_texts[("ocr", t)], "probability": 0.0} for t in lines]},
+         "members": [{"text": t, "item": "text", "kinds": ["ocr"], "count": all_texts[("ocr", t)], "probability": 0.0, "membership": "fitted"} for t in lines]},
     ]
     write_jsonl(folder / "clusters.jsonl", "cluster", clusters)
     write_manifest(folder / "manifest.json", build_manifest(folder, sorted(plan), {}, stages=STAGES))
@@ -426,7 +426,7 @@ def valid_examples() -> dict[str, list[dict]]:
         "embedding": [{"schema_version": 1, "kind": "caption", "text": "cat", "occurrences": [[_digest("x"), 0, None], [_digest("y"), None, 2]],
                        "model": "m", "dim": 1, "vector": "AACAPw=="}],
         "cluster": [{"schema_version": 1, "cluster_id": 3, "item": "text", "label": "OPEN", "keywords": ["open"], "size": 2,
-                     "members": [{"text": "OPEN", "item": "text", "kinds": ["ocr"], "count": 2, "probability": 0.5}]}],
+                     "members": [{"text": "OPEN", "item": "text", "kinds": ["ocr"], "count": 2, "probability": 0.5, "membership": "fitted"}]}],
     }
     assert all(examples.values())
     return examples
@@ -529,6 +529,7 @@ def test_the_workflow_updates_the_catalog_in_place_and_equals_a_full_rebuild(tmp
     line = conn.execute("SELECT image_id, line_no FROM ocr_lines o JOIN paths p USING (image_id) WHERE p.path = 'sub/street.png' ORDER BY line_no").fetchone()
     conn.close()
     record_reviews([Review(line[0], None, line[1], "relabeled", "Main St.", reviewer="ann")], db, store, "test")
+    clusters_before = {r["cluster_id"]: r for r in read_jsonl(workdir / "cache" / "clusters.jsonl", "cluster") if r["cluster_id"] >= 0}
 
     text_image(["CLOSED ON SUNDAY"]).save(tiny_images / "open.png")  # edited
     text_image(["NEW ARRIVALS"]).save(tiny_images / "sub" / "new.png")  # added
@@ -547,6 +548,18 @@ def test_the_workflow_updates_the_catalog_in_place_and_equals_a_full_rebuild(tmp
     assert conn.execute("SELECT COUNT(*) FROM paths WHERE path = 'broken.jpg'").fetchone()[0] == 0
     assert conn.execute("SELECT final_label FROM final_annotations WHERE image_id = ? AND line_no = ?", line).fetchone()[0] == "Main St."
     conn.close()
+    # the clusters: only the changed shards' embeddings read; a cluster whose texts are all
+    # still there keeps its id and its name (the cluster rule's state, labels.refit auto)
+    cluster_log = [json.loads(l) for l in (workdir / "logs" / "cluster.log").read_text().splitlines() if l.startswith("{")]
+    assert 1 <= cluster_log[-1]["extra"]["embedding_files_read"] <= len(changed)
+    after = {r["cluster_id"]: r for r in read_jsonl(workdir / "cache" / "clusters.jsonl", "cluster")}
+    texts_now = {m["text"] for r in after.values() for m in r["members"]}
+    assert clusters_before
+    for cluster_id, cluster in clusters_before.items():
+        members = {m["text"] for m in cluster["members"]}
+        if members <= texts_now:
+            assert after[cluster_id]["label"] == cluster["label"], (cluster, after.get(cluster_id))
+            assert members <= {m["text"] for m in after[cluster_id]["members"]}
     fresh = tmp_path / "fresh.sqlite"
     stats = import_cache(workdir / "cache", fresh, reviews_db=store, **QUIET)
     assert stats["mode"] == "new"
