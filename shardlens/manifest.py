@@ -14,8 +14,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from . import __version__
-from .records import SCHEMA_VERSION, file_digest, read_jsonl, schema_hash, validate_record, write_json
 from .atomic import atomic_open
+from .digest_cache import DigestCache, combine_shares
+from .records import SCHEMA_VERSION, schema_hash, validate_record, write_json
 from .stages import AGGREGATES, SHARD_STAGES
 from .stages.params import all_stage_params
 
@@ -27,18 +28,12 @@ TOOL_PACKAGES = (
 )
 
 
-def dataset_digest(ingest_files: list[Path]) -> str:
-    """sha256 over the sorted (image_id, path) pairs of every readable file."""
-    pairs = sorted(
-        (r["image_id"], r["path"])
-        for f in ingest_files
-        for r in read_jsonl(f, "ingest", validate=False)
-        if r["image_id"] is not None
-    )
-    digest = hashlib.sha256()
-    for image_id, path in pairs:
-        digest.update(f"{image_id}\t{path}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
+def dataset_digest(ingest_files: list[Path], digests: DigestCache | None = None) -> str:
+    """The digest of the (image_id, path) pairs of every readable file, whatever the sharding:
+    the sum modulo 2**256 of each pair's sha256 (:func:`digest_cache.dataset_share`), so a
+    changed shard costs reading that shard only."""
+    digests = digests or DigestCache(None)
+    return combine_shares([digests.share(f) for f in ingest_files])
 
 
 def canonical_json(value) -> str:
@@ -51,14 +46,15 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(canonical_json(config).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def shard_plan_entry(cache_dir: Path, shards: list[str], config: dict, shard_count: int | None) -> dict:
+def shard_plan_entry(cache_dir: Path, shards: list[str], config: dict, shard_count: int | None, digests: DigestCache | None = None) -> dict:
     """The shard plan: how the count was chosen, and a digest of every shard's listing
     (``cache/shards/{shard}.tsv``: path, size, mtime_ns of its images)."""
+    digests = digests or DigestCache(None)
     listings = {}
     for shard in shards:
         path = cache_dir / "shards" / f"{shard}.tsv"
         if path.exists():  # tools that run the stages without Snakemake may write no listing
-            sha, lines = file_digest(path)
+            sha, lines = digests.digest(path)
             listings[shard] = {"file": f"shards/{shard}.tsv", "sha256": sha, "records": max(0, lines - 1)}
     digest = hashlib.sha256()
     for shard, info in sorted(listings.items()):
@@ -90,6 +86,7 @@ def build_manifest(
     stages: list[str] | None = None,
     config: dict | None = None,
     shard_count: int | None = None,
+    digests: DigestCache | None = None,
 ) -> dict:
     """Collect digests of ``cache/{stage}/{shard}.jsonl`` for every stage and shard, with each
     stage's parameters as its rule receives them (from ``config``: the validated config of the
@@ -100,13 +97,14 @@ def build_manifest(
 
         config = load_config()
     stages = stages or list(SHARD_STAGES)
+    digests = digests or DigestCache(None)
     shard_files: dict[str, dict] = {}
     counts = {"shards": len(shards)}
     for shard in shards:
         entry = {}
         for stage in stages:
             path = cache_dir / stage / f"{shard}.jsonl"
-            sha, lines = file_digest(path)
+            sha, lines = digests.digest(path)
             entry[stage] = {"file": f"{stage}/{shard}.jsonl", "sha256": sha, "records": lines}
             counts[f"{stage}_records"] = counts.get(f"{stage}_records", 0) + lines
         shard_files[shard] = entry
@@ -114,7 +112,7 @@ def build_manifest(
     for name in AGGREGATES:
         path = cache_dir / f"{name}.jsonl"
         if path.exists():
-            sha, lines = file_digest(path)
+            sha, lines = digests.digest(path)
             aggregates[name] = {"file": f"{name}.jsonl", "sha256": sha, "records": lines}
     manifest = {
         "phase": PHASE,
@@ -123,12 +121,12 @@ def build_manifest(
         "models": models,
         "generated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "schema_hash": schema_hash(),
-        "dataset_digest": dataset_digest([cache_dir / "ingest" / f"{s}.jsonl" for s in shards]),
+        "dataset_digest": dataset_digest([cache_dir / "ingest" / f"{s}.jsonl" for s in shards], digests),
         "stages": stages,
         # JSON round trip: the values as the manifest file holds them (tuples become lists)
         "params": json.loads(canonical_json(all_stage_params(config))),
         "config_digest": config_digest(config),
-        "shard_plan": shard_plan_entry(cache_dir, shards, config, shard_count),
+        "shard_plan": shard_plan_entry(cache_dir, shards, config, shard_count, digests),
         "shards": shard_files,
         "aggregates": aggregates,
         "tools": tool_versions(),
@@ -203,12 +201,19 @@ def run_manifest(
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="manifest", images=0)
-    manifest = build_manifest(Path(output).parent, shards, models, config=config, shard_count=shard_count)
+    digests = DigestCache(Path(history) / "digests.sqlite" if history is not None else None)
+    manifest = build_manifest(Path(output).parent, shards, models, config=config, shard_count=shard_count, digests=digests)
+    digests.close()
     write_manifest(output, manifest)
     entry = record_history(output, history) if history is not None else None
     summary.images = summary.ok = manifest["counts"].get("ingest_records", 0)
     summary.records = len(manifest["shards"])
-    summary.extra = {"dataset_digest": manifest["dataset_digest"][:16], "schema_hash": manifest["schema_hash"][:16]}
+    summary.extra = {
+        "dataset_digest": manifest["dataset_digest"][:16],
+        "schema_hash": manifest["schema_hash"][:16],
+        "files_digested": digests.read,
+        "digests_reused": digests.reused,
+    }
     if entry is not None:
         summary.extra["history"] = str(entry)
     return summary.finish()

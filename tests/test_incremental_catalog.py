@@ -548,6 +548,10 @@ def test_the_workflow_updates_the_catalog_in_place_and_equals_a_full_rebuild(tmp
     assert conn.execute("SELECT COUNT(*) FROM paths WHERE path = 'broken.jpg'").fetchone()[0] == 0
     assert conn.execute("SELECT final_label FROM final_annotations WHERE image_id = ? AND line_no = ?", line).fetchone()[0] == "Main St."
     conn.close()
+    # the manifest digests only the changed shards' files (listing + five stages) and the clusters
+    manifest_log = [json.loads(l) for l in (workdir / "logs" / "manifest.log").read_text().splitlines() if l.startswith("{")]
+    assert manifest_log[-1]["extra"]["files_digested"] <= 6 * len(changed) + 1
+    assert manifest_log[-1]["extra"]["digests_reused"] >= 6 * (3 - len(changed))
     # the clusters: only the changed shards' embeddings read; a cluster whose texts are all
     # still there keeps its id and its name (the cluster rule's state, labels.refit auto)
     cluster_log = [json.loads(l) for l in (workdir / "logs" / "cluster.log").read_text().splitlines() if l.startswith("{")]

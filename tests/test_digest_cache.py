@@ -1,0 +1,66 @@
+"""The manifest's digests: remembered by size and mtime, re-read when a file changes, and a
+dataset digest that does not depend on how the images are sharded."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from shardlens.digest_cache import DigestCache
+from shardlens.manifest import dataset_digest
+from shardlens.records import SCHEMA_VERSION, file_digest, write_jsonl
+
+
+def ingest_records(pairs: list[tuple[str, str]]) -> list[dict]:
+    return [
+        {"schema_version": SCHEMA_VERSION, "path": path, "image_id": image_id, "bytes": 10, "width": 4, "height": 4,
+         "format": "PNG", "status": "ok", "error": None, "error_detail": None}
+        for image_id, path in pairs
+    ]  # fmt: skip
+
+
+def image(n: int) -> tuple[str, str]:
+    return hashlib.sha256(str(n).encode()).hexdigest(), f"img/{n:03d}.png"
+
+
+def test_unchanged_files_are_not_read_again_and_a_changed_one_is(tmp_path):
+    files = []
+    for k in range(3):
+        path = tmp_path / f"{k}.jsonl"
+        path.write_text(f"line {k}\n" * (k + 1))
+        files.append(path)
+    store = tmp_path / "history" / "digests.sqlite"
+    first = DigestCache(store)
+    assert [first.digest(f) for f in files] == [file_digest(f) for f in files]
+    first.close()
+    assert first.read == 3 and first.reused == 0
+
+    files[1].write_text("changed\nchanged\nchanged\n")
+    os.utime(files[1], ns=(1, 1))  # a new mtime, whatever the clock's resolution
+    second = DigestCache(store)
+    assert [second.digest(f) for f in files] == [file_digest(f) for f in files]
+    second.close()
+    assert (second.read, second.reused) == (1, 2)
+
+
+def test_the_dataset_digest_ignores_the_sharding_and_follows_the_content(tmp_path):
+    pairs = [image(n) for n in range(12)]
+    one = tmp_path / "one.jsonl"
+    write_jsonl(one, "ingest", ingest_records(pairs))
+    parts = []
+    for k in range(3):
+        part = tmp_path / f"part{k}.jsonl"
+        write_jsonl(part, "ingest", ingest_records(pairs[k::3]))
+        parts.append(part)
+    digest = dataset_digest([one])
+    assert digest == dataset_digest(parts) == dataset_digest(parts, DigestCache(tmp_path / "d.sqlite"))
+    renamed = tmp_path / "renamed.jsonl"
+    write_jsonl(renamed, "ingest", ingest_records([*pairs[:-1], (pairs[-1][0], "img/other.png")]))
+    assert dataset_digest([renamed]) != digest
+    failed = ingest_records(pairs)
+    failed[0] = {**failed[0], "image_id": None, "status": "error", "error": "truncated", "width": None, "height": None, "format": None}
+    broken = tmp_path / "broken.jsonl"
+    write_jsonl(broken, "ingest", failed)
+    rest = tmp_path / "rest.jsonl"
+    write_jsonl(rest, "ingest", ingest_records(pairs[1:]))
+    assert dataset_digest([broken]) == dataset_digest([rest]) != digest  # a failed file has no image_id: not part of it
