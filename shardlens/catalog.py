@@ -590,26 +590,39 @@ def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: 
 
 
 def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: dict) -> int:
-    """Replace an aggregate (the clusters) in one transaction."""
+    """Bring an aggregate (the clusters) up to its file in one savepoint, writing only the rows
+    that differ: between refits a run changes a few members of a large set. Returns the rows
+    written."""
     if AGGREGATES.get(name) != "cluster":
         raise CatalogError(f"manifest names an aggregate {name!r} this shardlens does not know")
-    clusters, members = [], []
+    clusters, members = {}, {}
     for record in read_records(cache_dir / info["file"], "cluster"):
-        clusters.append((record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"]))
+        clusters[record["cluster_id"]] = (record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"])
         for m in record["members"]:
-            members.append((m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"]))
+            members[(m["item"], m["text"])] = (m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"])
     conn.execute("SAVEPOINT aggregate")
     try:
-        conn.execute("DELETE FROM clusters")
-        conn.execute("DELETE FROM cluster_members")
-        conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", clusters)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?, ?)", members)
+        written = _sync_table(conn, "clusters", ("cluster_id",), clusters, lambda row: row[0])
+        written += _sync_table(conn, "cluster_members", ("item", "text"), members, lambda row: (row[0], row[1]))
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
         conn.execute("RELEASE aggregate")
     except BaseException:
         _undo_savepoint(conn, "aggregate")
         raise
-    return len(clusters) + len(members)
+    return written
+
+
+def _sync_table(conn: sqlite3.Connection, table: str, key: tuple[str, ...], rows: dict, key_of) -> int:
+    """Make ``table`` hold exactly ``rows`` (key -> full row): delete, insert or replace only the
+    rows that differ. Returns the rows written."""
+    existing = {key_of(row): row for row in conn.execute(f"SELECT * FROM {table}")}
+    gone = [k if isinstance(k, tuple) else (k,) for k in existing.keys() - rows.keys()]
+    changed = [row for k, row in rows.items() if existing.get(k) != row]
+    where = " AND ".join(f"{column} = ?" for column in key)
+    conn.executemany(f"DELETE FROM {table} WHERE {where}", gone)
+    if changed:
+        conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(changed[0]))})", changed)
+    return len(gone) + len(changed)
 
 
 def _undo_savepoint(conn: sqlite3.Connection, name: str) -> None:
