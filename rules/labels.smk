@@ -23,6 +23,10 @@ rule cluster:
         "../scripts/cluster.py"
 
 
+# The Parquet export is a dataset folder, results/annotations.parquet/shard=<shard>/part-0.parquet,
+# of which a run rewrites only the partitions whose rows changed. Snakemake deletes declared
+# outputs before a job, so the folder is not one: the declared output is its manifest
+# (docs/adr/0006-partitioned-parquet-export.md).
 rule export:
     input:
         db=DATABASE,
@@ -30,7 +34,7 @@ rule export:
     output:
         csv="results/annotations.csv",
         json="results/annotations.json",
-        parquet="results/annotations.parquet",
+        parquet_manifest="results/annotations.parquet.json",
         labelstudio="results/labelstudio_tasks.json",
         labelstudio_config="results/labelstudio_config.xml",
         coco="results/annotations.coco.json",

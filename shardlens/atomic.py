@@ -5,6 +5,7 @@ user's programs create (mode 0666 less the umask; ``tempfile.mkstemp`` would for
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Iterator
@@ -70,3 +71,25 @@ def atomic_open(path: str | Path, mode: str = "w", durable: bool = True, **kwarg
                 os.fsync(handle.fileno())
     if durable:
         _fsync_dir(Path(path).parent)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process: alive
+        return False
+    return False
+
+
+def abandoned_temporaries(path: str | Path) -> list[Path]:
+    """Temporary files of ``path`` (as :func:`atomic_path` names them) whose writer is gone: a
+    process killed before its rename (SIGKILL, power loss). Never a live writer's file."""
+    path = Path(path)
+    found = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and _process_gone(int(pid)):
+            found.append(tmp)
+    return found

@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -283,6 +283,13 @@ def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
         conn.close()
         raise CatalogError(f"{db_path}: not a shardlens catalog ({exc})") from None
     return conn
+
+
+def fetch_rows(cursor: sqlite3.Cursor, size: int = 5000) -> Iterator:
+    """The rows of an executed query, fetched ``size`` at a time: an export of millions of rows
+    holds one chunk, never the whole result."""
+    while batch := cursor.fetchmany(size):
+        yield from batch
 
 
 def _row(kind: str, shard: str, record: dict, columns: list[str]) -> tuple:

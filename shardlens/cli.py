@@ -83,8 +83,9 @@ def export_cmd(
     db: Path = typer.Argument(Path("results/annotations.sqlite"), help="the catalog"),
     out_dir: Path = typer.Argument(
         Path("results"),
-        help="folder for annotations.csv/.json/.parquet, annotations.coco.json, annotations.coco_text.json, "
-        "labelstudio_tasks.json and labelstudio_config.xml",
+        help="folder for annotations.csv/.json, the Parquet dataset annotations.parquet/ (one file per shard; "
+        "only changed partitions are rewritten) with its manifest annotations.parquet.json, annotations.coco.json, "
+        "annotations.coco_text.json, labelstudio_tasks.json and labelstudio_config.xml",
     ),
     config_file: Path | None = typer.Option(
         None, "--config", help="workflow config whose export: and detect: settings apply (default: config/config.yaml where it exists, else the defaults)"

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_open
-from .catalog import connect_readonly
+from .catalog import connect_readonly, fetch_rows
+from .json_stream import ObjectWriter
 
 LABEL_MODES = ("final", "machine", "reviewed")
 TEXT_CATEGORY = {"id": 1, "name": "text", "supercategory": "text"}
@@ -74,12 +76,22 @@ def categories(conn: sqlite3.Connection, detect: dict) -> list[dict]:
     return [{"id": n, "name": name, "supercategory": "object"} for n, name in enumerate(names, 1)]
 
 
-def _images(conn: sqlite3.Connection) -> list[dict]:
+def _images(conn: sqlite3.Connection) -> Iterator[dict]:
+    """Every decoded image, numbered 1.. in path order, streamed."""
     rows = conn.execute("SELECT image_id, path, width, height FROM images WHERE status = 'ok' ORDER BY path")
-    return [
-        {"id": n, "file_name": path, "width": width, "height": height, "shardlens_image_id": image_id}
-        for n, (image_id, path, width, height) in enumerate(rows, 1)
-    ]
+    for n, (image_id, path, width, height) in enumerate(fetch_rows(rows), 1):
+        yield {"id": n, "file_name": path, "width": width, "height": height, "shardlens_image_id": image_id}
+
+
+def _numbered(conn: sqlite3.Connection, rows: Iterator[sqlite3.Row]) -> Iterator[tuple[int, sqlite3.Row]]:
+    """Each row (of a query ordered by ``path``, decoded images only) with its image's COCO id,
+    walking the images in the same order beside it: no table of every image in memory."""
+    images = enumerate(fetch_rows(conn.execute("SELECT path FROM images WHERE status = 'ok' ORDER BY path")), 1)
+    n, current = 0, None
+    for row in rows:
+        while current != row["path"]:
+            n, (current,) = next(images)
+        yield n, row
 
 
 def xywh(bbox: list[float]) -> list[float]:
@@ -101,13 +113,13 @@ def _info(conn: sqlite3.Connection, options: CocoOptions, what: str) -> dict:
     }
 
 
-def _annotation(n: int, image: dict, bbox: list[float], score: float | None, key: str, row: sqlite3.Row, mode: str) -> dict:
+def _annotation(n: int, image_id: int, bbox: list[float], score: float | None, key: str, row: sqlite3.Row, mode: str) -> dict:
     """The fields a region and a text line share; ``label_source`` says whether a person's review
     or the machine gave the label (``review_status`` follows for a reviewed item)."""
     box = xywh(bbox)
     ann = {
         "id": n,
-        "image_id": image["id"],
+        "image_id": image_id,
         "bbox": box,
         "area": round(box[2] * box[3], 4),
         "iscrowd": 0,
@@ -120,79 +132,131 @@ def _annotation(n: int, image: dict, bbox: list[float], score: float | None, key
     return ann
 
 
-def coco_detection(db_path: str | Path, options: CocoOptions) -> dict:
-    """The COCO object-detection document of the catalog."""
+# Items of decoded images in COCO order: image (path order, as the images are numbered), then region
+# or line. A copy of an image in another shard repeats its items right after them (same path).
+REGION_ROWS_SQL = """
+SELECT i.path, f.image_id, f.region_id, f.bbox, f.score, f.machine_label, f.final_label, f.review_status
+FROM final_annotations f JOIN images i ON i.image_id = f.image_id
+WHERE f.item = 'region' AND i.status = 'ok'
+ORDER BY i.path, f.region_id
+"""
+LINE_ROWS_SQL = """
+SELECT i.path, f.image_id, f.line_no, f.bbox, f.score, f.machine_label, f.final_label, f.review_status,
+       (SELECT o.language FROM ocr_lines o WHERE o.image_id = f.image_id AND o.line_no = f.line_no LIMIT 1) AS language
+FROM final_annotations f JOIN images i ON i.image_id = f.image_id
+WHERE f.item = 'text' AND i.status = 'ok'
+ORDER BY i.path, f.line_no
+"""
+
+
+@dataclass
+class _Document:
+    """A COCO document as streams: ``images`` and ``annotations`` are consumed in that order, once;
+    ``categories`` is complete when ``annotations`` is exhausted (a blank reviewed label adds
+    its own category on the way)."""
+
+    info: dict
+    images: Iterator[dict]
+    annotations: Iterator[dict]
+    categories: list[dict]
+
+    def as_dict(self) -> dict:
+        images, annotations = list(self.images), list(self.annotations)
+        return {"info": self.info, "licenses": [], "images": images, "annotations": annotations, "categories": self.categories}
+
+    def write(self, handle) -> None:
+        """The document as ``json.dump(self.as_dict(), handle, ensure_ascii=False, indent=1)`` writes
+        it, holding one chunk of rows at a time."""
+        document = ObjectWriter(handle)
+        document.value("info", self.info)
+        document.value("licenses", [])
+        document.array("images", self.images)
+        document.array("annotations", self.annotations)
+        document.value("categories", self.categories)
+        document.close()
+
+
+def _region_annotations(conn: sqlite3.Connection, options: CocoOptions, cats: list[dict]) -> Iterator[dict]:
+    category_ids = {c["name"]: c["id"] for c in cats}
+    last, count = None, 0
+    for image_id, row in _numbered(conn, fetch_rows(conn.execute(REGION_ROWS_SQL))):
+        label = _label(row, options.labels)
+        key = f"{row['image_id']}/region/{row['region_id']}"
+        if label is None or key == last:  # key == last: the region of a copy of the image in another shard
+            continue
+        last, count = key, count + 1
+        ann = _annotation(count, image_id, json.loads(row["bbox"]), row["score"], key, row, options.labels)
+        if label not in category_ids:  # a blank reviewed label: kept, under its own category
+            category_ids[label] = len(cats) + 1
+            cats.append({"id": category_ids[label], "name": label, "supercategory": "object"})
+        ann["category_id"] = category_ids[label]
+        ann["region_id"] = row["region_id"]
+        yield ann
+
+
+def _line_annotations(conn: sqlite3.Connection, options: CocoOptions) -> Iterator[dict]:
+    last, count = None, 0
+    for image_id, row in _numbered(conn, fetch_rows(conn.execute(LINE_ROWS_SQL))):
+        text = _label(row, options.labels)
+        key = f"{row['image_id']}/line/{row['line_no']}"
+        if text is None or key == last:
+            continue
+        last, count = key, count + 1
+        ann = _annotation(count, image_id, json.loads(row["bbox"]), row["score"], key, row, options.labels)
+        ann.update(category_id=TEXT_CATEGORY["id"], line_no=row["line_no"], utf8_string=text, legibility="legible")
+        if row["language"]:
+            ann["language"] = row["language"]
+        yield ann
+
+
+def _detection_document(conn: sqlite3.Connection, options: CocoOptions) -> _Document:
+    cats = categories(conn, options.detect)
+    info = _info(conn, options, "object detection")
+    return _Document(info, _images(conn), _region_annotations(conn, options, cats), cats)
+
+
+def _text_document(conn: sqlite3.Connection, options: CocoOptions) -> _Document:
+    info = _info(conn, options, "text lines (COCO-Text style)")
+    return _Document(info, _images(conn), _line_annotations(conn, options), [TEXT_CATEGORY])
+
+
+def _open(db_path: str | Path) -> sqlite3.Connection:
     conn = connect_readonly(db_path)
     conn.row_factory = sqlite3.Row
+    return conn
+
+
+def coco_detection(db_path: str | Path, options: CocoOptions) -> dict:
+    """The COCO object-detection document of the catalog, in memory (:func:`write_coco` streams it)."""
+    conn = _open(db_path)
     try:
-        images = _images(conn)
-        cats = categories(conn, options.detect)
-        category_ids = {c["name"]: c["id"] for c in cats}
-        by_image = {image["shardlens_image_id"]: image for image in images}
-        annotations, seen = [], set()
-        rows = conn.execute(
-            "SELECT image_id, region_id, bbox, score, machine_label, final_label, review_status FROM final_annotations "
-            "WHERE item = 'region' ORDER BY image_id, region_id"
-        ).fetchall()
-        rows.sort(key=lambda r: (by_image[r["image_id"]]["id"] if r["image_id"] in by_image else 0, r["region_id"]))
-        for row in rows:
-            image = by_image.get(row["image_id"])
-            label = _label(row, options.labels)
-            key = f"{row['image_id']}/region/{row['region_id']}"
-            if image is None or label is None or key in seen:  # seen: a copy of the image in another shard
-                continue
-            seen.add(key)
-            ann = _annotation(len(annotations) + 1, image, json.loads(row["bbox"]), row["score"], key, row, options.labels)
-            if label not in category_ids:  # a blank reviewed label: kept, under its own category
-                category_ids[label] = len(cats) + 1
-                cats.append({"id": category_ids[label], "name": label, "supercategory": "object"})
-            ann["category_id"] = category_ids[label]
-            ann["region_id"] = row["region_id"]
-            annotations.append(ann)
-        return {"info": _info(conn, options, "object detection"), "licenses": [], "images": images, "annotations": annotations, "categories": cats}
+        return _detection_document(conn, options).as_dict()
     finally:
         conn.close()
 
 
 def coco_text(db_path: str | Path, options: CocoOptions) -> dict:
-    """The OCR lines as a COCO-Text-style document: ``utf8_string`` is the line's text (the
-    reviewed transcription under ``final``/``reviewed``), ``legibility`` is ``legible`` (OCR keeps
-    only lines it read), ``language`` the ISO 639-1 guess where one was safe (absent otherwise),
-    ``score`` the recogniser's confidence."""
-    conn = connect_readonly(db_path)
-    conn.row_factory = sqlite3.Row
+    """The OCR lines as a COCO-Text-style document, in memory (:func:`write_coco` streams it):
+    ``utf8_string`` is the line's text (the reviewed transcription under ``final``/``reviewed``),
+    ``legibility`` is ``legible`` (OCR keeps only lines it read), ``language`` the ISO 639-1 guess
+    where one was safe (absent otherwise), ``score`` the recogniser's confidence."""
+    conn = _open(db_path)
     try:
-        images = _images(conn)
-        by_image = {image["shardlens_image_id"]: image for image in images}
-        rows = conn.execute(
-            "SELECT f.image_id, f.line_no, f.bbox, f.score, f.machine_label, f.final_label, f.review_status, "
-            "(SELECT o.language FROM ocr_lines o WHERE o.image_id = f.image_id AND o.line_no = f.line_no LIMIT 1) AS language "
-            "FROM final_annotations f WHERE f.item = 'text'"
-        ).fetchall()
-        rows.sort(key=lambda r: (by_image[r["image_id"]]["id"] if r["image_id"] in by_image else 0, r["line_no"]))
-        annotations, seen = [], set()
-        for row in rows:
-            image = by_image.get(row["image_id"])
-            text = _label(row, options.labels)
-            key = f"{row['image_id']}/line/{row['line_no']}"
-            if image is None or text is None or key in seen:
-                continue
-            seen.add(key)
-            ann = _annotation(len(annotations) + 1, image, json.loads(row["bbox"]), row["score"], key, row, options.labels)
-            ann.update(category_id=TEXT_CATEGORY["id"], line_no=row["line_no"], utf8_string=text, legibility="legible")
-            if row["language"]:
-                ann["language"] = row["language"]
-            annotations.append(ann)
-        return {"info": _info(conn, options, "text lines (COCO-Text style)"), "licenses": [], "images": images, "annotations": annotations, "categories": [TEXT_CATEGORY]}
+        return _text_document(conn, options).as_dict()
     finally:
         conn.close()
 
 
 def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = "annotations") -> dict[str, Path]:
-    """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` atomically; return their paths."""
+    """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` atomically, streamed from the
+    catalog (memory does not grow with the number of images or annotations); return their paths."""
     out_dir = Path(out_dir)
     paths = {"coco": out_dir / f"{stem}.coco.json", "coco_text": out_dir / f"{stem}.coco_text.json"}
-    for kind, document in (("coco", coco_detection(db_path, options)), ("coco_text", coco_text(db_path, options))):
-        with atomic_open(paths[kind], "w") as handle:
-            json.dump(document, handle, ensure_ascii=False, indent=1)
+    conn = _open(db_path)
+    try:
+        for kind, document in (("coco", _detection_document), ("coco_text", _text_document)):
+            with atomic_open(paths[kind], "w") as handle:
+                document(conn, options).write(handle)
+    finally:
+        conn.close()
     return paths

@@ -8,17 +8,31 @@ space of ``bbox``) and ``images_root`` (the absolute folder ``path`` is relative
 unknown), so boxes can be normalised and images found without the catalog. Parquet and JSON keep
 types (review columns are strings, null when empty) and add ``candidates``, a region's label
 candidates ``[{label, score, source}]`` best first; a CSV has no types: read it with
-``pandas.read_csv(path, dtype=str, keep_default_na=False)``."""
+``pandas.read_csv(path, dtype=str, keep_default_na=False)``.
+
+Every export streams from a cursor, a chunk of rows at a time: memory does not grow with the
+catalog. The Parquet export is a dataset partitioned by shard (``annotations.parquet/
+shard=<shard>/part-0.parquet``, Hive layout): a row lives in the partition of the shard that
+lists its ``path``, and a run rewrites only the partitions whose rows changed
+(docs/adr/0006-partitioned-parquet-export.md)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import itertools
 import json
-from collections.abc import Iterator
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_open, atomic_path
+from .atomic import abandoned_temporaries, atomic_open, atomic_path
 from .catalog import connect_readonly
+from .json_stream import ArrayWriter
 from .label_studio import image_url, label_studio_tasks, write_label_studio  # noqa: F401 (image_url, label_studio_tasks: re-exported)
 from .spreadsheet import csv_cell
 
@@ -28,8 +42,12 @@ COLUMNS = (
     "reviewed_at", "images_root",
 )  # fmt: skip
 REVIEW_COLUMNS = ("review_label", "review_status", "reviewer", "reviewed_at")
+_SELECTED = COLUMNS[:-1]  # what the query returns before the row's shard; images_root is the export's
 
-ROWS_SQL = """
+# One row per region and OCR line (final_annotations) and per decoded image with neither, each with
+# the shard whose listing holds its path (the image's first path: copies of an image in other
+# shards share it), which is the row's Parquet partition. {where} narrows to some shards.
+_ROWS_SQL = """
 SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.height, f.text, f.machine_label, f.cluster_id,
        f.confidence, f.score,
        CASE WHEN f.item = 'region' THEN (
@@ -37,73 +55,119 @@ SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.he
                 SELECT o.text FROM ocr_lines o
                 WHERE o.image_id = f.image_id AND o.region_id = f.region_id ORDER BY o.line_no))
             ELSE f.text END AS ocr_text,
-       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at
-FROM final_annotations f JOIN images i ON i.image_id = f.image_id
+       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at, p.shard
+FROM final_annotations f JOIN images i ON i.image_id = f.image_id JOIN paths p ON p.path = i.path
+WHERE 1 {where}
 UNION ALL
 SELECT i.path, i.image_id, 'image', NULL, NULL, NULL, i.width, i.height, NULL, NULL, -1, NULL, NULL, NULL,
-       v.label, v.label, v.status, v.reviewer, v.reviewed_at
-FROM images i LEFT JOIN reviews v ON v.item_key = i.image_id || '/image'
+       v.label, v.label, v.status, v.reviewer, v.reviewed_at, p.shard
+FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = i.image_id || '/image'
 WHERE i.status = 'ok'
   AND NOT EXISTS (SELECT 1 FROM regions r WHERE r.image_id = i.image_id)
-  AND NOT EXISTS (SELECT 1 FROM ocr_lines o WHERE o.image_id = i.image_id)
-ORDER BY 1, 3, 4, 5
+  AND NOT EXISTS (SELECT 1 FROM ocr_lines o WHERE o.image_id = i.image_id) {where}
+ORDER BY {order}
 """
+ROWS_SQL = _ROWS_SQL.format(where="", order="1, 3, 4, 5")  # every row, by path: the CSV and JSON
+# the rows of the shards in ?1 (a JSON list), by shard, then as above: the Parquet partitions
+SHARD_ROWS_SQL = _ROWS_SQL.format(where="AND p.shard IN (SELECT value FROM json_each(?1))", order="20, 1, 3, 4, 5")
+
+# The label candidates of the regions of some images (?1, a JSON list of image ids), through the
+# primary key of region_labels (shard, image_id, ...): each region takes its first shard's list.
+CANDIDATES_SQL = """
+SELECT l.image_id, l.region_id, l.shard, l.label, l.score, l.source
+FROM (SELECT DISTINCT r.shard, r.image_id FROM json_each(?1) j JOIN regions r ON r.image_id = j.value) s
+JOIN region_labels l ON l.shard = s.shard AND l.image_id = s.image_id
+ORDER BY l.image_id, l.region_id, l.shard, l.rank
+"""
+_CHUNK = 5000  # rows fetched (and Parquet rows converted) at a time
+
+PARTITION_FILE = "part-0.parquet"
+STATE_FILE = "_partitions.json"  # in the dataset folder; readers skip names starting with '_'
+DATASET_LAYOUT = 1  # bump when the partition files are written differently from the same rows
+
+
+def _candidates(conn: sqlite3.Connection, image_ids: set[str]) -> dict[tuple[str, int], list[dict]]:
+    """``(image_id, region_id) -> [{label, score, source}]`` best first, for ``image_ids``."""
+    out: dict[tuple[str, int], list[dict]] = {}
+    shard_of: dict[tuple[str, int], str] = {}
+    if not image_ids:
+        return out
+    for image_id, region_id, shard, label, score, source in conn.execute(CANDIDATES_SQL, (json.dumps(sorted(image_ids)),)):
+        key = (image_id, region_id)
+        if shard_of.setdefault(key, shard) == shard:  # one shard's copy of an image only
+            out.setdefault(key, []).append({"label": label, "score": score, "source": source})
+    return out
+
+
+def _records(conn: sqlite3.Connection, images_root: str | None, shards: Iterable[str] | None = None) -> Iterator[tuple[str, dict, list[dict] | None]]:
+    """``(shard, row, candidates)`` for every row (by path), or for the rows of ``shards`` (by
+    shard, then path): ``row`` has :data:`COLUMNS`; ``candidates`` is a region's label candidates
+    (None for other items). One chunk of rows in memory at a time."""
+    if shards is None:
+        cursor = conn.execute(ROWS_SQL)
+    else:
+        cursor = conn.execute(SHARD_ROWS_SQL, (json.dumps(sorted(shards)),))
+    while batch := cursor.fetchmany(_CHUNK):
+        candidates = _candidates(conn, {row[1] for row in batch if row[2] == "region"})
+        for row in batch:
+            record = dict(zip(_SELECTED, row))
+            record["images_root"] = images_root
+            if record["confidence"] is not None:
+                record["confidence"] = round(record["confidence"], 4)
+            if record["score"] is not None:
+                record["score"] = round(record["score"], 4)
+            found = candidates.get((record["image_id"], record["region_id"]), []) if record["item"] == "region" else None
+            yield row[len(_SELECTED)], record, found
 
 
 def annotation_rows(db_path: str | Path, images_root: str | None = None) -> Iterator[dict]:
-    """One dict per region, OCR line, and image with neither, ordered by path."""
+    """One dict per region, OCR line, and image with neither, ordered by path (streamed)."""
     conn = connect_readonly(db_path)
     try:
-        cursor = conn.execute(ROWS_SQL)
-        while batch := cursor.fetchmany(5000):
-            for row in batch:
-                record = dict(zip(COLUMNS, row))
-                record["images_root"] = images_root
-                if record["confidence"] is not None:
-                    record["confidence"] = round(record["confidence"], 4)
-                if record["score"] is not None:
-                    record["score"] = round(record["score"], 4)
-                yield record
+        for _, record, _ in _records(conn, images_root):
+            yield record
     finally:
         conn.close()
 
 
-def write_csv(rows: list[dict], target: Path) -> None:
+def _csv_cells(row: dict) -> dict:
+    return {k: ("" if v is None else csv_cell(v)) for k, v in row.items()}
+
+
+def write_csv(rows: Iterable[dict], target: Path) -> None:
     with atomic_open(target, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if v is None else csv_cell(v)) for k, v in row.items()})
+            writer.writerow(_csv_cells(row))
 
 
-def region_candidates(db_path: str | Path) -> dict[tuple[str, int], list[dict]]:
-    """Each region's label candidates from the catalog's ``region_labels``, best first:
-    ``(image_id, region_id) -> [{label, score, source}]``."""
-    conn = connect_readonly(db_path)
-    try:
-        out: dict[tuple[str, int], list[dict]] = {}
-        shard_of: dict[tuple[str, int], str] = {}
-        rows = conn.execute("SELECT shard, image_id, region_id, label, score, source FROM region_labels ORDER BY image_id, region_id, shard, rank")
-        for shard, image_id, region_id, label, score, source in rows:
-            key = (image_id, region_id)
-            if shard_of.setdefault(key, shard) == shard:  # one shard's copy of an image only
-                out.setdefault(key, []).append({"label": label, "score": score, "source": source})
-        return out
-    finally:
-        conn.close()
+def _typed(row: dict, candidates: list[dict] | None) -> dict:
+    """A row as JSON and Parquet hold it: ``bbox`` a list of numbers, plus ``candidates``."""
+    return {**row, "bbox": json.loads(row["bbox"]) if row["bbox"] else None, "candidates": candidates}
 
 
-def _candidates_of(row: dict, candidates: dict[tuple[str, int], list[dict]]) -> list[dict] | None:
-    return candidates.get((row["image_id"], row["region_id"]), []) if row["item"] == "region" else None
-
-
-def write_json(rows: list[dict], target: Path, candidates: dict[tuple[str, int], list[dict]] | None = None) -> None:
-    payload = [
-        {**row, "bbox": json.loads(row["bbox"]) if row["bbox"] else None, "candidates": _candidates_of(row, candidates or {})}
-        for row in rows
-    ]
-    with atomic_open(target, "w") as handle:
-        handle.write(json.dumps(payload, ensure_ascii=False, indent=1))
+def _write_tables(conn: sqlite3.Connection, images_root: str | None, csv_path: Path, json_path: Path) -> dict[str, tuple[str, int]]:
+    """The CSV and the JSON export in one pass over the rows; returns each shard's partition
+    digest and row count. The digest is sha256 of the ``repr`` of each of its rows' typed values
+    (what JSON and Parquet hold; ``repr`` tells every string, int, float and None apart exactly), in
+    the order the rows are written."""
+    digests: dict[str, list] = {}
+    with atomic_open(csv_path, "w", newline="") as csv_handle, atomic_open(json_path, "w") as json_handle:
+        sheet = csv.DictWriter(csv_handle, fieldnames=COLUMNS)
+        sheet.writeheader()
+        array = ArrayWriter(json_handle)
+        for shard, row, candidates in _records(conn, images_root):
+            sheet.writerow(_csv_cells(row))
+            typed = _typed(row, candidates)
+            array.add(typed)
+            digest = digests.get(shard)
+            if digest is None:
+                digest = digests[shard] = [hashlib.sha256(), 0]
+            digest[0].update(repr(list(typed.values())).encode("utf-8", "surrogatepass") + b"\n")
+            digest[1] += 1
+        array.close()
+    return {shard: (h.hexdigest(), n) for shard, (h, n) in digests.items()}
 
 
 def parquet_schema():
@@ -124,18 +188,151 @@ def parquet_schema():
     )  # fmt: skip
 
 
-def write_parquet(rows: list[dict], target: Path, candidates: dict[tuple[str, int], list[dict]] | None = None) -> None:
+def partition_file(dataset: Path, shard: str) -> Path:
+    """Where the rows of ``shard`` live in the Parquet dataset (Hive layout: ``shard=<shard>``)."""
+    return Path(dataset) / f"shard={shard}" / PARTITION_FILE
+
+
+def parquet_dataset(path: str | Path):
+    """The Parquet export as a ``pyarrow.dataset.Dataset``: the columns of
+    :func:`parquet_schema` plus ``shard``, read as the string it is (``"0007"``; Hive type
+    inference, what a plain ``pyarrow.dataset.dataset(path, partitioning="hive")`` or
+    ``pandas.read_parquet(path)`` does, makes it the integer 7)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    key = pa.schema([("shard", pa.string())])
+    return ds.dataset(Path(path), format="parquet", schema=parquet_schema().append(key.field("shard")), partitioning=ds.partitioning(key, flavor="hive"))
+
+
+def _layout() -> str:
+    """What the partition files' bytes depend on besides their rows: a state recorded under
+    another layout (another schema, another writer) is not trusted, so every partition is
+    rewritten."""
+    return hashlib.sha256(f"{DATASET_LAYOUT}\0{parquet_schema()}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class DatasetUpdate:
+    """What a run did to the Parquet dataset: partitions (re)written, kept as they were, deleted
+    (their shard has no rows any more), and the state of every partition now."""
+
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    partitions: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(entry["rows"] for entry in self.partitions.values())
+
+
+def _read_state(dataset: Path) -> dict[str, dict]:
+    """The partitions the last run recorded (shard -> file, rows, digest, bytes, mtime_ns);
+    empty when the state is missing, unreadable or of another layout."""
+    try:
+        state = json.loads((dataset / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(state, dict) or state.get("layout") != _layout() or not isinstance(state.get("partitions"), dict):
+        return {}
+    return state["partitions"]
+
+
+def _unchanged(dataset: Path, shard: str, entry, digest: str) -> bool:
+    """The partition file holds the rows with ``digest``: its state entry says so, and the file is
+    the one that entry recorded (size and mtime_ns; a file written after the state, by a run
+    killed before it recorded it, or changed by hand, is not)."""
+    if not isinstance(entry, dict) or entry.get("digest") != digest:
+        return False
+    try:
+        stat = partition_file(dataset, shard).stat()
+    except OSError:
+        return False
+    return stat.st_size == entry.get("bytes") and stat.st_mtime_ns == entry.get("mtime_ns")
+
+
+_SHARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _write_partitions(conn: sqlite3.Connection, images_root: str | None, dataset: Path, shards: list[str]) -> Iterator[tuple[str, int]]:
+    """Write the partition of each of ``shards`` (its rows in path order, converted a chunk at a
+    time) to a temporary name renamed over ``part-0.parquet``; yield (shard, rows) as each lands."""
+    if not shards:
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {name: [] for name in (*COLUMNS, "candidates")}
-    for row in rows:
-        for name in COLUMNS:
-            value = row[name]
-            columns[name].append(json.loads(value) if name == "bbox" and value else value)
-        columns["candidates"].append(_candidates_of(row, candidates or {}))
-    with atomic_path(target) as tmp:
-        pq.write_table(pa.table(columns, schema=parquet_schema()), tmp)
+    schema = parquet_schema()
+    for shard, group in itertools.groupby(_records(conn, images_root, shards), key=lambda r: r[0]):
+        count = 0
+        with atomic_path(partition_file(dataset, shard)) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+            while chunk := list(itertools.islice(group, _CHUNK)):
+                columns: dict[str, list] = {name: [] for name in schema.names}
+                for _, row, candidates in chunk:
+                    for name, value in _typed(row, candidates).items():
+                        columns[name].append(value)
+                writer.write_table(pa.table(columns, schema=schema))
+                count += len(chunk)
+        yield shard, count
+
+
+def write_parquet_dataset(conn: sqlite3.Connection, images_root: str | None, dataset: Path, digests: dict[str, tuple[str, int]]) -> DatasetUpdate:
+    """Bring the Parquet dataset at ``dataset`` up to date with the catalog: ``digests`` is each
+    shard's (digest, rows) from :func:`_write_tables` in the same read transaction. Partitions
+    whose digest and file match the state are kept; the others are rewritten, each atomically;
+    partitions of shards without rows are deleted; the state is written last."""
+    dataset = Path(dataset)
+    for shard in digests:
+        if not _SHARD_NAME.match(shard):
+            raise ValueError(f"shard {shard!r}: not a name a partition folder can carry (letters, digits, '_', '.', '-')")
+    if dataset.is_file() or dataset.is_symlink():
+        dataset.unlink()  # the single file earlier versions wrote
+    dataset.mkdir(parents=True, exist_ok=True)
+    known = _read_state(dataset)
+    update = DatasetUpdate()
+    for shard, (digest, _) in sorted(digests.items()):
+        if _unchanged(dataset, shard, known.get(shard), digest):
+            update.unchanged.append(shard)
+            update.partitions[shard] = known[shard]
+        else:
+            update.written.append(shard)
+    for shard, rows in _write_partitions(conn, images_root, dataset, update.written):
+        path = partition_file(dataset, shard)
+        stat = path.stat()
+        update.partitions[shard] = {
+            "file": path.relative_to(dataset).as_posix(), "rows": rows, "digest": digests[shard][0],
+            "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        }  # fmt: skip
+    for folder in sorted(dataset.glob("shard=*")):
+        shard = folder.name.removeprefix("shard=")
+        if shard not in digests and folder.is_dir():
+            shutil.rmtree(folder)
+            update.removed.append(shard)
+        elif folder.is_dir():
+            for leftover in abandoned_temporaries(folder / PARTITION_FILE):
+                leftover.unlink(missing_ok=True)
+    state = {"layout": _layout(), "partitions": dict(sorted(update.partitions.items()))}
+    with atomic_open(dataset / STATE_FILE, "w") as handle:
+        handle.write(json.dumps(state, indent=1) + "\n")
+    return update
+
+
+def _write_dataset_manifest(target: Path, dataset: Path, update: DatasetUpdate) -> None:
+    """The Parquet export's declared output (what the workflow tracks; the dataset folder itself
+    is not a Snakemake output, docs/adr/0006): the dataset's partitions, from the catalog alone."""
+    manifest = {
+        "dataset": dataset.name,
+        "format": "parquet",
+        "partitioning": {"flavor": "hive", "field": "shard", "type": "string"},
+        "rows": update.rows,
+        "partitions": [
+            {"shard": shard, "file": f"{dataset.name}/{entry['file']}", "rows": entry["rows"], "sha256_of_rows": entry["digest"]}
+            for shard, entry in sorted(update.partitions.items())
+        ],
+    }
+    with atomic_open(target, "w") as handle:
+        handle.write(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
 
 
 def images_root_of(db_path: str | Path, config: dict | None, images_root: str | Path | None) -> str | None:
@@ -152,17 +349,27 @@ def images_root_of(db_path: str | Path, config: dict | None, images_root: str | 
     return Path(images_root).expanduser().resolve().as_posix() if images_root is not None else None
 
 
-def export_all(
+@dataclass
+class ExportResult:
+    paths: dict[str, Path]
+    rows: int
+    dataset: DatasetUpdate
+    seconds: dict[str, float] = field(default_factory=dict)  # per part: tables (CSV + JSON), parquet, coco, labelstudio
+
+
+def export_catalog(
     db_path: str | Path,
     out_dir: str | Path,
     stem: str = "annotations",
     config: dict | None = None,
     images_root: str | Path | None = None,
     coco_labels: str | None = None,
-) -> dict[str, Path]:
-    """Write CSV, JSON, Parquet, COCO and the Label Studio tasks and config; return their paths.
-    ``config`` is the validated workflow config (None: all defaults, and the images folder of the
-    run that built the catalog); ``images_root`` and ``coco_labels`` override it."""
+) -> ExportResult:
+    """Write CSV, JSON, the Parquet dataset (and its manifest), COCO and the Label Studio tasks
+    and config, each streamed from the catalog. ``config`` is the validated workflow config (None:
+    all defaults, and the images folder of the run that built the catalog); ``images_root`` and
+    ``coco_labels`` override it. CSV, JSON and Parquet read one snapshot of the catalog (one
+    read transaction), so the partition digests describe the rows written."""
     from .coco import CocoOptions, write_coco
 
     root = images_root_of(db_path, config, images_root)
@@ -171,19 +378,47 @@ def export_all(
 
         config = load_config()
     out_dir = Path(out_dir)
-    rows = list(annotation_rows(db_path, root))
-    candidates = region_candidates(db_path)
     paths = {
         "csv": out_dir / f"{stem}.csv",
         "json": out_dir / f"{stem}.json",
         "parquet": out_dir / f"{stem}.parquet",
+        "parquet_manifest": out_dir / f"{stem}.parquet.json",
     }
-    write_csv(rows, paths["csv"])
-    write_json(rows, paths["json"], candidates)
-    write_parquet(rows, paths["parquet"], candidates)
+    seconds, start = {}, time.perf_counter()
+
+    def lap(part: str) -> None:
+        nonlocal start
+        now = time.perf_counter()
+        seconds[part], start = now - start, now
+
+    conn = connect_readonly(db_path)
+    try:
+        conn.execute("BEGIN")  # one snapshot for both passes (WAL readers keep theirs until the end)
+        digests = _write_tables(conn, root, paths["csv"], paths["json"])
+        lap("tables")
+        update = write_parquet_dataset(conn, root, paths["parquet"], digests)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    _write_dataset_manifest(paths["parquet_manifest"], paths["parquet"], update)
+    lap("parquet")
     paths.update(write_coco(db_path, out_dir, CocoOptions.from_config(config, images_root=root, labels=coco_labels), stem=stem))
+    lap("coco")
     paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], config["detect"]))
-    return paths
+    lap("labelstudio")
+    return ExportResult(paths=paths, rows=sum(n for _, n in digests.values()), dataset=update, seconds=seconds)
+
+
+def export_all(
+    db_path: str | Path,
+    out_dir: str | Path,
+    stem: str = "annotations",
+    config: dict | None = None,
+    images_root: str | Path | None = None,
+    coco_labels: str | None = None,
+) -> dict[str, Path]:
+    """:func:`export_catalog`, returning the paths written."""
+    return export_catalog(db_path, out_dir, stem, config=config, images_root=images_root, coco_labels=coco_labels).paths
 
 
 def run_export(db_path: str | Path, out_dir: str | Path, config: dict | None = None) -> dict[str, Path]:
@@ -191,13 +426,17 @@ def run_export(db_path: str | Path, out_dir: str | Path, config: dict | None = N
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="export")
-    paths = export_all(db_path, out_dir, config=config)
-    with open(paths["csv"], encoding="utf-8") as handle:
-        summary.records = sum(1 for _ in handle) - 1
+    result = export_catalog(db_path, out_dir, config=config)
+    summary.records = result.rows
     conn = connect_readonly(db_path)
     summary.images = conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     summary.ok = conn.execute("SELECT COUNT(*) FROM image_labels WHERE final_label IS NOT NULL").fetchone()[0]
     conn.close()
     summary.skipped = summary.images - summary.ok
+    summary.extra = {
+        "parquet_partitions_written": len(result.dataset.written),
+        "parquet_partitions_unchanged": len(result.dataset.unchanged),
+        "parquet_partitions_removed": len(result.dataset.removed),
+    }
     summary.finish()
-    return paths
+    return result.paths

@@ -24,11 +24,13 @@ import re
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 from .atomic import atomic_open
-from .catalog import CatalogError, connect_readonly
+from .catalog import CatalogError, connect_readonly, fetch_rows
+from .json_stream import ArrayWriter
 from .reviews import Review, ReviewError, _store_reviews, catalog_problems
 
 # Names in the labeling config; the tasks and the import refer to them.
@@ -105,21 +107,46 @@ def labeling_config(labels: list[str]) -> str:
     return ET.tostring(view, encoding="unicode") + "\n"
 
 
-def _model_versions(conn: sqlite3.Connection) -> tuple[dict[str, str], dict[str, str], str, str]:
-    """Per image the detector's and the OCR engine's version strings (``backend:model@sha256
-    prefix``, as the records carry them), and the catalog's most common pair for images a stage
-    found nothing in."""
-    detectors: dict[str, set[str]] = {}
-    for image_id, version in conn.execute("SELECT DISTINCT image_id, detector_version FROM regions"):
-        detectors.setdefault(image_id, set()).add(version)
-    engines: dict[str, set[str]] = {}
-    for image_id, source in conn.execute("SELECT DISTINCT image_id, source FROM ocr_lines"):
-        engines.setdefault(image_id, set()).add(source)
-    detector = {i: " + ".join(sorted(v)) for i, v in detectors.items()}
-    ocr = {i: " + ".join(sorted(v)) for i, v in engines.items()}
-    fallback_detector = Counter(detector.values()).most_common(1)[0][0] if detector else _manifest_model(conn, "detector")
-    fallback_ocr = Counter(ocr.values()).most_common(1)[0][0] if ocr else _manifest_model(conn, "ocr")
-    return detector, ocr, fallback_detector, fallback_ocr
+MODEL_VERSIONS_SQL = """
+SELECT DISTINCT 'detector', detector_version FROM regions WHERE image_id = ?
+UNION SELECT DISTINCT 'ocr', source FROM ocr_lines WHERE image_id = ?
+"""
+
+
+def _fallback_models(conn: sqlite3.Connection) -> tuple[str, str]:
+    """The catalog's most common detector and OCR engine version strings (over the images each
+    stage found something in), for the images a stage found nothing in; from the newest
+    manifest where no record names one. Counted over a stream ordered by image: the memory is
+    one counter per distinct version string, not one entry per image."""
+    fallbacks = []
+    for name, sql in (
+        ("detector", "SELECT DISTINCT image_id, detector_version FROM regions ORDER BY image_id, detector_version"),
+        ("ocr", "SELECT DISTINCT image_id, source FROM ocr_lines ORDER BY image_id, source"),
+    ):
+        counts: Counter = Counter()
+        image, versions = None, set()
+        for image_id, version in fetch_rows(conn.execute(sql)):
+            if image_id != image and versions:
+                counts[" + ".join(sorted(versions))] += 1
+                versions = set()
+            image = image_id
+            versions.add(version)
+        if versions:
+            counts[" + ".join(sorted(versions))] += 1
+        fallbacks.append(counts.most_common(1)[0][0] if counts else _manifest_model(conn, name))
+    return fallbacks[0], fallbacks[1]
+
+
+def _model_version(conn: sqlite3.Connection, image_id: str, fallback_detector: str, fallback_ocr: str) -> str:
+    """``detector | OCR engine`` of one image (``backend:model@sha256 prefix``, as its records
+    carry them; several versions of one stage joined by `` + ``; the fallback where a stage
+    found nothing in it)."""
+    versions: dict[str, set[str]] = {"detector": set(), "ocr": set()}
+    for stage, version in conn.execute(MODEL_VERSIONS_SQL, (image_id, image_id)):
+        versions[stage].add(version)
+    detector = " + ".join(sorted(versions["detector"])) if versions["detector"] else fallback_detector
+    ocr = " + ".join(sorted(versions["ocr"])) if versions["ocr"] else fallback_ocr
+    return f"{detector} | {ocr}"
 
 
 def _manifest_model(conn: sqlite3.Connection, name: str) -> str:
@@ -184,40 +211,45 @@ FROM final_annotations WHERE image_id = ? ORDER BY item, region_id, line_no
 """
 
 
-def label_studio_tasks(db_path: str | Path, url_prefix: str) -> list[dict]:
-    """One Label Studio task per readable image: ``data.image`` (:func:`image_url`),
+def iter_label_studio_tasks(conn: sqlite3.Connection, url_prefix: str) -> Iterator[dict]:
+    """One Label Studio task per readable image, in path order, streamed from the catalog
+    (``conn`` with :class:`sqlite3.Row` rows): ``data.image`` (:func:`image_url`),
     ``data.image_id`` and ``data.path``; the unreviewed regions and lines as one prediction
     (``model_version``: detector and OCR engine with their weights' short hashes); the reviewed
     ones as one completed annotation, so a reviewed label never goes out as a prediction."""
+    fallback_detector, fallback_ocr = _fallback_models(conn)
+    images = conn.execute("SELECT image_id, path, width, height FROM images WHERE status = 'ok' ORDER BY path")
+    for image in fetch_rows(images):
+        image_id, width, height = image["image_id"], image["width"], image["height"]
+        predicted, annotated, scores = [], [], []
+        for item in conn.execute(TASK_ITEMS_SQL, (image_id,)):
+            reviewed = item["review_status"] is not None
+            results = _item_results(item, width, height, reviewed)
+            (annotated if reviewed else predicted).extend(results)
+            if results and not reviewed:
+                scores.append(item["score"] or 0.0)
+        task = {
+            "data": {IMAGE: image_url(url_prefix, image["path"]), "image_id": image_id, "path": image["path"]},
+            "predictions": [
+                {
+                    "model_version": _model_version(conn, image_id, fallback_detector, fallback_ocr),
+                    "score": round(sum(scores) / len(scores), 4) if scores else 0.0,
+                    "result": predicted,
+                }
+            ],
+        }
+        if annotated:
+            task["annotations"] = [{"result": annotated, "was_cancelled": False, "ground_truth": False}]
+        yield task
+
+
+def label_studio_tasks(db_path: str | Path, url_prefix: str) -> list[dict]:
+    """Every task of :func:`iter_label_studio_tasks` as a list (a small catalog, a test;
+    :func:`write_label_studio` streams them)."""
     conn = connect_readonly(db_path)
     conn.row_factory = sqlite3.Row
     try:
-        detector, ocr, fallback_detector, fallback_ocr = _model_versions(conn)
-        tasks = []
-        for image in conn.execute("SELECT image_id, path, width, height FROM images WHERE status = 'ok' ORDER BY path").fetchall():
-            image_id, width, height = image["image_id"], image["width"], image["height"]
-            predicted, annotated, scores = [], [], []
-            for item in conn.execute(TASK_ITEMS_SQL, (image_id,)).fetchall():
-                reviewed = item["review_status"] is not None
-                results = _item_results(item, width, height, reviewed)
-                (annotated if reviewed else predicted).extend(results)
-                if results and not reviewed:
-                    scores.append(item["score"] or 0.0)
-            model_version = f"{detector.get(image_id, fallback_detector)} | {ocr.get(image_id, fallback_ocr)}"
-            task = {
-                "data": {IMAGE: image_url(url_prefix, image["path"]), "image_id": image_id, "path": image["path"]},
-                "predictions": [
-                    {
-                        "model_version": model_version,
-                        "score": round(sum(scores) / len(scores), 4) if scores else 0.0,
-                        "result": predicted,
-                    }
-                ],
-            }
-            if annotated:
-                task["annotations"] = [{"result": annotated, "was_cancelled": False, "ground_truth": False}]
-            tasks.append(task)
-        return tasks
+        return list(iter_label_studio_tasks(conn, url_prefix))
     finally:
         conn.close()
 
@@ -225,19 +257,21 @@ def label_studio_tasks(db_path: str | Path, url_prefix: str) -> list[dict]:
 def write_label_studio(db_path: str | Path, out_dir: str | Path, url_prefix: str, detect: dict) -> dict[str, Path]:
     """Write ``labelstudio_tasks.json`` and ``labelstudio_config.xml`` into ``out_dir``:
     ``url_prefix`` is ``export.label_studio_url_prefix``, ``detect`` the validated ``detect``
-    config (for the detector's vocabulary)."""
+    config (for the detector's vocabulary). The tasks are streamed: one image's at a time."""
     out_dir = Path(out_dir)
     paths = {"labelstudio": out_dir / "labelstudio_tasks.json", "labelstudio_config": out_dir / "labelstudio_config.xml"}
     conn = connect_readonly(db_path)
+    conn.row_factory = sqlite3.Row
     try:
         labels = catalog_labels(conn, detector_vocabulary(detect))
+        with atomic_open(paths["labelstudio_config"], "w") as handle:
+            handle.write(labeling_config(labels))
+        with atomic_open(paths["labelstudio"], "w") as handle:
+            tasks = ArrayWriter(handle)
+            tasks.extend(iter_label_studio_tasks(conn, url_prefix))
+            tasks.close()
     finally:
         conn.close()
-    tasks = label_studio_tasks(db_path, url_prefix)
-    with atomic_open(paths["labelstudio_config"], "w") as handle:
-        handle.write(labeling_config(labels))
-    with atomic_open(paths["labelstudio"], "w") as handle:
-        handle.write(json.dumps(tasks, ensure_ascii=False, indent=1))
     return paths
 
 

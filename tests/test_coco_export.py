@@ -18,7 +18,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from shardlens.coco import CocoOptions, coco_detection, coco_text
+from shardlens.coco import LABEL_MODES, CocoOptions, coco_detection, coco_text, write_coco
 from shardlens.config import load_config
 from shardlens.exports import export_all
 from shardlens.models.nanodet import COCO_CLASSES
@@ -210,6 +210,18 @@ def test_cocoeval_consumes_the_export(run, tmp_path):
     dt = load(machine["coco"])
     score = evaluate(gt, [{k: a[k] for k in ("image_id", "category_id", "bbox", "score")} for a in dt.loadAnns(dt.getAnnIds())])
     assert 0 < score < 1
+
+
+def test_the_streamed_files_are_the_documents_json_dump_writes(run, tmp_path):
+    """write_coco streams images and annotations from cursors, a chunk at a time; each file is
+    byte for byte the document json.dump writes (coco_detection and coco_text hold it whole)."""
+    db = run / "results" / "annotations.sqlite"
+    review(db, run / "reviews" / "reviews.sqlite")
+    for mode in LABEL_MODES:
+        options = CocoOptions.from_config(load_config(None), images_root="/images", labels=mode)
+        paths = write_coco(db, tmp_path / mode, options)
+        for kind, document in (("coco", coco_detection), ("coco_text", coco_text)):
+            assert paths[kind].read_text(encoding="utf-8") == json.dumps(document(db, options), ensure_ascii=False, indent=1), (mode, kind)
 
 
 def test_config_refuses_an_unknown_label_mode():

@@ -1,22 +1,34 @@
 """Typed exports: every table export names each row's image size and images root; Parquet keeps the
 types (review columns are strings, candidates a list of structs); a CSV read with the README's
-call takes review strings in pandas 3 and goes back through the review import."""
+call takes review strings in pandas 3 and goes back through the review import. The exports are
+streamed (the JSON writer lays out a document as json.dumps does); the Parquet dataset holds the
+CSV's rows, one partition per shard, and a re-run rewrites only the partitions whose rows changed,
+each atomically, also when Snakemake runs the export again."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from shardlens.exports import REVIEW_COLUMNS, export_all
-from shardlens.reviews import import_review_csv
+from conftest import copy_tree, snakemake
+from shardlens.catalog import build_catalog
+from shardlens.exports import COLUMNS, PARTITION_FILE, REVIEW_COLUMNS, STATE_FILE, export_all, export_catalog, parquet_dataset, parquet_schema
+from shardlens.json_stream import ArrayWriter, ObjectWriter
+from shardlens.reviews import Review, import_review_csv, record_reviews
+from shardlens.spreadsheet import csv_cell
 
 
 @pytest.fixture()
@@ -39,7 +51,7 @@ def test_csv_json_and_parquet_carry_width_height_and_the_images_root(small_catal
     with paths["csv"].open(encoding="utf-8", newline="") as handle:
         csv_rows = list(csv.DictReader(handle))
     json_rows = json.loads(paths["json"].read_text(encoding="utf-8"))
-    parquet_rows = pq.read_table(paths["parquet"]).to_pylist()
+    parquet_rows = parquet_dataset(paths["parquet"]).to_table().to_pylist()
     assert len(csv_rows) == len(json_rows) == len(parquet_rows) > 0
     for rows, kind in ((csv_rows, "csv"), (json_rows, "json"), (parquet_rows, "parquet")):
         assert {r["image_id"] for r in rows} == set(sizes), kind  # every decoded image, also those with nothing found
@@ -58,7 +70,7 @@ def test_an_explicit_images_root_wins_and_an_unknown_one_is_empty(small_catalog,
     elsewhere = tmp_path / "photos"
     elsewhere.mkdir()
     paths = export_all(small_catalog, tmp_path / "a", images_root=elsewhere)
-    assert {r["images_root"] for r in pq.read_table(paths["parquet"]).to_pylist()} == {elsewhere.resolve().as_posix()}
+    assert {r["images_root"] for r in parquet_dataset(paths["parquet"]).to_table().to_pylist()} == {elsewhere.resolve().as_posix()}
     # a catalog away from its run folder, with a config whose images folder is not there: unknown
     lone = tmp_path / "lone" / "annotations.sqlite"
     lone.parent.mkdir()
@@ -66,14 +78,16 @@ def test_an_explicit_images_root_wins_and_an_unknown_one_is_empty(small_catalog,
     from shardlens.config import load_config
 
     paths = export_all(lone, tmp_path / "b", config=load_config(None, images=str(tmp_path / "missing")))
-    assert {r["images_root"] for r in pq.read_table(paths["parquet"]).to_pylist()} == {None}
+    assert {r["images_root"] for r in parquet_dataset(paths["parquet"]).to_table().to_pylist()} == {None}
     with paths["csv"].open(encoding="utf-8", newline="") as handle:
         assert {r["images_root"] for r in csv.DictReader(handle)} == {""}
 
 
 def test_parquet_types_and_candidates(small_catalog, tmp_path):
     paths = export_all(small_catalog, tmp_path / "out")
-    table = pq.read_table(paths["parquet"])
+    for part in paths["parquet"].glob(f"shard=*/{PARTITION_FILE}"):
+        assert pq.read_schema(part).equals(parquet_schema()), part  # each file: exactly the export's schema
+    table = parquet_dataset(paths["parquet"]).to_table()
     schema = table.schema
     for name in REVIEW_COLUMNS + ("path", "final_label", "images_root"):
         assert schema.field(name).type == pa.string(), name
@@ -152,3 +166,225 @@ def test_a_sheet_edited_in_pandas_goes_back_through_the_review_import(run, tmp_p
     before = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False).drop(columns=["final_label", *REVIEW_COLUMNS])
     after = pd.read_csv(again["csv"], dtype=str, keep_default_na=False).drop(columns=["final_label", *REVIEW_COLUMNS])
     pd.testing.assert_frame_equal(before, after)
+
+
+# -- streamed JSON ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 999, 1000, 1001, 2500])
+def test_streamed_json_is_byte_for_byte_what_json_dumps_writes(count, tmp_path):
+    items = [
+        {"n": n, "text": f"Ελληνικά \"{n}\"\nline\\two", "bbox": [n / 3, 0.1, 1e-7, 12345678.9] if n % 3 else None,
+         "candidates": [] if n % 2 else [{"label": "cat", "score": 0.5421, "source": "detector"}], "empty": {}}
+        for n in range(count)
+    ]  # fmt: skip
+    with (tmp_path / "array.json").open("w", encoding="utf-8") as handle:
+        array = ArrayWriter(handle)
+        array.extend(iter(items))
+        array.close()
+    assert (tmp_path / "array.json").read_text(encoding="utf-8") == json.dumps(items, ensure_ascii=False, indent=1)
+    document = {"info": {"labels": "final", "nested": {"a": [1, 2]}}, "licenses": [], "images": items, "annotations": items[:7], "categories": []}
+    with (tmp_path / "object.json").open("w", encoding="utf-8") as handle:
+        writer = ObjectWriter(handle)
+        writer.value("info", document["info"])
+        writer.value("licenses", [])
+        assert writer.array("images", iter(items)) == count
+        writer.array("annotations", iter(items[:7]))
+        writer.value("categories", [])
+        writer.close()
+    assert (tmp_path / "object.json").read_text(encoding="utf-8") == json.dumps(document, ensure_ascii=False, indent=1)
+
+
+# -- the Parquet dataset -----------------------------------------------------------------------------
+
+
+def as_csv_text(value) -> str:
+    """A typed value (JSON, Parquet) as the CSV export writes it."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return json.dumps(value, separators=(",", ":"))  # bbox, as the catalog stores it
+    return str(csv_cell(value))
+
+
+def dataset_rows_equal_the_csv(paths: dict[str, Path], db: Path) -> list[dict]:
+    """The dataset's rows, checked against the CSV export of the same run: the same rows, value for
+    value; each in the partition of the shard that lists its path; the manifest lists them."""
+    with paths["csv"].open(encoding="utf-8", newline="") as handle:
+        sheet = sorted(tuple(row[c] for c in COLUMNS) for row in csv.DictReader(handle))
+    rows = parquet_dataset(paths["parquet"]).to_table().to_pylist()
+    assert sorted(tuple(as_csv_text(row[c]) for c in COLUMNS) for row in rows) == sheet
+    conn = sqlite3.connect(db)
+    shard_of = dict(conn.execute("SELECT path, shard FROM paths"))
+    conn.close()
+    assert all(row["shard"] == shard_of[row["path"]] for row in rows)
+    manifest = json.loads(paths["parquet_manifest"].read_text(encoding="utf-8"))
+    assert manifest["rows"] == len(sheet) and manifest["partitioning"] == {"flavor": "hive", "field": "shard", "type": "string"}
+    assert [(p["shard"], p["file"]) for p in manifest["partitions"]] == [
+        (shard, f"annotations.parquet/shard={shard}/{PARTITION_FILE}") for shard in sorted({row["shard"] for row in rows})
+    ]
+    return rows
+
+
+def partitions(dataset: Path) -> dict[str, tuple[int, int, str]]:
+    """shard -> (inode, mtime_ns, sha256) of each partition file."""
+    found = {}
+    for part in sorted(dataset.glob(f"shard=*/{PARTITION_FILE}")):
+        stat = part.stat()
+        found[part.parent.name.removeprefix("shard=")] = (stat.st_ino, stat.st_mtime_ns, hashlib.sha256(part.read_bytes()).hexdigest())
+    return found
+
+
+def files_in(dataset: Path) -> list[str]:
+    return sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*") if p.is_file())
+
+
+def test_the_parquet_dataset_holds_the_csv_rows_one_partition_per_shard(small_catalog, tmp_path):
+    paths = export_all(small_catalog, tmp_path / "out")
+    dataset = paths["parquet"]
+    assert dataset == tmp_path / "out" / "annotations.parquet" and dataset.is_dir()
+    assert paths["parquet_manifest"] == tmp_path / "out" / "annotations.parquet.json"
+    assert files_in(dataset) == [STATE_FILE, f"shard=0000/{PARTITION_FILE}", f"shard=0001/{PARTITION_FILE}"]
+    for part in dataset.glob(f"shard=*/{PARTITION_FILE}"):
+        assert pq.read_schema(part).equals(parquet_schema())
+    rows = dataset_rows_equal_the_csv(paths, small_catalog)
+    # the copy of cat.jpg in shard 0000 shares the image's first path, photos/cat.jpg (shard 0001)
+    assert {(r["path"], r["shard"]) for r in rows if r["path"].endswith("cat.jpg")} == {("photos/cat.jpg", "0001")}
+    # what any Hive-aware reader does: pyarrow's plain call (shard then reads as an integer), pandas
+    plain = ds.dataset(dataset, format="parquet", partitioning="hive").to_table()
+    assert plain.num_rows == len(rows) and sorted(set(plain.column("shard").to_pylist())) == [0, 1]
+    assert len(pd.read_parquet(dataset)) == len(rows)
+    assert len(parquet_dataset(dataset).to_table(filter=ds.field("shard") == "0000")) == sum(r["shard"] == "0000" for r in rows)
+
+
+def reload_catalog(run: Path, shards: list[str]) -> dict:
+    """The manifest of ``shards`` written again and the catalog updated in place, as the workflow's
+    manifest and catalog rules do after a shard changed."""
+    from small_catalog import STAGES
+    from shardlens.config import load_config
+    from shardlens.manifest import build_manifest, write_manifest
+    from shardlens.models.registry import models_for_config
+
+    config = load_config(run / "config" / "config.yaml")
+    write_manifest(run / "cache" / "manifest.json", build_manifest(run / "cache", shards, models_for_config(config), stages=STAGES))
+    return build_catalog(run / "cache", run / "results" / "annotations.sqlite", log=lambda message: None)
+
+
+def image_id_of(db: Path, path: str) -> str:
+    conn = sqlite3.connect(db)
+    (image_id,) = conn.execute("SELECT image_id FROM paths WHERE path = ?", (path,)).fetchone()
+    conn.close()
+    return image_id
+
+
+def test_a_rerun_rewrites_only_the_partitions_whose_rows_changed(run):
+    from shardlens.records import read_jsonl, write_jsonl
+
+    db, out = run / "results" / "annotations.sqlite", run / "results"
+    dataset = out / "annotations.parquet"
+    export_all(db, out)
+    first = partitions(dataset)
+    assert sorted(first) == ["0000", "0001"]
+
+    again = export_catalog(db, out)  # nothing changed: nothing written
+    assert (again.dataset.written, again.dataset.unchanged, again.dataset.removed) == ([], ["0000", "0001"], [])
+    assert partitions(dataset) == first
+
+    # the detector's box on coffee #1.jpg (shard 0000) changes; the catalog loads that shard only
+    coffee = image_id_of(db, "photos/coffee #1.jpg")
+    detections = [{**r, "score": 0.1234} if r["image_id"] == coffee else r for r in read_jsonl(run / "cache" / "detect" / "0000.jsonl", "detection")]
+    write_jsonl(run / "cache" / "detect" / "0000.jsonl", "detection", detections)
+    assert reload_catalog(run, ["0000", "0001"])["loaded"] == ["0000"]
+    result = export_catalog(db, out)
+    assert (result.dataset.written, result.dataset.unchanged) == (["0000"], ["0001"])
+    second = partitions(dataset)
+    assert second["0001"] == first["0001"]  # untouched: same file, same time, same bytes
+    assert second["0000"][2] != first["0000"][2]
+    rows = dataset_rows_equal_the_csv(result.paths, db)
+    assert {r["score"] for r in rows if r["image_id"] == coffee and r["item"] == "region"} == {0.1234}
+
+    # a review changes the rows of its image: the partition of the shard listing its path
+    astronaut = image_id_of(db, "photos/astronaut.png")
+    record_reviews([Review(astronaut, 0, None, "relabeled", "spacewalker", "ana")], db, run / "reviews" / "reviews.sqlite", "test")
+    result = export_catalog(db, out)
+    assert (result.dataset.written, result.dataset.unchanged) == (["0001"], ["0000"])
+    third = partitions(dataset)
+    assert third["0000"] == second["0000"] and third["0001"][2] != second["0001"][2]
+    rows = dataset_rows_equal_the_csv(result.paths, db)
+    assert [r["final_label"] for r in rows if r["image_id"] == astronaut and r["region_id"] == 0] == ["spacewalker"]
+
+    # shard 0000 leaves the plan: its partition is deleted; 0001 loses the rows of the cat's copy
+    assert reload_catalog(run, ["0001"])["removed"] == ["0000"]
+    result = export_catalog(db, out)
+    assert (result.dataset.written, result.dataset.removed) == (["0001"], ["0000"])
+    assert files_in(dataset) == [STATE_FILE, f"shard=0001/{PARTITION_FILE}"]
+    assert json.loads((dataset / STATE_FILE).read_text())["partitions"].keys() == {"0001"}
+    dataset_rows_equal_the_csv(result.paths, db)
+
+
+def test_a_failed_write_keeps_the_last_partition_and_a_killed_one_is_redone(run):
+    db, out = run / "results" / "annotations.sqlite", run / "results"
+    dataset = out / "annotations.parquet"
+    export_all(db, out)
+    first = partitions(dataset)
+    state = (dataset / STATE_FILE).read_bytes()
+
+    # a row of shard 0001 that Parquet refuses (a width that is not a number): the error comes
+    # out; the partition is the previous one, whole; no temporary file stays; the state is as it was
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE paths SET width = 'wide' WHERE path = 'photos/astronaut.png'")
+    conn.commit()
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        export_all(db, out)
+    assert partitions(dataset) == first
+    assert files_in(dataset) == [STATE_FILE, f"shard=0000/{PARTITION_FILE}", f"shard=0001/{PARTITION_FILE}"]
+    assert (dataset / STATE_FILE).read_bytes() == state
+    conn.execute("UPDATE paths SET width = 512 WHERE path = 'photos/astronaut.png'")
+    conn.commit()
+    conn.close()
+
+    # what a killed run leaves: a temporary file of a process that is gone (readers skip it), and
+    # a partition renamed into place after the state was last written (here: touched)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    leftover = dataset / "shard=0000" / f".{PARTITION_FILE}.{gone.stdout.strip()}.0123456789ab.tmp"
+    leftover.write_bytes(b"half a partition")
+    assert parquet_dataset(dataset).to_table().num_rows == sum(entry["rows"] for entry in json.loads(state)["partitions"].values())
+    touched = dataset / "shard=0001" / PARTITION_FILE
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 1))
+    result = export_catalog(db, out)
+    assert (result.dataset.written, result.dataset.unchanged) == (["0001"], ["0000"])
+    assert not leftover.exists()
+    assert partitions(dataset)["0000"] == first["0000"] and partitions(dataset)["0001"][2] == first["0001"][2]
+    dataset_rows_equal_the_csv(result.paths, db)
+
+
+def test_the_single_file_of_earlier_versions_becomes_the_dataset(small_catalog, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    pq.write_table(pa.table({"path": ["old"]}), out / "annotations.parquet")
+    paths = export_all(small_catalog, out)
+    assert paths["parquet"].is_dir()
+    dataset_rows_equal_the_csv(paths, small_catalog)
+
+
+@pytest.mark.slow
+def test_snakemake_runs_the_export_again_without_rewriting_the_dataset(demo_run, tmp_path):
+    """The dataset folder is not a declared output, so Snakemake's delete before the job does not
+    touch it: the export job runs again and finds every partition current."""
+    workdir = copy_tree(demo_run, tmp_path / "run")
+    dataset = workdir / "results" / "annotations.parquet"
+    manifest = workdir / "results" / "annotations.parquet.json"
+
+    def export_job() -> dict:
+        manifest.unlink()  # the declared output: Snakemake runs the job to make it again
+        snakemake(workdir, "--cores", "2", str(manifest.relative_to(workdir)))
+        summary = [json.loads(line) for line in (workdir / "logs" / "export.log").read_text().splitlines() if line.startswith("{")][-1]
+        return {k.removeprefix("parquet_partitions_"): v for k, v in summary["extra"].items()}
+
+    # the copy's images folder is another absolute path, and every row names it (images_root)
+    assert export_job() == {"written": 4, "unchanged": 0, "removed": 0}  # the demo's 4 shards
+    before = partitions(dataset)
+    assert export_job() == {"written": 0, "unchanged": 4, "removed": 0}
+    assert partitions(dataset) == before
+    paths = {"csv": workdir / "results" / "annotations.csv", "parquet": dataset, "parquet_manifest": manifest}
+    dataset_rows_equal_the_csv(paths, workdir / "results" / "annotations.sqlite")

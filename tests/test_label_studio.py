@@ -117,6 +117,26 @@ def test_labeling_config_escapes_label_values():
     assert root.find("TextArea").get("perRegion") == "true"
 
 
+def test_the_streamed_tasks_are_the_list_json_dumps_writes(small_catalog, tmp_path):
+    """write_label_studio streams one image's task at a time; the file is byte for byte the list
+    json.dumps writes, and every task names the models, the catalog's own where a stage found
+    nothing in the image."""
+    from shardlens.config import load_config
+    from shardlens.label_studio import label_studio_tasks, write_label_studio
+
+    prefix = "/data/local-files/?d=images/"
+    paths = write_label_studio(small_catalog, tmp_path, prefix, load_config(None)["detect"])
+    tasks = label_studio_tasks(small_catalog, prefix)
+    assert paths["labelstudio"].read_text(encoding="utf-8") == json.dumps(tasks, ensure_ascii=False, indent=1)
+    conn = sqlite3.connect(small_catalog)
+    (detector,) = {v for (v,) in conn.execute("SELECT DISTINCT detector_version FROM regions")}
+    (ocr,) = {v for (v,) in conn.execute("SELECT DISTINCT source FROM ocr_lines")}
+    found = {row for row in conn.execute("SELECT COUNT(DISTINCT image_id) FROM regions UNION ALL SELECT COUNT(DISTINCT image_id) FROM ocr_lines")}
+    conn.close()
+    assert found == {(3,), (1,)}  # some images without regions, most without lines: they take the catalog's versions
+    assert len(tasks) == 5 and {p["model_version"] for t in tasks for p in t["predictions"]} == {f"{detector} | {ocr}"}
+
+
 # -- the default demo, as `make demo` builds it --------------------------------------------------
 
 
