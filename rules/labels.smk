@@ -26,7 +26,7 @@ rule cluster:
 # The Parquet export is a dataset folder, results/annotations.parquet/shard=<shard>/part-0.parquet,
 # of which a run rewrites only the partitions whose rows changed. Snakemake deletes declared
 # outputs before a job, so the folder is not one: the declared output is its manifest
-# (docs/adr/0006-partitioned-parquet-export.md).
+# (docs/adr/0007-partitioned-parquet-export.md).
 rule export:
     input:
         db=DATABASE,

@@ -14,7 +14,7 @@ Every export streams from a cursor, a chunk of rows at a time: memory does not g
 catalog. The Parquet export is a dataset partitioned by shard (``annotations.parquet/
 shard=<shard>/part-0.parquet``, Hive layout): a row lives in the partition of the shard that
 lists its ``path``, and a run rewrites only the partitions whose rows changed
-(docs/adr/0006-partitioned-parquet-export.md)."""
+(docs/adr/0007-partitioned-parquet-export.md)."""
 
 from __future__ import annotations
 
