@@ -25,7 +25,7 @@ from .spreadsheet import csv_cell
 COLUMNS = (
     "path", "image_id", "item", "region_id", "line_no", "bbox", "width", "height", "text", "machine_label",
     "cluster_id", "confidence", "score", "ocr_text", "final_label", "review_label", "review_status", "reviewer",
-    "reviewed_at", "images_root",
+    "reviewed_at", "label_source", "propagated_from", "images_root",
 )  # fmt: skip
 REVIEW_COLUMNS = ("review_label", "review_status", "reviewer", "reviewed_at")
 
@@ -37,11 +37,11 @@ SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.he
                 SELECT o.text FROM ocr_lines o
                 WHERE o.image_id = f.image_id AND o.region_id = f.region_id ORDER BY o.line_no))
             ELSE f.text END AS ocr_text,
-       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at
+       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at, f.label_source, f.propagated_from
 FROM final_annotations f JOIN images i ON i.image_id = f.image_id
 UNION ALL
 SELECT i.path, i.image_id, 'image', NULL, NULL, NULL, i.width, i.height, NULL, NULL, -1, NULL, NULL, NULL,
-       v.label, v.label, v.status, v.reviewer, v.reviewed_at
+       v.label, v.label, v.status, v.reviewer, v.reviewed_at, CASE WHEN v.status IS NULL THEN 'machine' ELSE 'review' END, NULL
 FROM images i LEFT JOIN reviews v ON v.item_key = i.image_id || '/image'
 WHERE i.status = 'ok'
   AND NOT EXISTS (SELECT 1 FROM regions r WHERE r.image_id = i.image_id)
@@ -118,7 +118,8 @@ def parquet_schema():
             ("text", pa.string()), ("machine_label", pa.string()), ("cluster_id", pa.int64()),
             ("confidence", pa.float64()), ("score", pa.float64()), ("ocr_text", pa.string()),
             ("final_label", pa.string()), ("review_label", pa.string()), ("review_status", pa.string()),
-            ("reviewer", pa.string()), ("reviewed_at", pa.string()), ("images_root", pa.string()),
+            ("reviewer", pa.string()), ("reviewed_at", pa.string()), ("label_source", pa.string()),
+            ("propagated_from", pa.string()), ("images_root", pa.string()),
             ("candidates", pa.list_(candidate)),
         ]
     )  # fmt: skip
