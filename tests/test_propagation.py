@@ -37,7 +37,10 @@ def image_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()
 
 
-def unit(cosine: float, axis: int = 0, other: int = 1, dim: int = 8) -> np.ndarray:
+DIM = 64
+
+
+def unit(cosine: float, axis: int = 0, other: int = 1, dim: int = DIM) -> np.ndarray:
     """A unit vector whose cosine with the unit vector of ``axis`` is ``cosine``."""
     v = np.zeros(dim)
     v[axis] = cosine
@@ -48,11 +51,10 @@ def unit(cosine: float, axis: int = 0, other: int = 1, dim: int = 8) -> np.ndarr
 def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int, str, list[str]]], vectors: dict[str, np.ndarray]) -> Path:
     """A cache of ``images`` (path -> {"lines": [text], "regions": [caption], "shard": name}),
     the clusters aggregate (``(cluster_id, item, member texts)``; every other text in the
-    'unclustered' bucket) and the manifest. ``vectors`` gives texts their embedding (others get
-    one orthogonal to everything named)."""
+    'unclustered' bucket) and the manifest. ``vectors`` gives texts their embedding (axes 0-7);
+    every other text gets a random one of its own in axes 8-63 (cosine near 0 with the others)."""
     shards: dict[str, dict[str, list]] = {}
     counts: dict[tuple[str, str], int] = {}
-    spare = 7
     for path, spec in sorted(images.items()):
         records = shards.setdefault(spec.get("shard", "0000"), {"ingest": [], "gate": [], "ocr": [], "detection": [], "embedding": {}})
         iid = image_id(path)
@@ -79,10 +81,11 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
         for (kind, text), occurrences in sorted(records["embedding"].items()):
             vector = vectors.get(text)
             if vector is None:
-                vector = np.zeros(8)
-                vector[spare % 8] = 1.0  # far from the designed vectors (axes 0-1)
+                rng = np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
+                vector = np.concatenate([np.zeros(8), rng.normal(size=DIM - 8)])
+                vector /= np.linalg.norm(vector)
             embed.append({"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": occurrences, "model": "test-embed",
-                          "dim": 8, "vector": encode_vector(np.asarray(vector, dtype=np.float32))})
+                          "dim": DIM, "vector": encode_vector(np.asarray(vector, dtype=np.float32))})
         write_jsonl(folder / "embed" / f"{shard}.jsonl", "embedding", embed)
     clustered = {(item, t) for _, item, texts in clusters for t in texts}
     records = []
@@ -144,7 +147,7 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
     db, store, tmp = run["db"], run["store"], run["tmp"]
     clusters = [(0, "text", ["EXIT", "EXIT ->"]), (1, "region", ["dog", "puppy"])]
     v1 = {"a.png": {"lines": ["EXIT"], "regions": ["dog"]}, "b.png": {"lines": ["EXIT ->"], "regions": ["dog"]}}
-    build_catalog(write_cache(tmp / "v1", v1, clusters, {}), db, reviews_db=store, propagate_similarity=None, **QUIET)
+    build_catalog(write_cache(tmp / "v1", v1, clusters, {}), db, reviews_db=store, **QUIET)
     assert propagated_rows(db) == {}
 
     renamed = record_cluster_review(db, store, 0, "relabeled", "exit sign", reviewer="ana", source="test")
@@ -165,9 +168,9 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
     v2 = {**v1, "c.png": {"lines": ["EXIT"], "regions": ["dog"], "shard": "0001"},
           "d.png": {"lines": ["EXIT >>"], "shard": "0001"}, "e.png": {"regions": ["dog", "puppy"], "shard": "0001"}}
     clusters2 = [(0, "text", ["EXIT", "EXIT ->", "EXIT >>"]), (1, "region", ["dog", "puppy"])]
-    stats = build_catalog(write_cache(tmp / "v2", v2, clusters2, {}), db, reviews_db=store, propagate_similarity=None, **QUIET)
+    stats = build_catalog(write_cache(tmp / "v2", v2, clusters2, {}), db, reviews_db=store, **QUIET)
     assert stats["mode"] == "incremental" and stats["loaded"] == ["0001"]
-    assert stats["propagated"] == {"cluster": 4, "similarity": 0}
+    assert stats["propagated"] == {"cluster": 4, "similarity": 0}  # c.png's EXIT is a look-alike too: the cluster comes first
     got = labels(db)
     assert got[("c.png", "EXIT")] == ("exit sign", "propagated", "cluster/text/0")
     assert got[("d.png", "EXIT >>")] == ("exit sign", "propagated", "cluster/text/0")
@@ -182,7 +185,7 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
     conn.close()
     # a full rebuild from the same cache and store is the same catalog
     fresh = tmp / "fresh.sqlite"
-    import_cache(tmp / "v2", fresh, reviews_db=store, propagate_similarity=None, **QUIET)
+    import_cache(tmp / "v2", fresh, reviews_db=store, **QUIET)
     assert labels(fresh) == got and propagated_rows(fresh) == propagated_rows(db)
 
 
