@@ -529,7 +529,7 @@ def import_cache(
         _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
-        stats["propagated"] = refresh_propagation(conn, propagate_similarity)
+        stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

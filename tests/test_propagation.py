@@ -270,6 +270,50 @@ def test_similar_ocr_lines_take_the_reviewed_label_above_the_threshold(run):
     assert propagated_rows(db) == {}
 
 
+def derived(db: Path) -> dict[str, list]:
+    conn = sqlite3.connect(db)
+    try:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall()) for t in ("similar_texts", "similarity_sources", "propagated_labels")}
+    finally:
+        conn.close()
+
+
+def test_similarity_is_kept_up_to_date_incrementally_and_equals_a_fresh_computation(run):
+    """The pairs of similar texts are updated, not recomputed: texts of new shards are compared
+    with the reviewed texts already known, a newly reviewed text with every text, and a review
+    that stops being a source takes its pairs away. After each step the catalog's derived tables
+    are those of a catalog built fresh from the same cache and store."""
+    db, store, tmp = run["db"], run["store"], run["tmp"]
+    v1 = {"a.png": {"lines": ["EXIT", "OPEN"]}}
+    v2 = {**v1, "c.png": {"lines": ["EXIT.", "OPEN."], "shard": "0001"}}
+
+    def fresh(cache: Path) -> dict:
+        other = tmp / f"fresh-{len(list(tmp.glob('fresh-*')))}.sqlite"
+        import_cache(cache, other, reviews_db=store, **QUIET)
+        return derived(other)
+
+    build_catalog(write_cache(tmp / "v1", v1, [], LOOK_ALIKES), db, reviews_db=store, **QUIET)
+    record_reviews([Review(image_id("a.png"), None, 0, "relabeled", "exit sign")], db, store, "test")
+    assert derived(db) == fresh(tmp / "v1")
+    build_catalog(write_cache(tmp / "v2", v2, [], LOOK_ALIKES), db, reviews_db=store, **QUIET)  # new texts, older source
+    got = labels(db)
+    assert got[("c.png", "EXIT.")] == ("exit sign", "propagated", line_key("a.png"))
+    assert derived(db) == fresh(tmp / "v2")
+    record_reviews([Review(image_id("a.png"), None, 1, "accepted", "OPEN")], db, store, "test")  # a new source
+    assert labels(db)[("c.png", "OPEN.")] == ("OPEN", "propagated", line_key("a.png", 1))
+    assert derived(db) == fresh(tmp / "v2")
+    record_reviews([Review(image_id("a.png"), None, 1, "rejected", None)], db, store, "test")  # no source any more
+    assert labels(db)[("c.png", "OPEN.")] == ("OPEN.", "machine", None)
+    assert derived(db) == fresh(tmp / "v2") and all(source != "OPEN" for _, source, _ in derived(db)["similar_texts"])
+    # shard 0001 embedded again, EXIT. now far from EXIT (another model): its old pair goes
+    build_catalog(write_cache(tmp / "v2b", v2, [], {**LOOK_ALIKES, "EXIT.": unit(0.5)}), db, reviews_db=store, **QUIET)
+    assert labels(db)[("c.png", "EXIT.")] == ("EXIT.", "machine", None)
+    assert derived(db) == fresh(tmp / "v2b")
+    build_catalog(tmp / "v1", db, reviews_db=store, **QUIET)  # shard 0001 removed: its texts' pairs go
+    assert derived(db) == fresh(tmp / "v1")
+    assert {text for text, _, _ in derived(db)["similar_texts"]} == {"EXIT"}
+
+
 def test_the_most_similar_reviewed_line_wins_and_the_latest_review_of_a_text(run):
     db, store, tmp = run["db"], run["store"], run["tmp"]
     vectors = {"A": unit(1.0), "B": unit(0.96), "AB": unit(0.99, 0, 2)}  # AB: 0.99 with A, 0.99 * 0.96 with B
