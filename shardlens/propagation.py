@@ -104,17 +104,17 @@ def has_propagation(conn: sqlite3.Connection) -> bool:
 
 
 def similarity_setting(conn: sqlite3.Connection, given: float | None | str = RECORDED) -> float | None:
-    """The similarity threshold to propagate with: ``given`` (recorded in the catalog for later
-    refreshes), or with :data:`RECORDED` the one the catalog recorded, else the schema's default."""
-    if given != RECORDED:
-        conn.execute("INSERT OR REPLACE INTO propagation_settings (name, value) VALUES ('similarity', ?)", (given,))
-        return None if given is None else float(given)
-    row = conn.execute("SELECT value FROM propagation_settings WHERE name = 'similarity'").fetchone()
-    if row is not None:
-        return row[0]
-    from .config import schema_default
+    """The similarity threshold to propagate with: ``given``, or with :data:`RECORDED` the one
+    the catalog recorded, else the schema's default; recorded in the catalog for later refreshes."""
+    if given == RECORDED:
+        row = conn.execute("SELECT value FROM propagation_settings WHERE name = 'similarity'").fetchone()
+        if row is not None:
+            return row[0]
+        from .config import schema_default
 
-    return schema_default("reviews", "propagate_similarity")
+        given = schema_default("reviews", "propagate_similarity")
+    conn.execute("INSERT OR REPLACE INTO propagation_settings (name, value) VALUES ('similarity', ?)", (given,))
+    return None if given is None else float(given)
 
 
 def refresh_propagation(conn: sqlite3.Connection, similarity: float | None | str = RECORDED, changed_shards: list[str] | None = None) -> dict[str, int]:
