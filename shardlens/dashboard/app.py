@@ -155,6 +155,10 @@ def submit(settings: Settings, reviews: list[Review], what: str) -> bool:
 
 
 def item_review(item: dict, status: str, label: str | None = None) -> Review:
+    """The review of one item: accepting a propagated label records that label (what the page
+    shows), accepting any other item its machine label."""
+    if status == "accepted" and item.get("label_source") == "propagated":
+        return review_of_propagated(item, "accepted", reviewer())
     if status == "accepted":
         label = item.get("machine_label")
     elif status == "rejected":
@@ -454,7 +458,7 @@ def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter
         st.info("no item matches the filters")
         return
     if f.label_source == "propagated":
-        bulk = st.columns([1, 1, 3], vertical_alignment="center")
+        bulk = st.columns([3, 3, 5], vertical_alignment="center")
         bulk[0].button(
             f"Accept propagated ({total:,})", key="bulk_accept", on_click=review_propagated, args=(settings, f, "accepted"),
             help="record each listed propagated label as a person's review (accepted, or relabeled when it is not the machine label)",
@@ -492,7 +496,7 @@ def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter
             st.markdown(propagated_marker(item), unsafe_allow_html=True)
         b = st.columns(2)
         b[0].button(
-            "Accept & next", type="primary", shortcut="A", key="q_accept", help="accept the machine label (key A)",
+            "Accept & next", type="primary", shortcut="A", key="q_accept", help="accept the label shown: the machine label, or a propagated one (key A)",
             on_click=review_current, args=(settings, item, "accepted", total),
         )  # fmt: skip
         b[1].button(
