@@ -20,6 +20,7 @@ run bench/pipeline_overhead.py --images 500 --sizes 25 100 500 --width 480 --hei
 run bench/text_gate.py --images 120
 run bench/runtimes.py
 run bench/catalog_import.py --shards 200 --per-shard 50
+run bench/propagation_scale.py
 run bench/plan_scale.py --parts plan --paths 1000000 --shards 1000 10000 100000 --dry-run-timeout 300
 run bench/plan_scale.py --parts rerun --rerun-images 2000 --rerun-shards 1000 --rerun-until ingest
 run bench/cluster_scale.py --texts 10000

@@ -35,8 +35,9 @@ rule manifest:
 
 rule catalog:
     # Updates the catalog in place, in one transaction: only shards whose file digests changed,
-    # shards gone from the plan dropped, clusters, the reviews' copy and the run (a changed
-    # layout or cache schema hash rebuilds in full; `shardlens import-cache --full` on demand).
+    # shards gone from the plan dropped, clusters, the reviews' copy, the propagated labels
+    # (shardlens/propagation.py) and the run (a changed layout or cache schema hash rebuilds
+    # in full; `shardlens import-cache --full` on demand).
     # Snakemake removes the output's name before the job; build_catalog gives it back from a
     # hard link beside it (.annotations.sqlite.keep), not update(), which copies the whole
     # database aside on every run and copies it back over the open file on failure
@@ -59,6 +60,8 @@ rule catalog:
         runtime=30,
     params:
         reviews=REVIEWS_DB,
+        # recorded in the catalog: review imports and the dashboard propagate with it too
+        propagate_similarity=config["reviews"]["propagate_similarity"],
     script:
         "../scripts/catalog.py"
 

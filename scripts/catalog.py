@@ -10,5 +10,6 @@ build_catalog(
     Path(snakemake.input.manifest).parent,
     snakemake.output[0],
     reviews_db=snakemake.params.reviews,
+    propagate_similarity=snakemake.params.propagate_similarity,
     log=lambda message: print(message, file=sys.stderr),
 )

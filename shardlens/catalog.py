@@ -3,8 +3,8 @@
 Each stage's table is generated from its record schema (``contracts/*.schema.json``), so a field
 exists in exactly one place. Loading is idempotent and incremental: a shard whose files have the
 digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole, a
-shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the run)
-follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
+shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the
+propagated labels of :mod:`shardlens.propagation`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
 --full``, or automatic when the catalog's layout or the cache's schema hash changed) empties
 and refills the same file in that same transaction. docs/adr/0005-incremental-catalog.md says
 why, and how the Snakemake rule keeps the database that Snakemake deletes before each job.
@@ -23,8 +23,9 @@ from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
+from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
+from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
-from .reviews import STORE_DDL, connect_store
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
 from .stages import AGGREGATES, SHARD_STAGES
 
@@ -128,14 +129,23 @@ CREATE VIEW IF NOT EXISTS item_annotations AS
            COALESCE(m.probability, 0.0)
     FROM ocr_lines o
     LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text;
--- The same with people's reviews on top: a reviewed label always wins over the machine label.
+-- The same with people's reviews on top: a reviewed label always wins, then a label propagated
+-- from a reviewed cluster or look-alike (shardlens/propagation.py), then the machine label;
+-- label_source says which, propagated_from names the review a propagated label comes from.
 CREATE VIEW IF NOT EXISTS final_annotations AS
     SELECT a.*, v.status AS review_status, v.label AS review_label, v.reviewer, v.reviewed_at,
            CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label
                 WHEN v.status = 'rejected' THEN NULL
-                ELSE a.machine_label END AS final_label
+                WHEN p.label IS NOT NULL THEN p.label
+                ELSE a.machine_label END AS final_label,
+           CASE WHEN v.status IS NOT NULL THEN 'review'
+                WHEN p.label IS NOT NULL THEN 'propagated'
+                ELSE 'machine' END AS label_source,
+           CASE WHEN v.status IS NULL THEN p.propagated_from END AS propagated_from
     FROM item_annotations a
     LEFT JOIN reviews v ON v.item_key = a.image_id ||
+        CASE WHEN a.item = 'region' THEN '/region/' || a.region_id ELSE '/line/' || a.line_no END
+    LEFT JOIN propagated_labels p ON p.item_key = a.image_id ||
         CASE WHEN a.item = 'region' THEN '/region/' || a.region_id ELSE '/line/' || a.line_no END;
 -- Each image with its final label: an image-level review, else its best item (regions before
 -- text, by score), else NULL (nothing found).
@@ -149,14 +159,15 @@ CREATE VIEW IF NOT EXISTS image_labels AS
     )
     SELECT i.image_id, i.path, i.status,
            COALESCE(iv.label, r.final_label) AS final_label,
-           CASE WHEN iv.label IS NOT NULL OR r.review_status IS NOT NULL THEN 'review' ELSE 'machine' END AS label_source,
-           r.cluster_id, r.confidence
+           CASE WHEN iv.label IS NOT NULL THEN 'review' ELSE COALESCE(r.label_source, 'machine') END AS label_source,
+           r.cluster_id, r.confidence,
+           CASE WHEN iv.label IS NULL THEN r.propagated_from END AS propagated_from
     FROM images i
     LEFT JOIN ranked r ON r.image_id = i.image_id AND r.rank = 1
     LEFT JOIN reviews iv ON iv.item_key = i.image_id || '/image' AND iv.status != 'rejected';
 -- Every listed file with its image's final label (copies of one image share it) or its error.
 CREATE VIEW IF NOT EXISTS path_labels AS
-    SELECT p.path, p.image_id, p.status, p.error, l.final_label, l.label_source, l.cluster_id, l.confidence
+    SELECT p.path, p.image_id, p.status, p.error, l.final_label, l.label_source, l.cluster_id, l.confidence, l.propagated_from
     FROM paths p LEFT JOIN image_labels l ON l.image_id = p.image_id;
 CREATE INDEX IF NOT EXISTS regions_image ON regions(image_id);
 CREATE INDEX IF NOT EXISTS region_labels_label ON region_labels(label);
@@ -216,6 +227,9 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     for kind in STAGE_TABLES:
         conn.execute(table_ddl(kind))
     conn.execute(STORE_DDL)  # the catalog's copy of the review store (see reviews.py)
+    conn.execute(CLUSTER_REVIEWS_DDL)
+    for statement in PROPAGATION_DDL:  # derived: shardlens/propagation.py
+        conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
     return conn
@@ -237,7 +251,7 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip()] + _split_sql(FIXED_DDL)
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL)
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -434,7 +448,7 @@ def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tup
     """(mode, why): mode is 'new' (an empty catalog), 'full' (everything is dropped and loaded
     again) or 'incremental' (only what changed)."""
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
-    if names <= {"reviews"}:  # nothing, or only a copy of the reviews (kept)
+    if names <= {"reviews", "cluster_reviews"}:  # nothing, or only a copy of the reviews (kept)
         return "new", "a new catalog"
     if full:
         return "full", "a full rebuild was asked for (--full)"
@@ -451,38 +465,34 @@ def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tup
     return "incremental", "the catalog is current: only changed shards are loaded"
 
 
+def _kept_rows(conn: sqlite3.Connection, table: str, columns) -> list[tuple]:
+    try:
+        return conn.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+    except sqlite3.OperationalError:  # a catalog written before the table existed
+        return []
+
+
 def _reset(conn: sqlite3.Connection) -> None:
     """Drop every table, view and index and create the current ones (inside the transaction).
-    The reviews' copy is kept: it mirrors the review store, which only a catalog build with
-    the store (or a review import) refreshes."""
-    try:
-        reviews = conn.execute(f"SELECT {', '.join(REVIEW_COLUMNS)} FROM reviews").fetchall()
-    except sqlite3.OperationalError:
-        reviews = []
+    The copies of the review store (reviews, cluster reviews) are kept: only a catalog build
+    with the store (or a review import) refreshes them; so is the propagation threshold the
+    catalog recorded."""
+    reviews = _kept_rows(conn, "reviews", REVIEW_COLUMNS)
+    cluster_reviews = _kept_rows(conn, "cluster_reviews", CLUSTER_COLUMNS)
+    settings = _kept_rows(conn, "propagation_settings", ("name", "value"))
     objects = conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND type IN ('view', 'table')").fetchall()
     for kind, name in sorted(objects, key=lambda o: o[0] != "view"):  # views first: they name the tables
         conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
     for statement in schema_statements():
         conn.execute(statement)
-    _insert_reviews(conn, reviews)
-
-
-def _insert_reviews(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    conn.execute("DELETE FROM reviews")
-    marks = ", ".join("?" * len(REVIEW_COLUMNS))
-    conn.executemany(f"INSERT INTO reviews ({', '.join(REVIEW_COLUMNS)}) VALUES ({marks})", rows)
+    replace_copies(conn, reviews, cluster_reviews)
+    conn.executemany("INSERT INTO propagation_settings (name, value) VALUES (?, ?)", settings)
 
 
 def _copy_reviews(conn: sqlite3.Connection, store_db: str | Path) -> int:
-    """Replace the catalog's copy of the review store (inside the import's transaction)."""
-    rows = []
-    if Path(store_db).exists():
-        store = connect_store(store_db)
-        try:
-            rows = store.execute(f"SELECT {', '.join(REVIEW_COLUMNS)} FROM reviews").fetchall()
-        finally:
-            store.close()
-    _insert_reviews(conn, rows)
+    """Replace the catalog's copies of the review store (inside the import's transaction)."""
+    rows, cluster_rows = read_store(store_db)
+    replace_copies(conn, rows, cluster_rows)
     return len(rows)
 
 
@@ -493,13 +503,16 @@ def import_cache(
     full: bool = False,
     reviews_db: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
+    propagate_similarity: float | None | str = RECORDED,
 ) -> dict:
     """Load ``cache_dir`` into the SQLite catalog at ``db_path`` in place; return what changed.
 
     Only shards whose file digests differ from ``shard_files`` are read; shards gone from the
     manifest are dropped; the clusters, the reviews' copy (from ``reviews_db`` when given) and
-    the run follow. ``full`` (and a changed catalog layout or cache schema hash) empties the
-    catalog first. All of it is one transaction: a reader, or the database after a crash
+    the run follow, and the propagated labels are computed again (:mod:`shardlens.propagation`;
+    ``propagate_similarity`` is ``reviews.propagate_similarity``, recorded in the catalog; by
+    default the recorded one). ``full`` (and a changed catalog layout or cache schema hash)
+    empties the catalog first. All of it is one transaction: a reader, or the database after a crash
     (SIGKILL included) or an error at any point, sees the catalog as it was before or as it is
     after, never a mix. A second import into the same database waits for the first (busy
     timeout), then finds the shards already loaded. Caches of older versions are read through
@@ -524,6 +537,7 @@ def import_cache(
         _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
+        stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -742,7 +756,14 @@ def _keep_second_name(db_path: Path, log) -> None:
         log(f"catalog: cannot keep a second name {keep} ({exc.strerror}); the next workflow run rebuilds the catalog in full")
 
 
-def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | Path | None = None, log=print, full: bool = False) -> dict:
+def build_catalog(
+    cache_dir: str | Path,
+    db_path: str | Path,
+    reviews_db: str | Path | None = None,
+    log=print,
+    full: bool = False,
+    propagate_similarity: float | None | str = RECORDED,
+) -> dict:
     """Update the catalog at ``db_path`` in place from the cache (the Snakemake rule uses this):
     :func:`import_cache` in one transaction, with people's reviews copied in from the review
     store, which no rule rewrites. Snakemake has removed the file's name before the job; the
@@ -762,7 +783,7 @@ def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | 
         for orphan in (Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
             orphan.unlink(missing_ok=True)
     try:
-        stats = import_cache(cache_dir, db_path, log=log, full=full, reviews_db=reviews_db)
+        stats = import_cache(cache_dir, db_path, log=log, full=full, reviews_db=reviews_db, propagate_similarity=propagate_similarity)
     except BaseException:
         if created:  # nothing was there before: leave nothing (the rule's job holds Snakemake's lock)
             for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
@@ -779,7 +800,8 @@ def build_catalog(cache_dir: str | Path, db_path: str | Path, reviews_db: str | 
     summary.extra = {k: stats[k] for k in ("mode", "shards_loaded", "shards_unchanged", "shards_removed")}
     log(
         f"catalog: {db_path} updated ({stats['mode']}: {stats['reason']}): {stats['rows']} rows from "
-        f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed"
+        f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed; "
+        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines"
     )
     summary.finish()
     return stats

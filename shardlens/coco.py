@@ -8,11 +8,12 @@ MMDetection, pycocotools):
   (``utf8_string``, ``legibility``, ``language``), one category ``text``.
 
 Labels come from the catalog's ``final_annotations`` view (one place for "a review wins").
-``labels`` chooses which: ``final`` (a reviewed label over the machine label), ``machine`` (what
-the detector and OCR found, reviews ignored) or ``reviewed`` (reviewed items only). A region or
-line rejected in review is a false detection: it is left out of ``final`` and ``reviewed``, never
-exported as a positive box; ``machine`` keeps it, because that file is what the machine said (the
-detections to score against a reviewed export with ``COCOeval``).
+``labels`` chooses which: ``final`` (a reviewed label, else a propagated one, over the machine
+label), ``machine`` (what the detector and OCR found, reviews ignored) or ``reviewed`` (reviewed
+items only). A region or line rejected in review is a false detection: it is left out of
+``final`` and ``reviewed``, never exported as a positive box; ``machine`` keeps it, because that
+file is what the machine said (the detections to score against a reviewed export with
+``COCOeval``).
 
 Ids are stable for a given catalog: images are numbered 1.. in path order, annotations 1.. in
 image and region (line) order, categories 1.. with the detector vocabulary first in its own order
@@ -114,8 +115,9 @@ def _info(conn: sqlite3.Connection, options: CocoOptions, what: str) -> dict:
 
 
 def _annotation(n: int, image_id: int, bbox: list[float], score: float | None, key: str, row: sqlite3.Row, mode: str) -> dict:
-    """The fields a region and a text line share; ``label_source`` says whether a person's review
-    or the machine gave the label (``review_status`` follows for a reviewed item)."""
+    """The fields a region and a text line share; ``label_source`` says whether a person's review,
+    a propagated review (``propagated_from`` follows) or the machine gave the label
+    (``review_status`` follows for a reviewed item)."""
     box = xywh(bbox)
     ann = {
         "id": n,
@@ -125,23 +127,25 @@ def _annotation(n: int, image_id: int, bbox: list[float], score: float | None, k
         "iscrowd": 0,
         "score": score,
         "item_key": key,
-        "label_source": "machine" if mode == "machine" or row["review_status"] is None else "review",
+        "label_source": "machine" if mode == "machine" else row["label_source"],
     }
     if ann["label_source"] == "review":
         ann["review_status"] = row["review_status"]
+    elif ann["label_source"] == "propagated":
+        ann["propagated_from"] = row["propagated_from"]
     return ann
 
 
 # Items of decoded images in COCO order: image (path order, as the images are numbered), then region
 # or line. A copy of an image in another shard repeats its items right after them (same path).
 REGION_ROWS_SQL = """
-SELECT i.path, f.image_id, f.region_id, f.bbox, f.score, f.machine_label, f.final_label, f.review_status
+SELECT i.path, f.image_id, f.region_id, f.bbox, f.score, f.machine_label, f.final_label, f.review_status, f.label_source, f.propagated_from
 FROM final_annotations f JOIN images i ON i.image_id = f.image_id
 WHERE f.item = 'region' AND i.status = 'ok'
 ORDER BY i.path, f.region_id
 """
 LINE_ROWS_SQL = """
-SELECT i.path, f.image_id, f.line_no, f.bbox, f.score, f.machine_label, f.final_label, f.review_status,
+SELECT i.path, f.image_id, f.line_no, f.bbox, f.score, f.machine_label, f.final_label, f.review_status, f.label_source, f.propagated_from,
        (SELECT o.language FROM ocr_lines o WHERE o.image_id = f.image_id AND o.line_no = f.line_no LIMIT 1) AS language
 FROM final_annotations f JOIN images i ON i.image_id = f.image_id
 WHERE f.item = 'text' AND i.status = 'ok'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -22,3 +23,18 @@ def load_config(path: str | Path | None = None, **overrides) -> dict:
     config.update(overrides)
     validate(config, str(SCHEMA))
     return config
+
+
+@cache
+def _schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+
+
+def schema_default(*keys: str):
+    """The default config/schema.yaml gives one key, e.g. ``schema_default("reviews",
+    "propagate_similarity")``, for code that runs without a loaded config (the dashboard, the
+    command line), so a default is written in the schema only."""
+    spec = _schema()
+    for key in keys:
+        spec = spec["properties"][key]
+    return copy.deepcopy(spec["default"])

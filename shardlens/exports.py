@@ -39,7 +39,7 @@ from .spreadsheet import csv_cell
 COLUMNS = (
     "path", "image_id", "item", "region_id", "line_no", "bbox", "width", "height", "text", "machine_label",
     "cluster_id", "confidence", "score", "ocr_text", "final_label", "review_label", "review_status", "reviewer",
-    "reviewed_at", "images_root",
+    "reviewed_at", "label_source", "propagated_from", "images_root",
 )  # fmt: skip
 REVIEW_COLUMNS = ("review_label", "review_status", "reviewer", "reviewed_at")
 _SELECTED = COLUMNS[:-1]  # what the query returns before the row's shard; images_root is the export's
@@ -55,12 +55,12 @@ SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.he
                 SELECT o.text FROM ocr_lines o
                 WHERE o.image_id = f.image_id AND o.region_id = f.region_id ORDER BY o.line_no))
             ELSE f.text END AS ocr_text,
-       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at, p.shard
+       f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at, f.label_source, f.propagated_from, p.shard
 FROM final_annotations f JOIN images i ON i.image_id = f.image_id JOIN paths p ON p.path = i.path
 WHERE 1 {where}
 UNION ALL
 SELECT i.path, i.image_id, 'image', NULL, NULL, NULL, i.width, i.height, NULL, NULL, -1, NULL, NULL, NULL,
-       v.label, v.label, v.status, v.reviewer, v.reviewed_at, p.shard
+       v.label, v.label, v.status, v.reviewer, v.reviewed_at, CASE WHEN v.status IS NULL THEN 'machine' ELSE 'review' END, NULL, p.shard
 FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = i.image_id || '/image'
 WHERE i.status = 'ok'
   AND NOT EXISTS (SELECT 1 FROM regions r WHERE r.image_id = i.image_id)
@@ -69,7 +69,7 @@ ORDER BY {order}
 """
 ROWS_SQL = _ROWS_SQL.format(where="", order="1, 3, 4, 5")  # every row, by path: the CSV and JSON
 # the rows of the shards in ?1 (a JSON list), by shard, then as above: the Parquet partitions
-SHARD_ROWS_SQL = _ROWS_SQL.format(where="AND p.shard IN (SELECT value FROM json_each(?1))", order="20, 1, 3, 4, 5")
+SHARD_ROWS_SQL = _ROWS_SQL.format(where="AND p.shard IN (SELECT value FROM json_each(?1))", order="22, 1, 3, 4, 5")
 
 # The label candidates of the regions of some images (?1, a JSON list of image ids), through the
 # primary key of region_labels (shard, image_id, ...): each region takes its first shard's list.
@@ -182,7 +182,8 @@ def parquet_schema():
             ("text", pa.string()), ("machine_label", pa.string()), ("cluster_id", pa.int64()),
             ("confidence", pa.float64()), ("score", pa.float64()), ("ocr_text", pa.string()),
             ("final_label", pa.string()), ("review_label", pa.string()), ("review_status", pa.string()),
-            ("reviewer", pa.string()), ("reviewed_at", pa.string()), ("images_root", pa.string()),
+            ("reviewer", pa.string()), ("reviewed_at", pa.string()), ("label_source", pa.string()),
+            ("propagated_from", pa.string()), ("images_root", pa.string()),
             ("candidates", pa.list_(candidate)),
         ]
     )  # fmt: skip

@@ -6,6 +6,12 @@ The store (``reviews/reviews.sqlite`` by default) is the source of truth; the ca
 re-import, the Label Studio import (:mod:`shardlens.label_studio`), the dashboard and any other
 front end validate with :func:`catalog_problems` and store with :func:`_store_reviews` (both in
 :func:`record_reviews`).
+
+A person's verdict on a whole cluster (accept it, or relabel it) is stored twice: as one review
+per current member item (human reviews, like any other) and as a **cluster review** in the
+store's ``cluster_reviews`` table (:func:`record_cluster_review`), which the catalog copies like
+the reviews; :mod:`shardlens.propagation` carries it to members that appear later. The table is
+created when missing, and code that knows only ``reviews`` reads a store that has it unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +41,29 @@ CREATE TABLE IF NOT EXISTS reviews (
 )
 """
 COLUMNS = ("item_key", "image_id", "region_id", "line_no", "status", "label", "reviewer", "reviewed_at", "source", "imported_at")
+
+CLUSTER_STATUSES = ("accepted", "relabeled")
+
+# A person's verdict on a whole cluster. review_key is cluster_key(item, cluster_id), what a
+# propagated label names as propagated_from; a newer verdict on the same cluster replaces it.
+# label: the new label of a relabeled cluster (NULL when accepted: clusters never rename);
+# cluster_label: the cluster's name when it was reviewed, for people reading the table.
+CLUSTER_REVIEWS_DDL = """
+CREATE TABLE IF NOT EXISTS cluster_reviews (
+    review_key TEXT PRIMARY KEY,
+    cluster_id INTEGER NOT NULL,
+    item TEXT NOT NULL CHECK (item IN ('region', 'text')),
+    status TEXT NOT NULL CHECK (status IN ('accepted', 'relabeled')),
+    label TEXT,
+    cluster_label TEXT,
+    reviewer TEXT,
+    reviewed_at TEXT,
+    source TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    CHECK ((status = 'relabeled') = (label IS NOT NULL))
+)
+"""
+CLUSTER_COLUMNS = ("review_key", "cluster_id", "item", "status", "label", "cluster_label", "reviewer", "reviewed_at", "source", "imported_at")
 
 
 class ReviewError(ValueError):
@@ -73,6 +102,11 @@ def item_key(image_id: str, region_id: int | None, line_no: int | None) -> str:
     return f"{image_id}/image"
 
 
+def cluster_key(item: str, cluster_id: int) -> str:
+    """The key of a cluster review, e.g. ``cluster/text/3``: what propagated labels name."""
+    return f"cluster/{item}/{cluster_id}"
+
+
 def connect_store(path: str | Path) -> sqlite3.Connection:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +114,7 @@ def connect_store(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute(STORE_DDL)
+    conn.execute(CLUSTER_REVIEWS_DDL)  # added to stores written before cluster reviews existed
     return conn
 
 
@@ -243,8 +278,14 @@ def catalog_problems(reviews: list[Review], catalog_db: str | Path, source: str)
         catalog.close()
 
 
-def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str) -> int:
-    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str, cluster_rows: list[tuple] = ()) -> int:
+    """Write item reviews (and cluster reviews, rows of :data:`CLUSTER_COLUMNS`) in one store
+    transaction, then mirror the store into the catalog."""
+    now = _now()
     unique = {r.item_key: r for r in reviews}
     rows = [
         (key, r.image_id, r.region_id, r.line_no, r.status, r.label, r.reviewer, r.reviewed_at or now, source, now)
@@ -254,6 +295,9 @@ def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
     try:
         store.execute("BEGIN IMMEDIATE")
         store.executemany(f"INSERT OR REPLACE INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+        store.executemany(
+            f"INSERT OR REPLACE INTO cluster_reviews ({', '.join(CLUSTER_COLUMNS)}) VALUES ({', '.join('?' * len(CLUSTER_COLUMNS))})", cluster_rows
+        )
         store.execute("COMMIT")
     except BaseException:
         store.execute("ROLLBACK")
@@ -262,6 +306,81 @@ def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
         store.close()
     mirror_reviews(store_db, catalog_db)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class ClusterReviewResult:
+    review_key: str  # cluster_key(item, cluster_id)
+    items: int  # item reviews written for the cluster's current members
+
+
+def cluster_member_items(catalog: sqlite3.Connection, cluster_id: int, item: str) -> list[tuple]:
+    """(image_id, region_id, line_no, machine_label, review_status) of every item of one cluster
+    (its member texts' regions or OCR lines), once per item key, in key order."""
+    if item == "region":
+        sql = """SELECT r.image_id, r.region_id, NULL, r.caption, v.status
+                 FROM cluster_members m JOIN regions r ON r.caption = m.text
+                 LEFT JOIN reviews v ON v.item_key = r.image_id || '/region/' || r.region_id
+                 WHERE m.item = 'region' AND m.cluster_id = ?"""
+    else:
+        sql = """SELECT o.image_id, NULL, o.line_no, o.text, v.status
+                 FROM cluster_members m JOIN ocr_lines o ON o.text = m.text
+                 LEFT JOIN reviews v ON v.item_key = o.image_id || '/line/' || o.line_no
+                 WHERE m.item = 'text' AND m.cluster_id = ?"""
+    unique = {item_key(r[0], r[1], r[2]): r for r in catalog.execute(sql, (int(cluster_id),))}
+    return [unique[k] for k in sorted(unique)]
+
+
+def record_cluster_review(
+    catalog_db: str | Path,
+    store_db: str | Path,
+    cluster_id: int,
+    status: str,
+    label: str | None = None,
+    reviewer: str | None = None,
+    source: str = "api",
+) -> ClusterReviewResult:
+    """A person accepts or relabels a whole cluster.
+
+    ``accepted``: each member item nobody reviewed yet gets an ``accepted`` review of its own
+    machine label (people's decisions stand; clusters group, they never rename).
+    ``relabeled``: every member item gets a ``relabeled`` review with ``label``.
+    Besides these item reviews (validated like any import), the verdict itself is stored as a
+    cluster review, all in one store transaction; the catalog's copy and its propagated labels
+    follow (:func:`mirror_reviews`). Raises :class:`ReviewError` for an unknown cluster, the
+    'unclustered' bucket, another status, or a relabel without a label."""
+    from .catalog import CatalogError, connect_readonly
+
+    where = f"cluster {cluster_id}"
+    label = (label or "").strip() or None
+    if status not in CLUSTER_STATUSES:
+        raise ReviewError(source, [f"{where}: status {status!r} is not one of {', '.join(CLUSTER_STATUSES)}"])
+    if status == "relabeled" and label is None:
+        raise ReviewError(source, [f"{where}: relabeling a cluster needs its new label"])
+    try:
+        catalog = connect_readonly(catalog_db)
+    except CatalogError as exc:
+        raise ReviewError(source, [str(exc)]) from None
+    try:
+        found = catalog.execute("SELECT item, label FROM clusters WHERE cluster_id = ?", (int(cluster_id),)).fetchone()
+        if found is None or int(cluster_id) < 0 or found[0] is None:
+            what = "the 'unclustered' bucket is no cluster" if found is not None else "no such cluster in the catalog"
+            raise ReviewError(source, [f"{where}: {what}; review its items one by one"])
+        item, cluster_label = found
+        members = cluster_member_items(catalog, cluster_id, item)
+    finally:
+        catalog.close()
+    if status == "accepted":
+        reviews = [Review(i, r, n, "accepted", machine, reviewer) for i, r, n, machine, reviewed in members if reviewed is None]
+    else:
+        reviews = [Review(i, r, n, "relabeled", label, reviewer) for i, r, n, _, _ in members]
+    problems = catalog_problems(reviews, catalog_db, source)
+    if problems:
+        raise ReviewError(source, problems)
+    key = cluster_key(item, cluster_id)
+    now = _now()
+    row = (key, int(cluster_id), item, status, label if status == "relabeled" else None, cluster_label, reviewer, now, source, now)
+    return ClusterReviewResult(key, _store_reviews(reviews, catalog_db, store_db, source, cluster_rows=[row]))
 
 
 def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
@@ -291,20 +410,49 @@ def _line_order(problem: str) -> tuple[int, str]:
     return (int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0, problem)
 
 
+def read_store(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
+    """Every row of the store's ``reviews`` and ``cluster_reviews`` (none when it does not exist)."""
+    if not Path(store_db).exists():
+        return [], []
+    store = connect_store(store_db)
+    try:
+        return (
+            store.execute(f"SELECT {', '.join(COLUMNS)} FROM reviews").fetchall(),
+            store.execute(f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM cluster_reviews").fetchall(),
+        )
+    finally:
+        store.close()
+
+
+def replace_copies(catalog: sqlite3.Connection, rows: list[tuple], cluster_rows: list[tuple]) -> None:
+    """Replace the catalog's copies of the store's tables (inside the caller's transaction)."""
+    catalog.execute("DELETE FROM reviews")
+    catalog.executemany(f"INSERT INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
+    catalog.execute("DELETE FROM cluster_reviews")
+    catalog.executemany(
+        f"INSERT INTO cluster_reviews ({', '.join(CLUSTER_COLUMNS)}) VALUES ({', '.join('?' * len(CLUSTER_COLUMNS))})", cluster_rows
+    )
+
+
 def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
-    """Copy the review store into the catalog's ``reviews`` table (replacing the old copy)."""
+    """Copy the review store into the catalog's ``reviews`` and ``cluster_reviews`` tables
+    (replacing the old copies) and refresh the propagated labels, in one transaction."""
+    from .propagation import refresh_propagation
+
     catalog = sqlite3.connect(catalog_db, timeout=60, isolation_level=None)
     try:
         catalog.execute(STORE_DDL)
-        rows = []
-        if Path(store_db).exists():
-            store = connect_store(store_db)
-            rows = store.execute(f"SELECT {', '.join(COLUMNS)} FROM reviews").fetchall()
-            store.close()
+        catalog.execute(CLUSTER_REVIEWS_DDL)
+        rows, cluster_rows = read_store(store_db)
         catalog.execute("BEGIN IMMEDIATE")
-        catalog.execute("DELETE FROM reviews")
-        catalog.executemany(f"INSERT INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
-        catalog.execute("COMMIT")
+        try:
+            replace_copies(catalog, rows, cluster_rows)
+            refresh_propagation(catalog)
+            catalog.execute("COMMIT")
+        except BaseException:
+            if catalog.in_transaction:
+                catalog.execute("ROLLBACK")
+            raise
         return len(rows)
     finally:
         catalog.close()

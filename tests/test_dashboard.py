@@ -48,7 +48,10 @@ from shardlens.reviews import Review, connect_store, record_reviews
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "docs" / "dashboard.png"
-VIEW_COLUMNS = "image_id, item, region_id, line_no, bbox, text, score, cluster_id, machine_label, confidence, review_status, review_label, final_label"
+VIEW_COLUMNS = (
+    "image_id, item, region_id, line_no, bbox, text, score, cluster_id, machine_label, confidence, review_status, review_label, final_label, "
+    "label_source, propagated_from"
+)
 ITEM_ORDER = "image_id, item, region_id, line_no"
 
 
@@ -138,7 +141,7 @@ def test_items_are_exactly_the_catalog_views(catalog, tmp_path):
     mine = [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM ({sql}) ORDER BY {ITEM_ORDER}", params)]
     conn.close()
     assert mine == view_rows(catalog)
-    assert {r[-1] for r in mine} >= {"kitten"} and any(r[10] == "rejected" and r[12] is None for r in mine)
+    assert {r[12] for r in mine} >= {"kitten"} and any(r[10] == "rejected" and r[12] is None for r in mine)
 
 
 @pytest.mark.slow
@@ -283,6 +286,71 @@ def test_queries_on_a_synthetic_catalog(tmp_path):
     assert q.count_items(conn, q.ItemFilter(cluster_id=biggest.cluster_id)) == biggest.items
     assert q.count_items(conn, q.ItemFilter(unreviewed_only=True)) == total - 30
     assert len(q.embedding_sample(conn, 100)) == 100
+    conn.close()
+
+
+def test_propagated_labels_in_the_queries(tmp_path):
+    """On a synthetic catalog with a relabeled region cluster that new images join and a relabeled
+    OCR line with look-alikes: the dashboard's items are the view's rows (label_source and
+    propagated_from included), the label-source filter lists exactly the view's rows of each
+    source, the label filter finds propagated labels, and the bulk actions' items are the
+    filtered propagated ones."""
+    from shardlens.reviews import mirror_reviews, record_cluster_review
+
+    bench = load_bench()
+    db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews.sqlite"
+    bench.synthesize_catalog(db, tmp_path / "images", regions=600, clusters=12)
+    conn = sqlite3.connect(db)
+    cluster, caption = conn.execute(
+        "SELECT m.cluster_id, m.text FROM cluster_members m JOIN clusters c USING (cluster_id) WHERE c.item = 'region' "
+        "AND m.text IN (SELECT caption FROM regions) ORDER BY c.size DESC, m.count DESC LIMIT 1"
+    ).fetchone()
+    line = conn.execute("SELECT image_id, line_no, text FROM ocr_lines ORDER BY image_id, line_no LIMIT 1").fetchone()
+    conn.close()
+    record_cluster_review(db, store, cluster, "relabeled", "automobile", source="test")
+    record_reviews([Review(line[0], None, line[1], "relabeled", "way out")], db, store, "test")
+    # two new images whose regions fall into the cluster, as a catalog update would bring them
+    conn = sqlite3.connect(db)
+    for n, new in enumerate(("ab" * 32, "cd" * 32)):
+        conn.execute("INSERT INTO paths (shard, image_id, path, bytes, width, height, format, status) VALUES ('0000', ?, ?, 1, 320, 240, 'JPEG', 'ok')", (new, f"new/{n}.jpg"))
+        conn.execute(
+            "INSERT INTO regions (shard, image_id, region_id, bbox, score, labels, caption, detector_label, detector_version) "
+            "VALUES ('0000', ?, 0, '[1.0,1.0,50.0,50.0]', 0.5, '[]', ?, ?, 'synthetic')", (new, caption, caption)
+        )
+    conn.commit()
+    conn.close()
+    mirror_reviews(store, db)  # what every catalog update and review import does: propagation refreshed
+
+    conn = q.open_catalog(db)
+
+    def mine(f: q.ItemFilter) -> list[tuple]:
+        sql, params = q._items_sql(f)
+        return [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM ({sql}) ORDER BY {ITEM_ORDER}", params)]
+
+    def keys(rows) -> list[tuple]:  # item, final label and where it comes from (the page's rows re-dump bbox)
+        return [(r[0], r[1], r[2], r[3], r[12], r[13], r[14]) for r in rows]
+
+    assert mine(q.ItemFilter()) == view_rows(db)
+    propagated = view_rows(db, "WHERE label_source = 'propagated'")
+    assert {r[1] for r in propagated} == {"region", "text"}  # the new regions, and look-alikes of the reviewed line
+    new_regions = [r for r in propagated if r[0] in ("ab" * 32, "cd" * 32)]
+    assert [(r[12], r[14]) for r in new_regions] == [("automobile", f"cluster/region/{cluster}")] * 2
+    assert all(r[14] == f"{line[0]}/line/{line[1]}" and r[12] == "way out" for r in propagated if r[1] == "text")
+    assert q.summary(conn)["propagated"] == len(propagated)
+    for source in q.LABEL_SOURCES:
+        expected = view_rows(db, "WHERE label_source = ?", (source,))
+        assert expected, source
+        assert mine(q.ItemFilter(label_source=source)) == expected, source
+        assert keys(as_tuples(q.item_page(conn, q.ItemFilter(label_source=source), 0, 10_000, order="image"))) == keys(expected), source
+        assert q.count_items(conn, q.ItemFilter(label_source=source)) == len(expected)
+    found = q.item_page(conn, q.ItemFilter(label="AUTOMOBILE", unreviewed_only=True), 0, 100, order="image")
+    assert keys(as_tuples(found)) == keys(r for r in view_rows(db, "WHERE lower(final_label) = 'automobile'") if r[10] is None) == keys(new_regions)
+    bulk = q.propagated_items(conn, q.ItemFilter(item="region"))
+    assert [(b["image_id"], b["final_label"], b["propagated_from"]) for b in bulk] == [(r[0], r[12], r[14]) for r in new_regions]
+    assert len(q.propagated_items(conn, q.ItemFilter())) == len(propagated)
+    verdicts = q.cluster_reviews(conn, [cluster, cluster + 1])  # the cards' "relabeled as a whole"
+    assert list(verdicts) == [cluster]
+    assert [verdicts[cluster][k] for k in ("review_key", "status", "label")] == [f"cluster/region/{cluster}", "relabeled", "automobile"]
     conn.close()
 
 
@@ -532,6 +600,32 @@ def big_app(tmp_path_factory):
     db, images = work / "results" / "annotations.sqlite", work / "images"
     load_bench().synthesize_catalog(db, images, regions=1500, clusters=40)
     server = start_dashboard(work, db, work / "reviews" / "reviews.sqlite", images)
+    yield server
+    stop_dashboard(server)
+
+
+@pytest.fixture(scope="module")
+def propagation_app(tmp_path_factory):
+    """The dashboard (no token, 127.0.0.1) on a catalog where a renamed cluster reaches images
+    that came later: v1 has a.png 'EXIT' and b.png 'EXIT ->' (text cluster 0, renamed 'exit
+    sign' through record_cluster_review); the incremental update to v2 brings c.png 'EXIT' and
+    d.png 'EXIT >>', which fall into the cluster, and e.png 'HELLO', which does not."""
+    browser_or_skip()
+    from test_propagation import write_cache
+
+    from shardlens.catalog import build_catalog
+    from shardlens.reviews import record_cluster_review
+
+    work = tmp_path_factory.mktemp("propagation_app")
+    db, store, images = work / "results" / "annotations.sqlite", work / "reviews" / "reviews.sqlite", work / "images"
+    images.mkdir()
+    v1 = {"a.png": {"lines": ["EXIT"]}, "b.png": {"lines": ["EXIT ->"]}}
+    build_catalog(write_cache(work / "v1", v1, [(0, "text", ["EXIT", "EXIT ->"])], {}), db, reviews_db=store, log=lambda m: None)
+    record_cluster_review(db, store, 0, "relabeled", "exit sign", reviewer="ana", source="test")
+    v2 = {**v1, "c.png": {"lines": ["EXIT"], "shard": "0001"}, "d.png": {"lines": ["EXIT >>"], "shard": "0001"}, "e.png": {"lines": ["HELLO"], "shard": "0001"}}
+    stats = build_catalog(write_cache(work / "v2", v2, [(0, "text", ["EXIT", "EXIT ->", "EXIT >>"])], {}), db, reviews_db=store, log=lambda m: None)
+    assert stats["mode"] == "incremental" and stats["propagated"]["cluster"] == 2
+    server = start_dashboard(work, db, store, images)
     yield server
     stop_dashboard(server)
 
@@ -812,6 +906,56 @@ def test_browser_accept_and_next_with_one_key(app, browser):
 
 
 @pytest.mark.slow
+def test_browser_propagated_labels_filter_and_bulk_accept(propagation_app, browser):
+    """A new look-alike shows the label propagated from the renamed cluster, marked with where it
+    comes from; the label-source filter lists only propagated items; "Accept propagated" turns
+    them into reviews, so the catalog then says label_source 'review' and propagates nothing."""
+    from test_propagation import image_id
+
+    app = propagation_app
+    page = open_page(browser, with_token(app, f"/?view=image&image={image_id('c.png')}"))
+    marker = page.locator("[data-testid='stMain'] .sl-propagated").first
+    marker.wait_for()
+    no_exception(page)
+    assert (marker.get_attribute("data-from"), marker.get_attribute("data-label")) == ("cluster/text/0", "exit sign")
+    assert "propagated exit sign from the review of cluster 0" in marker.inner_text()
+    page.close()
+
+    page = open_page(browser, with_token(app, "/?view=review"))
+    page.get_by_text("Review queue (5 items)").wait_for()
+    assert page.locator("[data-testid='stSidebar'] .sl-count-propagated").get_attribute("data-count") == "2"
+    page.get_by_role("combobox", name="Label source").click()
+    page.get_by_role("option", name="propagated", exact=True).click()
+    page.get_by_text("Review queue (2 items)").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    shown = []
+    for n in (1, 2):  # every listed item carries the mark
+        page.get_by_text(f"Item {n} of 2").wait_for()
+        wait_idle(page)
+        item = page.locator("[data-testid='stMain'] .sl-propagated")
+        shown.append((item.get_attribute("data-from"), item.get_attribute("data-label")))
+        if n == 1:
+            page.get_by_role("button", name="Skip ▶").click()
+    assert shown == [("cluster/text/0", "exit sign")] * 2
+    page.get_by_role("button", name="Accept propagated (2)").click()
+    page.get_by_text("accepted 2 propagated label(s): 2 review(s) recorded").wait_for()
+    page.get_by_text("no item matches the filters").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    keys = {f"{image_id(p)}/line/0" for p in ("c.png", "d.png")}
+    stored = store_rows(app["store"])
+    assert {k: stored[k][:2] for k in keys} == {k: ("relabeled", "exit sign") for k in keys}
+    catalog = sqlite3.connect(app["db"])
+    rows = catalog.execute("SELECT image_id || '/line/' || line_no, final_label, label_source, propagated_from FROM final_annotations").fetchall()
+    assert catalog.execute("SELECT COUNT(*) FROM propagated_labels").fetchone()[0] == 0
+    catalog.close()
+    assert {r[0]: r[1:] for r in rows if r[0] in keys} == {k: ("exit sign", "review", None) for k in keys}
+    assert {r[0]: r[1:] for r in rows}[f"{image_id('e.png')}/line/0"] == ("HELLO", "machine", None)
+    page.close()
+
+
+@pytest.mark.slow
 def test_browser_map_legend_searchable_beyond_30_clusters(big_app, browser):
     """40 clusters: the map's legend lists every cluster of the sample with its colour, the same
     cluster count as the sidebar and the Clusters heading, and a search narrows it."""
@@ -945,3 +1089,30 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
     at.run()
     assert not at.exception, at.exception
     assert sum(1 for s in stored().values() if s == ("relabeled", "something else")) == 1
+    # an OCR line relabeled: the other lines of its text (and its look-alikes) carry its label,
+    # propagated; the label-source filter lists them and "Reject propagated" rejects each one
+    conn = sqlite3.connect(db)
+    line = conn.execute("SELECT image_id, line_no FROM ocr_lines WHERE text = (SELECT text FROM ocr_lines GROUP BY text ORDER BY COUNT(*) DESC, text LIMIT 1) ORDER BY image_id LIMIT 1").fetchone()
+    conn.close()
+    record_reviews([Review(line[0], None, line[1], "relabeled", "way out")], db, store, "test")
+    at.checkbox(key="f_unreviewed").uncheck().run()
+    at.selectbox(key="f_source").set_value("propagated").run()
+    assert not at.exception, at.exception
+    conn = q.open_catalog(db)
+    propagated = q.propagated_items(conn, q.ItemFilter())
+    conn.close()
+    assert propagated and all(p["propagated_from"] for p in propagated)
+    assert any(f"Review queue ({len(propagated):,} items)" in m.value for m in at.markdown)
+    assert any('class="sl-propagated"' in m.value for m in at.markdown)
+    keys = [f"{p['image_id']}/{p['item'].replace('text', 'line')}/{p['line_no'] if p['item'] == 'text' else p['region_id']}" for p in propagated]
+    conn = q.open_catalog(db)
+    first = q.item_page(conn, q.ItemFilter(label_source="propagated"), 0, 1)[0]
+    conn.close()
+    first_key = f"{first['image_id']}/line/{first['line_no']}"
+    at.button(key="q_accept").click().run()  # A on a propagated label accepts that label
+    assert not at.exception, at.exception
+    assert stored()[first_key] == ("relabeled", "way out")
+    at.button(key="bulk_reject").click().run()
+    assert not at.exception, at.exception
+    assert {k: stored()[k] for k in keys if k != first_key} == {k: ("rejected", None) for k in keys if k != first_key}
+    assert any("no item matches the filters" in i.value for i in at.info)

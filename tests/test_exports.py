@@ -162,9 +162,11 @@ def test_a_sheet_edited_in_pandas_goes_back_through_the_review_import(run, tmp_p
     assert (line_row.final_label, line_row.review_status) == (sheet.loc[line, "text"], "accepted")
     person_row = by_key[(sheet.loc[person, "image_id"], "region", float(sheet.loc[person, "region_id"]))]
     assert person_row.review_status == "rejected" and pd.isna(person_row.final_label)
+    assert {cat_row.label_source, line_row.label_source, person_row.label_source} == {"review"}
     # every other row is as it was: the pandas round trip changed nothing else
-    before = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False).drop(columns=["final_label", *REVIEW_COLUMNS])
-    after = pd.read_csv(again["csv"], dtype=str, keep_default_na=False).drop(columns=["final_label", *REVIEW_COLUMNS])
+    changed = ["final_label", "label_source", *REVIEW_COLUMNS]
+    before = pd.read_csv(paths["csv"], dtype=str, keep_default_na=False).drop(columns=changed)
+    after = pd.read_csv(again["csv"], dtype=str, keep_default_na=False).drop(columns=changed)
     pd.testing.assert_frame_equal(before, after)
 
 
@@ -388,3 +390,29 @@ def test_snakemake_runs_the_export_again_without_rewriting_the_dataset(demo_run,
     assert partitions(dataset) == before
     paths = {"csv": workdir / "results" / "annotations.csv", "parquet": dataset, "parquet_manifest": manifest}
     dataset_rows_equal_the_csv(paths, workdir / "results" / "annotations.sqlite")
+
+
+def test_exports_say_where_each_label_comes_from(tmp_path):
+    """label_source ('machine', 'review', 'propagated') and propagated_from in CSV, JSON, Parquet
+    and COCO, on a catalog where a relabeled OCR line propagates to its look-alike."""
+    from test_propagation import LOOK_ALIKES, image_id, write_cache
+
+    from shardlens.catalog import build_catalog
+    from shardlens.reviews import Review, record_reviews
+
+    db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite"
+    images = {"r.png": {"lines": ["EXIT"]}, "s.png": {"lines": ["EXIT.", "EXlT"]}}
+    build_catalog(write_cache(tmp_path / "cache", images, [], LOOK_ALIKES), db, reviews_db=store, log=lambda m: None)
+    record_reviews([Review(image_id("r.png"), None, 0, "relabeled", "exit sign")], db, store, "test")
+    paths = export_all(db, tmp_path / "out")
+    source = f"{image_id('r.png')}/line/0"
+    expected = {"EXIT": ("exit sign", "review", None), "EXIT.": ("exit sign", "propagated", source), "EXlT": ("EXlT", "machine", None)}
+    with paths["csv"].open(encoding="utf-8", newline="") as handle:
+        csv_rows = {r["text"]: (r["final_label"], r["label_source"], r["propagated_from"] or None) for r in csv.DictReader(handle)}
+    assert csv_rows == expected
+    for rows in (json.loads(paths["json"].read_text(encoding="utf-8")), pq.read_table(paths["parquet"]).to_pylist()):
+        assert {r["text"]: (r["final_label"], r["label_source"], r["propagated_from"]) for r in rows} == expected
+    assert pq.read_table(paths["parquet"]).schema.field("propagated_from").type == pa.string()
+    coco = json.loads(paths["coco_text"].read_text(encoding="utf-8"))
+    shown = sorted((a["utf8_string"], a["label_source"], a.get("propagated_from"), a.get("review_status")) for a in coco["annotations"])
+    assert shown == [("EXlT", "machine", None, None), ("exit sign", "propagated", source, None), ("exit sign", "review", None, "relabeled")]

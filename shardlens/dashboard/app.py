@@ -13,8 +13,14 @@ address without a token, the app refuses to show anything.
 Views: clusters by size with sample thumbnails; a review queue over filtered items with
 "Accept & next" (key A); one image with its boxes, captions, OCR lines and gate decision; a
 2-D map of the text embeddings. Every override is written with
-:func:`shardlens.reviews.record_reviews` (the CSV re-import's validation), so the catalog and a
-fresh export show it at once.
+:func:`shardlens.reviews.record_reviews` (the CSV re-import's validation), a verdict on a whole
+cluster with :func:`shardlens.reviews.record_cluster_review`, so the catalog and a fresh export
+show it at once.
+
+Propagated labels (:mod:`shardlens.propagation`: a reviewed cluster's or a reviewed look-alike's
+label on an item nobody reviewed) are marked where they show, with the review they come from;
+the "Label source" filter lists them, and "Accept propagated" / "Reject propagated" turn every
+filtered one into a review of its own.
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ import streamlit as st
 from shardlens.dashboard import queries as q
 from shardlens.dashboard.launch import MIN_TOKEN_LENGTH, TOKEN_ENV, guess_images_root, is_loopback, token_matches
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache, default_cache_dir
-from shardlens.reviews import Review, ReviewError, record_reviews
+from shardlens.propagation import review_of_propagated
+from shardlens.reviews import Review, ReviewError, record_cluster_review, record_reviews
 
 VIEWS = ("Clusters", "Review queue", "Image", "Map")
 QUEUE_PAGE = 20
@@ -148,6 +155,10 @@ def submit(settings: Settings, reviews: list[Review], what: str) -> bool:
 
 
 def item_review(item: dict, status: str, label: str | None = None) -> Review:
+    """The review of one item: accepting a propagated label records that label (what the page
+    shows), accepting any other item its machine label."""
+    if status == "accepted" and item.get("label_source") == "propagated":
+        return review_of_propagated(item, "accepted", reviewer())
     if status == "accepted":
         label = item.get("machine_label")
     elif status == "rejected":
@@ -161,6 +172,42 @@ def item_name(item: dict) -> str:
 
 def box_color(status: str | None) -> str:
     return COLORS.get(status or "machine", COLORS["machine"])
+
+
+LABEL_SOURCE_CHOICES = {"any": None, "machine": "machine", "propagated": "propagated", "reviewed": "review"}
+
+
+def origin_name(key: str | None) -> str:
+    """Where a propagated label comes from, for people: a cluster review, or a reviewed item."""
+    if not key:
+        return "?"
+    parts = key.split("/")
+    if parts[0] == "cluster" and len(parts) == 3:
+        return f"the review of cluster {parts[2]}"
+    if len(parts) == 3 and parts[1] in ("region", "line"):
+        return f"the review of {parts[1]} {parts[2]} of image {parts[0][:12]}…"
+    return key
+
+
+def propagated_marker(item: dict) -> str:
+    """The visible mark of a propagated label (HTML), naming the review it comes from; '' for an
+    item whose label is its own or a person's."""
+    if item.get("label_source") != "propagated":
+        return ""
+    origin = item.get("propagated_from") or ""
+    label = item.get("final_label") or ""
+    return (
+        f'<span class="sl-propagated" data-from="{html.escape(origin)}" data-label="{html.escape(label)}" '
+        'style="background:#efe3ff;color:#5b2a86;border-radius:4px;padding:1px 6px;white-space:nowrap">'
+        f"↻ propagated <b>{html.escape(label)}</b> from {html.escape(origin_name(origin))}</span>"
+    )
+
+
+def source_text(item: dict) -> str:
+    """label_source for a table cell: machine, review, or 'propagated ← origin'."""
+    if item.get("label_source") == "propagated":
+        return f"↻ propagated ← {origin_name(item.get('propagated_from'))}"
+    return item.get("label_source") or "machine"
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -207,23 +254,38 @@ def select_row(key: str, page_start: int) -> None:
 
 
 def review_cluster(settings: Settings, cluster_id: int, status: str, label_key: str | None = None) -> None:
-    conn = q.open_catalog(settings.db)
-    try:
-        items = q.cluster_item_keys(conn, cluster_id)
-        info = q.cluster_info(conn, cluster_id)
-    finally:
-        conn.close()
-    if status == "accepted":  # people's decisions stand: accept what nobody reviewed yet
-        reviews = [Review(i["image_id"], i["region_id"], i["line_no"], "accepted", i["machine_label"], reviewer()) for i in items if i["review_status"] is None]
-        submit(settings, reviews, f"accepted cluster {cluster_id} ({info['label'] if info else '?'})")
-    else:
+    """Accept (each unreviewed item's own label: people's decisions stand) or relabel (every
+    item) a whole cluster; the verdict is kept as a cluster review, which later members follow."""
+    label = None
+    if status == "relabeled":
         label = (st.session_state.get(label_key) or "").strip()
         if not label:
             flash("warning", "type the cluster's new name first")
             return
-        reviews = [Review(i["image_id"], i["region_id"], i["line_no"], "relabeled", label, reviewer()) for i in items]
-        if submit(settings, reviews, f"renamed cluster {cluster_id} to {label!r}"):
-            st.session_state[label_key] = ""
+    try:
+        result = record_cluster_review(settings.db, settings.reviews, cluster_id, status, label, reviewer(), source=SOURCE)
+    except ReviewError as exc:
+        flash("error", str(exc))
+        return
+    what = f"accepted cluster {cluster_id}" if status == "accepted" else f"renamed cluster {cluster_id} to {label!r}"
+    flash("success", f"{what}: {result.items} review(s) recorded; items that join it later follow ({result.review_key})")
+    if label_key:
+        st.session_state[label_key] = ""
+
+
+def review_propagated(settings: Settings, f: q.ItemFilter, status: str) -> None:
+    """Turn every propagated label the filter shows into a person's review: accepted (the
+    propagated label) or rejected. Reviewed, they are never propagated over again."""
+    conn = q.open_catalog(settings.db)
+    try:
+        items = q.propagated_items(conn, f)
+    finally:
+        conn.close()
+    reviews = [review_of_propagated(item, status, reviewer()) for item in items]
+    verb = "accepted" if status == "accepted" else "rejected"
+    if submit(settings, reviews, f"{verb} {len(reviews)} propagated label(s)"):
+        st.session_state["cursor"] = 0
+        st.session_state["table_nonce"] = st.session_state.get("table_nonce", 0) + 1
 
 
 def review_image_item(settings: Settings, item: dict, status: str, label_key: str) -> None:
@@ -260,7 +322,8 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         st.caption(
             f"{counts['images']:,} images · {counts['regions']:,} regions · {counts['lines']:,} OCR lines · "
             f'<span class="sl-count-clusters" data-count="{counts["clusters"]}">{counts["clusters"]:,} clusters</span> · '
-            f"{counts['reviews']:,} reviews",
+            f'{counts["reviews"]:,} reviews · <span class="sl-count-propagated" data-count="{counts["propagated"]}">'
+            f'{counts["propagated"]:,} propagated</span>',
             unsafe_allow_html=True,
         )
         st.radio("View", VIEWS, key="view", horizontal=True)
@@ -278,6 +341,10 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         st.text_input("Label (machine or reviewed)", key="f_label")
         st.selectbox("Has text", ("any", "with OCR text", "without OCR text"), key="f_has_text")
         st.checkbox("Unreviewed only", key="f_unreviewed")
+        st.selectbox(
+            "Label source", tuple(LABEL_SOURCE_CHOICES), key="f_source",
+            help="machine: the item's own label · propagated: a reviewed cluster's or look-alike's label (↻) · reviewed: a person's review",
+        )  # fmt: skip
         st.slider("Confidence", 0.0, 1.0, key="f_conf", step=0.01)
         st.text_input("Search OCR text", key="f_search", placeholder="e.g. exit")
         st.selectbox("Items", ("regions and lines", "regions", "lines"), key="f_item")
@@ -296,6 +363,7 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         max_confidence=float(hi),
         text_search=(st.session_state.get("f_search") or "").strip() or None,
         item={"regions and lines": None, "regions": "region", "lines": "text"}[st.session_state["f_item"]],
+        label_source=LABEL_SOURCE_CHOICES[st.session_state.get("f_source") or "any"],
     )
 
 
@@ -319,19 +387,28 @@ def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
     top[3].caption(f"page {page + 1} of {pages}")
     rows = q.cluster_page(conn, page * size, size)
     samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=SAMPLES)
+    verdicts = q.cluster_reviews(conn, [r.cluster_id for r in rows])
     for row in rows:
         with st.container(border=True):
-            cluster_card(conn, settings, thumbs, row, samples.get(row.cluster_id, []))
+            cluster_card(conn, settings, thumbs, row, samples.get(row.cluster_id, []), verdicts.get(row.cluster_id))
 
 
-def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.ClusterRow, samples: list[dict]) -> None:
+def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.ClusterRow, samples: list[dict], verdict: dict | None = None) -> None:
     name = html.escape(row.label)
     bucket = row.cluster_id < 0
+    badge = ""
+    if verdict is not None:
+        said = "accepted" if verdict["status"] == "accepted" else f"relabeled {html.escape(repr(verdict['label']))}"
+        by = f" by {html.escape(verdict['reviewer'])}" if verdict["reviewer"] else ""
+        badge = (
+            f' &nbsp;·&nbsp; <span class="sl-cluster-review" data-status="{verdict["status"]}">{said} as a whole{by}; '
+            "items that join it later follow</span>"
+        )
     st.markdown(
         f'<div class="sl-cluster" data-cluster-id="{row.cluster_id}" data-size="{row.size}" data-items="{row.items}" '
         f'data-texts="{row.texts}" data-reviewed="{row.reviewed}"><span style="font-size:1.2rem;font-weight:600">{name}</span> '
         f'&nbsp;·&nbsp; <span class="sl-items">{row.items:,} items</span> &nbsp;·&nbsp; {row.reviewed:,} reviewed '
-        f"&nbsp;·&nbsp; size {row.size:,} &nbsp;·&nbsp; {row.texts:,} texts &nbsp;·&nbsp; cluster {row.cluster_id}</div>",
+        f"&nbsp;·&nbsp; size {row.size:,} &nbsp;·&nbsp; {row.texts:,} texts &nbsp;·&nbsp; cluster {row.cluster_id}{badge}</div>",
         unsafe_allow_html=True,
     )
     texts = q.cluster_texts(conn, row.cluster_id, 8)
@@ -357,14 +434,14 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
         return
     buttons[1].button(
         "Accept all", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
-        help="accept each unreviewed item's own machine label (clusters group, they never rename)",
+        help="accept each unreviewed item's own machine label (clusters group, they never rename); items that join the cluster later follow",
         on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
     )  # fmt: skip
     with buttons[2].form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
         cols = st.columns([3, 2], vertical_alignment="bottom")
         cols[0].text_input(f"New name for cluster {row.cluster_id}", key=f"rename-{row.cluster_id}", placeholder=row.label)
         cols[1].form_submit_button(
-            "Rename cluster", help="relabel every item of this cluster", disabled=row.items == 0, width="stretch",
+            "Rename cluster", help="relabel every item of this cluster; items of the same labels that join it later follow", disabled=row.items == 0, width="stretch",
             on_click=review_cluster, args=(settings, row.cluster_id, "relabeled", f"rename-{row.cluster_id}"),
         )  # fmt: skip
 
@@ -380,6 +457,17 @@ def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter
     if total == 0:
         st.info("no item matches the filters")
         return
+    if f.label_source == "propagated":
+        bulk = st.columns([3, 3, 5], vertical_alignment="center")
+        bulk[0].button(
+            f"Accept propagated ({total:,})", key="bulk_accept", on_click=review_propagated, args=(settings, f, "accepted"),
+            help="record each listed propagated label as a person's review (accepted, or relabeled when it is not the machine label)",
+        )  # fmt: skip
+        bulk[1].button(
+            f"Reject propagated ({total:,})", key="bulk_reject", on_click=review_propagated, args=(settings, f, "rejected"),
+            help="record each listed item as rejected: its label is wrong",
+        )  # fmt: skip
+        bulk[2].caption("over every item the filters list, not only this page; reviewed, they are never propagated over again")
     cursor = max(0, min(st.session_state.get("cursor", 0), total - 1))
     st.session_state["cursor"] = cursor
     page_start = cursor - cursor % QUEUE_PAGE
@@ -404,9 +492,11 @@ def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter
             f"(cluster {item['cluster_id']}, confidence {item['confidence']:.2f})\n- score: {item['score'] or 0:.2f}\n"
             f"- review: {item['review_status'] or 'none'}" + (f" → **{html.escape(item['final_label'] or '')}**" if item["review_status"] else "")
         )
+        if item.get("label_source") == "propagated":
+            st.markdown(propagated_marker(item), unsafe_allow_html=True)
         b = st.columns(2)
         b[0].button(
-            "Accept & next", type="primary", shortcut="A", key="q_accept", help="accept the machine label (key A)",
+            "Accept & next", type="primary", shortcut="A", key="q_accept", help="accept the label shown: the machine label, or a propagated one (key A)",
             on_click=review_current, args=(settings, item, "accepted", total),
         )  # fmt: skip
         b[1].button(
@@ -429,6 +519,7 @@ def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter
                 "#": page_start + i + 1, "": "▶" if page_start + i == cursor else "", "path": r.get("path"), "item": item_name(r),
                 "text": r["text"], "machine label": r["machine_label"], "cluster": r["cluster_id"],
                 "confidence": round(r["confidence"], 3), "review": r["review_status"] or "", "final label": r["final_label"],
+                "source": source_text(r),
             }
             for i, r in enumerate(page)
         ]
@@ -492,7 +583,7 @@ def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
                     "region": r["region_id"], "caption": r["text"], "machine label": r["machine_label"], "cluster": r["cluster_id"],
                     "confidence": f"{r['confidence']:.2f}", "score": f"{r['score']:.2f}",
                     "candidates": ", ".join(f"{c['label']} {c['score']:.2f}" for c in r["labels"][:3]),
-                    "review": r["review_status"] or "", "final label": r["final_label"] or "",
+                    "review": r["review_status"] or "", "final label": r["final_label"] or "", "source": source_text(r),
                 }
                 for r in regions
             ]
@@ -508,6 +599,7 @@ def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
                     "line": l["line_no"], "text": l["text"], "confidence": f"{l['score']:.2f}", "language": l["language"] or "",
                     "in region": "" if l["in_region"] is None else l["in_region"], "machine label": l["machine_label"],
                     "cluster": l["cluster_id"], "review": l["review_status"] or "", "final label": l["final_label"] or "",
+                    "source": source_text(l),
                 }
                 for l in lines
             ]
@@ -522,7 +614,10 @@ def item_actions(settings: Settings, item: dict, name: str) -> None:
     with st.form(f"form-{key}", border=False, enter_to_submit=True):
         cols = st.columns([2, 3, 1, 1, 1], vertical_alignment="bottom")
         state = f" *({item['review_status']})*" if item["review_status"] else ""
-        cols[0].markdown(f"**{name}**: {html.escape(item['final_label'] or '✗')}{state}")
+        if item.get("label_source") == "propagated":
+            cols[0].markdown(f"**{name}**: {propagated_marker(item)}", unsafe_allow_html=True)
+        else:
+            cols[0].markdown(f"**{name}**: {html.escape(item['final_label'] or '✗')}{state}")
         cols[1].text_input(f"New label for {name}", key=key, placeholder=item["machine_label"] or "")
         cols[2].form_submit_button(f"Relabel {name}", on_click=review_image_item, args=(settings, item, "relabeled", key))
         cols[3].form_submit_button(f"Accept {name}", on_click=review_image_item, args=(settings, item, "accepted", key))
@@ -681,6 +776,10 @@ def init_state() -> None:
             st.session_state["f_cluster"] = int(params["cluster"])
         except ValueError:
             pass
+    source = params.get("source", "").lower()
+    for name, value in LABEL_SOURCE_CHOICES.items():
+        if source and source in (name, value):
+            st.session_state["f_source"] = name
 
 
 def main() -> None:

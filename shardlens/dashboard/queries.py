@@ -5,20 +5,22 @@ cluster): the app never loads the whole catalog, so a page renders in the same t
 regions or 100,000 (``bench/dashboard_scale.py``). The catalog is opened read-only; writes
 (reviews) only ever go through :func:`shardlens.reviews.record_reviews`.
 
-Machine labels, confidences and review states are computed exactly as the catalog's views
-``item_annotations`` / ``final_annotations`` compute them (the tests compare the rows), so the
-dashboard shows what the exports write.
+Machine labels, confidences, review states and propagated labels are computed exactly as the
+catalog's views ``item_annotations`` / ``final_annotations`` compute them (the tests compare the
+rows), so the dashboard shows what the exports write.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..propagation import PROPAGATION_DDL
+from ..reviews import CLUSTER_REVIEWS_DDL
 from ..vectors import decode_vector
 
 UNCLUSTERED = -1
@@ -60,14 +62,19 @@ TEXT_INDEXES = (
 
 
 def ensure_indexes(db: str | Path) -> bool:
-    """Create :data:`TEXT_INDEXES` in the catalog if missing; False when it cannot be written."""
+    """Create :data:`TEXT_INDEXES` in the catalog if missing, and the (empty) cluster review and
+    propagation tables in a catalog written before them (its next build fills them); False when
+    it cannot be written."""
     try:
         conn = sqlite3.connect(Path(db), timeout=5)
     except sqlite3.Error:
         return False
     try:
-        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('index', 'table')")}
         for ddl in TEXT_INDEXES:
+            if ddl.split()[5] not in present:
+                conn.execute(ddl)
+        for ddl in (CLUSTER_REVIEWS_DDL, *PROPAGATION_DDL):
             if ddl.split()[5] not in present:
                 conn.execute(ddl)
         conn.commit()
@@ -86,14 +93,16 @@ def _bbox(text: str | None) -> list[float] | None:
 
 
 def summary(conn: sqlite3.Connection) -> dict[str, int]:
-    """Counts shown in the sidebar: images, regions, OCR lines, clusters (:data:`IS_CLUSTER`), reviews."""
+    """Counts shown in the sidebar: images, regions, OCR lines, clusters (:data:`IS_CLUSTER`),
+    reviews, propagated labels."""
     row = conn.execute(
         f"""
         SELECT (SELECT COUNT(DISTINCT image_id) FROM paths WHERE image_id IS NOT NULL) AS images,
                (SELECT COUNT(*) FROM regions) AS regions,
                (SELECT COUNT(*) FROM ocr_lines) AS lines,
                (SELECT COUNT(*) FROM clusters WHERE {IS_CLUSTER}) AS clusters,
-               (SELECT COUNT(*) FROM reviews) AS reviews
+               (SELECT COUNT(*) FROM reviews) AS reviews,
+               (SELECT COUNT(*) FROM propagated_labels) AS propagated
         """
     ).fetchone()
     return dict(row)
@@ -218,6 +227,15 @@ def cluster_info(conn: sqlite3.Connection, cluster_id: int) -> dict | None:
     return None if row is None else {**dict(row), "keywords": json.loads(row["keywords"] or "[]")}
 
 
+def cluster_reviews(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, dict]:
+    """The cluster reviews (a person's accept or relabel of the whole cluster) of some clusters."""
+    rows = conn.execute(
+        "SELECT cluster_id, review_key, status, label, reviewer, reviewed_at FROM cluster_reviews WHERE cluster_id IN (SELECT value FROM json_each(?))",
+        (json.dumps([int(c) for c in cluster_ids]),),
+    )
+    return {r["cluster_id"]: dict(r) for r in rows}
+
+
 def cluster_texts(conn: sqlite3.Connection, cluster_id: int, limit: int = 20) -> list[dict]:
     """The cluster's most frequent texts."""
     return [
@@ -285,6 +303,10 @@ class ItemFilter:
     text_search: str | None = None  # substring (case-insensitive) of an OCR line of the item's image
     item: str | None = None  # 'region' or 'text'
     image_id: str | None = None
+    label_source: str | None = None  # final_annotations' label_source: 'machine', 'propagated' or 'review'
+
+
+LABEL_SOURCES = ("machine", "propagated", "review")
 
 
 def _like(text: str) -> str:
@@ -334,9 +356,13 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
     if f.label and f.label.strip():
         # a superset of 'machine or final label is LABEL', cheap to test; the exact test is outside
         clauses.append(
-            f"(lower({text}) = lower(?) OR {x}.image_id IN (SELECT lv.image_id FROM reviews lv WHERE lower(lv.label) = lower(?)))"
+            f"(lower({text}) = lower(?) OR {x}.image_id IN (SELECT lv.image_id FROM reviews lv WHERE lower(lv.label) = lower(?))"
+            f" OR {x}.image_id IN (SELECT lp.image_id FROM propagated_labels lp WHERE lower(lp.label) = lower(?)))"
         )
-        params += [f.label.strip()] * 2
+        params += [f.label.strip()] * 3
+    if f.label_source in ("propagated", "review"):  # a superset again: images with such an item
+        holding = "propagated_labels" if f.label_source == "propagated" else "reviews"
+        clauses.append(f"{x}.image_id IN (SELECT ls.image_id FROM {holding} ls)")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
     sql = f"""SELECT {x}.image_id AS image_id, '{item}' AS item, {ids}, {x}.bbox AS bbox, {text} AS text,
                {score} AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
@@ -347,8 +373,9 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
 
 
 def _needs_reviews(f: ItemFilter) -> bool:
-    """Whether the filter looks at review state (so reviews must be joined before paging)."""
-    return f.unreviewed_only or bool(f.label and f.label.strip())
+    """Whether the filter looks at review state or propagated labels (so they must be joined
+    before paging)."""
+    return f.unreviewed_only or bool(f.label and f.label.strip()) or f.label_source is not None
 
 
 def _arms_sql(f: ItemFilter) -> tuple[list[str], list]:
@@ -364,7 +391,9 @@ def _arms_sql(f: ItemFilter) -> tuple[list[str], list]:
 _REVIEWED_COLUMNS = """i.image_id AS image_id, i.item AS item, i.region_id AS region_id, i.line_no AS line_no,
                i.bbox AS bbox, i.text AS text, i.score AS score, i.cluster_id AS cluster_id,
                i.machine_label AS machine_label, i.confidence AS confidence, v.status AS review_status,
-               v.label AS review_label, {final} AS final_label"""
+               v.label AS review_label, {final} AS final_label, {source} AS label_source,
+               CASE WHEN v.status IS NULL THEN p.propagated_from END AS propagated_from"""
+_JOIN_REVIEWS = "LEFT JOIN reviews v ON v.item_key = i.item_key LEFT JOIN propagated_labels p ON p.item_key = i.item_key"
 
 
 def _items_sql(f: ItemFilter) -> tuple[str, list]:
@@ -376,15 +405,20 @@ def _items_sql(f: ItemFilter) -> tuple[str, list]:
     if f.label and f.label.strip():
         outer.append("(lower(i.machine_label) = lower(?) OR lower(" + _FINAL_LABEL + ") = lower(?))")
         params += [f.label.strip()] * 2
+    if f.label_source is not None:
+        outer.append(f"{_LABEL_SOURCE} = ?")
+        params.append(f.label_source)
     where = (" WHERE " + " AND ".join(outer)) if outer else ""
-    sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL)}
-        FROM ({" UNION ALL ".join(arms)}) i LEFT JOIN reviews v ON v.item_key = i.item_key{where}"""
+    sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL, source=_LABEL_SOURCE)}
+        FROM ({" UNION ALL ".join(arms)}) i {_JOIN_REVIEWS}{where}"""
     return sql, params
 
 
 _FINAL_LABEL = (
-    "CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label WHEN v.status = 'rejected' THEN NULL ELSE i.machine_label END"
+    "CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label WHEN v.status = 'rejected' THEN NULL "
+    "WHEN p.label IS NOT NULL THEN p.label ELSE i.machine_label END"
 )
+_LABEL_SOURCE = "CASE WHEN v.status IS NOT NULL THEN 'review' WHEN p.label IS NOT NULL THEN 'propagated' ELSE 'machine' END"
 
 
 def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: int = 20, order: str = "confidence") -> list[dict]:
@@ -398,9 +432,9 @@ def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: i
         page_sql = f"SELECT * FROM ({sql}) ORDER BY {order_sql} LIMIT ? OFFSET ?"
     else:
         arms, params = _arms_sql(f)
-        page_sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL)}
+        page_sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL, source=_LABEL_SOURCE)}
             FROM (SELECT * FROM ({" UNION ALL ".join(arms)}) ORDER BY {order_sql} LIMIT ? OFFSET ?) i
-            LEFT JOIN reviews v ON v.item_key = i.item_key"""
+            {_JOIN_REVIEWS}"""
     rows = conn.execute(
         f"""
         SELECT p.*, (SELECT MIN(q.path) FROM paths q WHERE q.image_id = p.image_id) AS path
@@ -430,6 +464,17 @@ def cluster_item_keys(conn: sqlite3.Connection, cluster_id: int) -> list[dict]:
     sql, params = _items_sql(ItemFilter(cluster_id=cluster_id))
     rows = conn.execute(f"SELECT image_id, region_id, line_no, machine_label, review_status FROM ({sql}) ORDER BY {_ITEM_KEY}", params)
     return [dict(r) for r in rows]
+
+
+def propagated_items(conn: sqlite3.Connection, f: ItemFilter) -> list[dict]:
+    """Every item matching ``f`` whose label is propagated (the bulk actions' items), with its
+    machine and propagated (final) label, once per item key."""
+    sql, params = _items_sql(replace(f, label_source="propagated"))
+    rows = conn.execute(
+        f"SELECT image_id, item, region_id, line_no, machine_label, final_label, propagated_from FROM ({sql}) ORDER BY {_ITEM_KEY}", params
+    )
+    unique = {(r["image_id"], r["item"], r["region_id"], r["line_no"]): dict(r) for r in rows}
+    return list(unique.values())
 
 
 # ---------------------------------------------------------------------------------- images
