@@ -90,10 +90,10 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
     clustered = {(item, t) for _, item, texts in clusters for t in texts}
     records = []
     for cluster_id, item, texts in clusters:
-        members = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": counts.get((item, t), 1), "probability": 0.9} for t in texts]
+        members = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": counts.get((item, t), 1), "probability": 0.9, "membership": "fitted"} for t in texts]
         records.append({"schema_version": SCHEMA_VERSION, "cluster_id": cluster_id, "item": item, "label": texts[0], "keywords": [],
                         "size": sum(m["count"] for m in members), "members": members})
-    rest = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": n, "probability": 0.0}
+    rest = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": n, "probability": 0.0, "membership": "fitted"}
             for (item, t), n in sorted(counts.items()) if (item, t) not in clustered]
     records.append({"schema_version": SCHEMA_VERSION, "cluster_id": -1, "item": None, "label": "unclustered", "keywords": [],
                     "size": sum(m["count"] for m in rest), "members": rest})
