@@ -164,6 +164,7 @@ def export_all(
     ``config`` is the validated workflow config (None: all defaults, and the images folder of the
     run that built the catalog); ``images_root`` and ``coco_labels`` override it."""
     from .coco import CocoOptions, write_coco
+    from .ontology import label_space
 
     root = images_root_of(db_path, config, images_root)
     if config is None:
@@ -182,7 +183,7 @@ def export_all(
     write_json(rows, paths["json"], candidates)
     write_parquet(rows, paths["parquet"], candidates)
     paths.update(write_coco(db_path, out_dir, CocoOptions.from_config(config, images_root=root, labels=coco_labels), stem=stem))
-    paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], config["detect"]))
+    paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], label_space(config)))
     return paths
 
 
