@@ -85,6 +85,7 @@ def generate_cache(cache: Path, shards: int, per_shard: int) -> tuple[int, list[
         write_jsonl(cache / "gate" / f"{shard}.jsonl", "gate", gate)
         write_jsonl(cache / "ocr" / f"{shard}.jsonl", "ocr", ocr)
         write_jsonl(cache / "detect" / f"{shard}.jsonl", "detection", detect)
+        write_jsonl(cache / "regions" / f"{shard}.jsonl", "region", detect)  # no ontology: the detector's names
         write_jsonl(cache / "embed" / f"{shard}.jsonl", "embedding", embed)
     write_manifest(cache / "manifest.json", build_manifest(cache, names, {}))
     return n_images, names
@@ -100,6 +101,8 @@ def plain_import(cache: Path, db: Path, names: list[str]) -> int:
     conn.execute("BEGIN IMMEDIATE")
     for shard in names:
         for stage, kind in SHARD_STAGES.items():
+            if kind not in STAGE_TABLES:  # the detector's own records stay in the cache
+                continue
             table, _ = STAGE_TABLES[kind]
             columns = record_columns(kind)
             batch, labels = [], []
@@ -108,7 +111,7 @@ def plain_import(cache: Path, db: Path, names: list[str]) -> int:
                     r = json.loads(line)
                     batch.append((shard, *[json.dumps(r.get(c), separators=(",", ":"), ensure_ascii=False) if isinstance(r.get(c), (list, dict))
                                            else int(r[c]) if isinstance(r.get(c), bool) else r.get(c) for c in columns]))
-                    if kind == "detection":
+                    if kind == "region":
                         labels += [(shard, r["image_id"], r["region_id"], rank, c["label"], c["score"], c["source"]) for rank, c in enumerate(r["labels"])]
             marks = ", ".join("?" * (len(columns) + 1))
             conn.executemany(f"INSERT INTO {table} (shard, {', '.join(columns)}) VALUES ({marks})", batch)

@@ -152,7 +152,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
             score = round(float(rng.uniform(0.25, 0.99)), 6)
             cands = [{"label": text.split(" ", 1)[-1], "score": score, "source": "detector"}, {"label": NOUNS[t % len(NOUNS)], "score": round(score / 2, 6), "source": "vocabulary"}]
             add(
-                "detection", shard=shard, image_id=image_id, region_id=r, bbox=json.dumps([x0, y0, x1, y1]), score=score,
+                "region", shard=shard, image_id=image_id, region_id=r, bbox=json.dumps([x0, y0, x1, y1]), score=score,
                 labels=json.dumps(cands), caption=text, detector_label=cands[0]["label"], detector_version="synthetic",
             )  # fmt: skip
             for rank, c in enumerate(cands):
@@ -207,7 +207,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
     finally:
         conn.close()
     return {
-        "images": len(listed), "regions": len(rows["detection"]), "ocr_lines": len(rows["ocr"]),
+        "images": len(listed), "regions": len(rows["region"]), "ocr_lines": len(rows["ocr"]),
         "clusters": len(cluster_rows), "texts": len(members),
     }  # fmt: skip
 

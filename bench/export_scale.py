@@ -55,6 +55,7 @@ def worker(kind: str, db: Path, out: Path) -> dict:
     from shardlens.coco import CocoOptions, write_coco
     from shardlens.config import load_config
     from shardlens.label_studio import write_label_studio
+    from shardlens.ontology import label_space
 
     config = load_config()
     out.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,7 @@ def worker(kind: str, db: Path, out: Path) -> dict:
         conn.close()
         result["items"] = 2 * images + items
     elif kind == "labelstudio":
-        write_label_studio(db, out, config["export"]["label_studio_url_prefix"], config["detect"])
+        write_label_studio(db, out, config["export"]["label_studio_url_prefix"], label_space(config))
         conn = sqlite3.connect(db)
         result["items"] = conn.execute("SELECT COUNT(*) FROM images WHERE status = 'ok'").fetchone()[0]
         conn.close()

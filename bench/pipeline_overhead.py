@@ -44,7 +44,7 @@ from _common import (  # noqa: E402
     write_workdir_config,
 )
 
-STAGES = ("ingest", "gate", "ocr", "detect", "embed")
+STAGES = ("ingest", "gate", "ocr", "detect", "regions", "embed")
 
 # One fresh process: imports timed apart, then every stage on one shard holding all images.
 BARE = r"""
@@ -55,7 +55,8 @@ import onnxruntime, rapidocr, torch, sentence_transformers  # what the stages im
 from shardlens.config import load_config
 from shardlens.images import Limits, list_images
 from shardlens.shards import plan_shards, write_listings
-from shardlens.stages import ingest, gate, ocr, detect, embed
+from shardlens.stages import ingest, gate, ocr, detect, regions, embed
+from shardlens.stages.params import stage_params
 from shardlens.models import ocr_engines, nanodet, text_embedder, text_gate, language
 import_s = time.perf_counter() - t0
 from pathlib import Path
@@ -80,10 +81,13 @@ t = time.perf_counter()
 ocr.run_shard(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard=shard, threads=2, limits=limits, **config["ocr"])
 times["ocr"] = time.perf_counter() - t
 t = time.perf_counter()
-detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard=shard, options=config["detect"], threads=2, limits=limits)
+detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
 times["detect"] = time.perf_counter() - t
 t = time.perf_counter()
-embed.run_shard(detect=out("detect"), ocr=out("ocr"), output=out("embed"), shard=shard, options=config["embed"], threads=2)
+regions.run_shard(detect=out("detect"), output=out("regions"), shard=shard, options=stage_params(config, "regions")["options"])
+times["regions"] = time.perf_counter() - t
+t = time.perf_counter()
+embed.run_shard(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard=shard, options=config["embed"], threads=2)
 times["embed"] = time.perf_counter() - t
 print(json.dumps({{"import_s": import_s, "plan_s": plan_s, "stages": times, "images": len(listed)}}))
 """
@@ -99,6 +103,7 @@ import importlib
 from pathlib import Path
 from shardlens.config import load_config
 from shardlens.images import Limits
+from shardlens.stages.params import stage_params
 module = importlib.import_module(f"shardlens.stages.{{stage}}")
 if stage == "gate":
     import onnxruntime
@@ -126,8 +131,8 @@ elif stage == "ocr":
 elif stage == "detect":
     from shardlens.models.detectors import make_detector
     from shardlens.stages.detect import detector_version
-    make_detector(config["detect"], threads=2)
-    detector_version(config["detect"])
+    make_detector(stage_params(config, "detect")["options"], threads=2)
+    detector_version(stage_params(config, "detect")["options"])
 elif stage == "embed":
     from shardlens.models.text_embedder import make_text_embedder
     make_text_embedder(config["embed"]["backend"], threads=2)
@@ -143,9 +148,11 @@ elif stage == "gate":
 elif stage == "ocr":
     module.run_shard(ingest=src("ingest"), gate=src("gate"), images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["ocr"])
 elif stage == "detect":
-    module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, options=config["detect"], threads=2, limits=limits)
+    module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
+elif stage == "regions":
+    module.run_shard(detect=src("detect"), output=out, shard=shard, options=stage_params(config, "regions")["options"])
 else:
-    module.run_shard(detect=src("detect"), ocr=src("ocr"), output=out, shard=shard, options=config["embed"], threads=2)
+    module.run_shard(regions=src("regions"), ocr=src("ocr"), output=out, shard=shard, options=config["embed"], threads=2)
 t_run = time.perf_counter() - t
 print(json.dumps({{"imports": t_import, "model_load": t_load, "run": t_run, "in_process": time.perf_counter() - t0}}))
 """

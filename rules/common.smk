@@ -7,12 +7,17 @@ from snakemake.utils import validate
 
 from shardlens.images import list_images
 from shardlens.models.registry import stage_fingerprint
+from shardlens.ontology import OntologyError, config_ontology, label_space
 from shardlens.report import listing_skipped_text
 from shardlens.shards import listing_text, plan_shards, shard_count_for
 from shardlens.stages import SHARD_STAGES
 from shardlens.stages.params import stage_params as params_of_config
 
 validate(config, "../config/schema.yaml")
+try:  # a bad ontology file (or ontology and detect.vocabulary both set): one line, before any job
+    config_ontology(config)
+except OntologyError as exc:
+    raise WorkflowError(str(exc)) from None
 
 CACHE = "cache"
 DEMO_DIR = "resources/demo"

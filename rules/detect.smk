@@ -1,4 +1,6 @@
-# Detection: regions, label candidates and captions per image. A GPU stage on clusters.
+# Detection: regions with the detector's own label candidates per image (a GPU stage on
+# clusters), then the ontology applied to them (cheap, per shard): editing the ontology re-runs
+# `regions` and what follows, never `detect` (docs/adr/0009-ontology.md).
 
 
 rule detect:
@@ -22,3 +24,25 @@ rule detect:
         model=model_fingerprint("detect"),
     script:
         "../scripts/detect.py"
+
+
+rule regions:
+    input:
+        detect=f"{CACHE}/detect/{{shard}}.jsonl",
+    output:
+        f"{CACHE}/regions/{{shard}}.jsonl",
+    log:
+        "logs/regions/{shard}.log",
+    benchmark:
+        "benchmarks/regions/{shard}.tsv"
+    conda:
+        "../envs/torch.yaml"  # the detect.vocabulary shorthand maps classes with MiniLM (onnxruntime)
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        **stage_params("regions"),
+        model=model_fingerprint("regions"),
+    script:
+        "../scripts/regions.py"

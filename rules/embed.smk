@@ -3,7 +3,7 @@
 
 rule embed:
     input:
-        detect=f"{CACHE}/detect/{{shard}}.jsonl",
+        regions=f"{CACHE}/regions/{{shard}}.jsonl",
         ocr=f"{CACHE}/ocr/{{shard}}.jsonl",
     output:
         f"{CACHE}/embed/{{shard}}.jsonl",

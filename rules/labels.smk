@@ -54,8 +54,7 @@ rule export:
         # the script reads the whole config; these are here so that changing them re-exports
         coco_labels=config["export"]["coco_labels"],
         images=config["images"],
-        detector=config["detect"]["backend"],
-        vocabulary=config["detect"]["vocabulary"],
+        labels=label_space(config),  # the ontology's classes (or the vocabulary): the first categories
     script:
         "../scripts/export.py"
 

@@ -4,7 +4,7 @@ log_job(snakemake.log[0], snakemake.rule)
 from shardlens.stages.embed import run_shard
 
 run_shard(
-    detect=snakemake.input.detect,
+    regions=snakemake.input.regions,
     ocr=snakemake.input.ocr,
     output=snakemake.output[0],
     shard=snakemake.wildcards.shard,

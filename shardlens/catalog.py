@@ -29,12 +29,14 @@ from .reviews import COLUMNS as REVIEW_COLUMNS
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
 from .stages import AGGREGATES, SHARD_STAGES
 
-# record kind -> (table, primary key). Every stage table also has a 'shard' column.
+# record kind -> (table, primary key). Every stage table also has a 'shard' column. The regions
+# are the regions stage's (the ontology applied); the detector's own records (kind 'detection')
+# stay in the cache.
 STAGE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ingest": ("paths", ("path",)),
     "gate": ("gate", ("shard", "image_id")),
     "ocr": ("ocr_lines", ("shard", "image_id", "line_no")),
-    "detection": ("regions", ("shard", "image_id", "region_id")),
+    "region": ("regions", ("shard", "image_id", "region_id")),
     "embedding": ("embeddings", ("shard", "kind", "text")),
 }
 
@@ -668,15 +670,15 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
                 records[kind] = read_records(path, kind) if adapter is None else list(adapter.read(path, kind))
             except (RecordError, KeyError, TypeError, ValueError) as exc:
                 raise CatalogError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from None
-    if "ocr" in records and "detection" in records:
-        link_lines_to_regions(records["ocr"], records["detection"])
+    if "ocr" in records and "region" in records:
+        link_lines_to_regions(records["ocr"], records["region"])
     rows = {}
     for kind, recs in records.items():
         columns = record_columns(kind)
         rows[kind] = [_row(kind, shard, r, columns) for r in recs]
     rows["region_labels"] = [
         (shard, r["image_id"], r["region_id"], rank, c["label"], c["score"], c["source"])
-        for r in records.get("detection", [])
+        for r in records.get("region", [])
         for rank, c in enumerate(r["labels"])
     ]
     _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()})

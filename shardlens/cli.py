@@ -128,6 +128,7 @@ def _workflow_config(config_file: Path | None) -> dict:
     """The workflow config a command applies: ``--config``, else config/config.yaml where it
     exists, else the defaults; a one-line error (exit 2) when it does not load."""
     from .config import load_config
+    from .ontology import config_ontology
 
     if config_file is not None and not config_file.is_file():
         typer.echo(f"error: config file {config_file} not found", err=True)
@@ -135,7 +136,9 @@ def _workflow_config(config_file: Path | None) -> dict:
     default_config = Path("config/config.yaml")
     config_path = config_file or (default_config if default_config.is_file() else None)
     try:
-        return load_config(config_path)
+        config = load_config(config_path)
+        config_ontology(config)  # the ontology file it names, checked as the workflow checks it
+        return config
     except Exception as exc:  # YAML syntax, schema validation, not a mapping
         typer.echo(f"error: {config_path}: {_config_error(exc)}", err=True)
         raise typer.Exit(code=2) from None
@@ -410,6 +413,34 @@ def review_cmd(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=2) from None
     raise typer.Exit(code=code)
+
+
+ontology_app = typer.Typer(help="The ontology file (config/ontology.yaml): the classes regions are labelled with.", no_args_is_help=True)
+app.add_typer(ontology_app, name="ontology")
+
+
+@ontology_app.command("suggest")
+def ontology_suggest_cmd(
+    vocabulary: list[str] | None = typer.Option(None, "--vocabulary", help="a term of your vocabulary (repeat for each; default: detect.vocabulary of the config)"),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="workflow config whose detect: settings apply (default: config/config.yaml where it exists, else the defaults)"
+    ),
+    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="cosine similarity a class needs (default: detect.vocabulary_threshold)"),
+) -> None:
+    """Print an ontology mapping the configured detector's native classes onto your terms by
+    MiniLM similarity: a start to edit, save (e.g. config/ontology.yaml) and name in the config."""
+    from .ontology import OntologyError, suggest_ontology
+
+    config = _workflow_config(config_file)
+    terms = list(vocabulary or config["detect"]["vocabulary"])
+    if not terms:
+        typer.echo("error: no terms: give --vocabulary TERM (repeat for each) or set detect.vocabulary in the config", err=True)
+        raise typer.Exit(code=2)
+    try:
+        typer.echo(suggest_ontology(config, terms, threshold=threshold), nl=False)
+    except (OntologyError, OSError) as exc:  # a term the file format refuses; the embedder not set up
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ MMDetection, pycocotools):
 
 - ``annotations.coco.json``: COCO object detection. Every image of the catalog that decoded
   (``status`` ok), also those without a region; one annotation per region; the categories are
-  the detector's vocabulary plus every label found on a region or given to one in a review.
+  the ontology's classes (or the detector's vocabulary) plus every label found on a region or
+  given to one in a review.
 - ``annotations.coco_text.json``: the OCR lines in the same layout with COCO-Text's fields
   (``utf8_string``, ``legibility``, ``language``), one category ``text``.
 
@@ -16,7 +17,7 @@ file is what the machine said (the detections to score against a reviewed export
 ``COCOeval``).
 
 Ids are stable for a given catalog: images are numbered 1.. in path order, annotations 1.. in
-image and region (line) order, categories 1.. with the detector vocabulary first in its own order
+image and region (line) order, categories 1.. with the ontology's classes (or the vocabulary) first in their own order
 and the other labels after it by name. The durable keys across catalogs are the shardlens ids each
 entry carries: ``shardlens_image_id`` (sha256 of the file) on images and ``item_key``
 (``{image_id}/region/{n}``, as in the review store) on annotations.
@@ -43,7 +44,7 @@ class CocoOptions:
     """What the COCO exports need besides the catalog, from the validated config."""
 
     labels: str  # export.coco_labels: one of LABEL_MODES
-    detect: dict  # the detect config: its backend and vocabulary give the categories
+    vocabulary: tuple[str, ...]  # the labels regions can carry before review: the first categories
     images_root: str | None = None  # the images folder, as an absolute posix path (None: unknown)
 
     def __post_init__(self) -> None:
@@ -52,7 +53,9 @@ class CocoOptions:
 
     @classmethod
     def from_config(cls, config: dict, images_root: str | None = None, labels: str | None = None) -> CocoOptions:
-        return cls(labels=labels or config["export"]["coco_labels"], detect=config["detect"], images_root=images_root)
+        from .ontology import label_space
+
+        return cls(labels=labels or config["export"]["coco_labels"], vocabulary=tuple(label_space(config)), images_root=images_root)
 
 
 def _label(row: sqlite3.Row, mode: str) -> str | None:
@@ -64,14 +67,14 @@ def _label(row: sqlite3.Row, mode: str) -> str | None:
     return row["final_label"]  # NULL for a rejected item (and for an accepted one without label)
 
 
-def categories(conn: sqlite3.Connection, detect: dict) -> list[dict]:
-    """Every label a region can carry (the same set as the Label Studio config: the detector's
-    vocabulary, the labels found on regions, the labels reviewers gave regions), numbered 1..:
-    the vocabulary first in its configured order, so its ids stay fixed, then the others by name.
-    The same whatever the label mode, so exports in different modes compare."""
-    from .label_studio import catalog_labels, detector_vocabulary
+def categories(conn: sqlite3.Connection, vocabulary: list[str] | tuple[str, ...]) -> list[dict]:
+    """Every label a region can carry (the same set as the Label Studio config: the ontology's
+    classes or the detector's vocabulary, the labels found on regions, the labels reviewers gave
+    regions), numbered 1..: the vocabulary first in its configured order, so its ids stay fixed,
+    then the others by name. The same whatever the label mode, so exports in different modes compare."""
+    from .label_studio import catalog_labels
 
-    vocabulary = detector_vocabulary(detect)
+    vocabulary = list(vocabulary)
     names = dict.fromkeys(vocabulary)
     names.update(dict.fromkeys(catalog_labels(conn, vocabulary)))  # sorted; the vocabulary keeps its place
     return [{"id": n, "name": name, "supercategory": "object"} for n, name in enumerate(names, 1)]
@@ -214,7 +217,7 @@ def _line_annotations(conn: sqlite3.Connection, options: CocoOptions) -> Iterato
 
 
 def _detection_document(conn: sqlite3.Connection, options: CocoOptions) -> _Document:
-    cats = categories(conn, options.detect)
+    cats = categories(conn, options.vocabulary)
     info = _info(conn, options, "object detection")
     return _Document(info, _images(conn), _region_annotations(conn, options, cats), cats)
 

@@ -372,6 +372,7 @@ def export_catalog(
     ``coco_labels`` override it. CSV, JSON and Parquet read one snapshot of the catalog (one
     read transaction), so the partition digests describe the rows written."""
     from .coco import CocoOptions, write_coco
+    from .ontology import label_space
 
     root = images_root_of(db_path, config, images_root)
     if config is None:
@@ -405,7 +406,7 @@ def export_catalog(
     lap("parquet")
     paths.update(write_coco(db_path, out_dir, CocoOptions.from_config(config, images_root=root, labels=coco_labels), stem=stem))
     lap("coco")
-    paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], config["detect"]))
+    paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], label_space(config)))
     lap("labelstudio")
     return ExportResult(paths=paths, rows=sum(n for _, n in digests.values()), dataset=update, seconds=seconds)
 

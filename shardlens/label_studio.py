@@ -59,18 +59,6 @@ def result_id(item: str, number: int) -> str:
     return f"region-{number}" if item == "region" else f"line-{number}"
 
 
-def detector_vocabulary(detect: dict) -> list[str]:
-    """The labels the detector can give, from the validated ``detect`` config: the vocabulary, or
-    for a closed-set detector without one its own classes."""
-    if detect.get("vocabulary"):
-        return list(detect["vocabulary"])
-    if detect["backend"] == "nanodet":
-        from .models.nanodet import COCO_CLASSES
-
-        return list(COCO_CLASSES)
-    return []
-
-
 def catalog_labels(conn: sqlite3.Connection, vocabulary: list[str]) -> list[str]:
     """Every label a region can carry: the vocabulary, every label candidate and machine label in
     the catalog, and every label a reviewer gave a region. Sorted, each once."""
@@ -254,16 +242,17 @@ def label_studio_tasks(db_path: str | Path, url_prefix: str) -> list[dict]:
         conn.close()
 
 
-def write_label_studio(db_path: str | Path, out_dir: str | Path, url_prefix: str, detect: dict) -> dict[str, Path]:
+def write_label_studio(db_path: str | Path, out_dir: str | Path, url_prefix: str, vocabulary: list[str]) -> dict[str, Path]:
     """Write ``labelstudio_tasks.json`` and ``labelstudio_config.xml`` into ``out_dir``:
-    ``url_prefix`` is ``export.label_studio_url_prefix``, ``detect`` the validated ``detect``
-    config (for the detector's vocabulary). The tasks are streamed: one image's at a time."""
+    ``url_prefix`` is ``export.label_studio_url_prefix``, ``vocabulary`` the labels a region can
+    carry before review (:func:`shardlens.ontology.label_space` of the config). The tasks are
+    streamed: one image's at a time."""
     out_dir = Path(out_dir)
     paths = {"labelstudio": out_dir / "labelstudio_tasks.json", "labelstudio_config": out_dir / "labelstudio_config.xml"}
     conn = connect_readonly(db_path)
     conn.row_factory = sqlite3.Row
     try:
-        labels = catalog_labels(conn, detector_vocabulary(detect))
+        labels = catalog_labels(conn, vocabulary)
         with atomic_open(paths["labelstudio_config"], "w") as handle:
             handle.write(labeling_config(labels))
         with atomic_open(paths["labelstudio"], "w") as handle:

@@ -1,4 +1,4 @@
-"""A small real catalog for the export tests: the stage functions (ingest, gate, OCR, detect) run on
+"""A small real catalog for the export tests: the stage functions (ingest, gate, OCR, detect, regions) run on
 a handful of images, the manifest digests their cache and the catalog loads it, as the workflow
 does (without Snakemake, so it takes seconds). The run folder looks like a workflow run:
 ``config/config.yaml``, ``images/``, ``cache/``, ``results/annotations.sqlite``."""
@@ -18,9 +18,10 @@ from shardlens.images import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
 from shardlens.shards import plan_shards, write_listings
-from shardlens.stages import detect, gate, ingest, ocr
+from shardlens.stages import detect, gate, ingest, ocr, regions
+from shardlens.stages.params import stage_params
 
-STAGES = ["ingest", "gate", "ocr", "detect"]
+STAGES = ["ingest", "gate", "ocr", "detect", "regions"]
 
 
 def build_small_catalog(run: Path) -> Path:
@@ -49,7 +50,8 @@ def build_small_catalog(run: Path) -> Path:
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
         gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
         ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
-        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, config["detect"])
+        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"])
+        regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"])
     write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
     db = run / "results" / "annotations.sqlite"
     db.parent.mkdir()

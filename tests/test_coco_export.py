@@ -228,7 +228,7 @@ def test_config_refuses_an_unknown_label_mode():
     with pytest.raises(Exception, match="coco_labels|bogus"):
         load_config(None, export={"coco_labels": "bogus"})
     with pytest.raises(ValueError, match="expected one of final, machine, reviewed"):
-        CocoOptions(labels="bogus", detect={"backend": "nanodet", "vocabulary": []})
+        CocoOptions(labels="bogus", vocabulary=())
 
 
 def shardlens(cwd: Path, *args: str) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jso
 from shardlens.reviews import Review, connect_store, record_reviews
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "gate", "ocr", "detect", "embed"]
+STAGES = ["ingest", "gate", "ocr", "regions", "embed"]  # the catalog reads regions (the ontology applied), not detect
 NOUNS = ["person", "car", "cat", "dog", "cup", "bus", "bench", "bird"]
 
 
@@ -52,7 +52,7 @@ def image_records(name: str, version: str = "") -> dict[str, list[dict]]:
                   "decision": "ocr" if n % 2 == 0 else "skip", "skip_reason": None if n % 2 == 0 else "no_text_regions",
                   "text_regions": 1 if n % 2 == 0 else 0, "gate_version": "test-gate"}],
         "ocr": [],
-        "detection": [],
+        "region": [],
     }
     if n % 2 == 0:
         out["ocr"] = [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "line_no": k, "region_id": None,
@@ -60,7 +60,7 @@ def image_records(name: str, version: str = "") -> dict[str, list[dict]]:
                        "bbox": [10.0, 10.0 + 40 * k, 200.0, 40.0 + 40 * k], "source": "test-ocr"} for k in range(1 + n % 2 + (n % 3 == 0))]
     for region_id in range(n % 3):
         labels = [{"label": NOUNS[(n + region_id + j) % len(NOUNS)], "score": round(0.9 - 0.2 * j, 6), "source": "detector"} for j in range(2)]
-        out["detection"].append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "region_id": region_id,
+        out["region"].append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "region_id": region_id,
                                  "bbox": [5.0 + region_id, 5.0, 300.0, 200.0], "score": labels[0]["score"], "labels": labels,
                                  "caption": labels[0]["label"], "detector_label": labels[0]["label"], "detector_version": "test-det"})
     return out
@@ -71,20 +71,20 @@ def write_cache(folder: Path, plan: dict[str, list[tuple[str, str]]], cluster_te
     aggregate (its labels depend on ``cluster_texts``) and the manifest."""
     all_texts: dict[tuple[str, str], int] = {}
     for shard, images in plan.items():
-        stage_records: dict[str, list[dict]] = {"ingest": [], "gate": [], "ocr": [], "detection": []}
+        stage_records: dict[str, list[dict]] = {"ingest": [], "gate": [], "ocr": [], "region": []}
         texts: dict[tuple[str, str], list[list]] = {}
         for path, version in sorted(images):
             for kind, records in image_records(path, version).items():
                 stage_records[kind] += records
         for line in stage_records["ocr"]:
             texts.setdefault(("ocr", line["text"]), []).append([line["image_id"], None, line["line_no"]])
-        for region in stage_records["detection"]:
+        for region in stage_records["region"]:
             texts.setdefault(("caption", region["caption"]), []).append([region["image_id"], region["region_id"], None])
         embed = [{"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": occ, "model": "test-embed", "dim": 1,
                   "vector": "AACAPw=="} for (kind, text), occ in sorted(texts.items())]
         for key, occ in texts.items():
             all_texts[key] = all_texts.get(key, 0) + len(occ)
-        for stage, kind in (("ingest", "ingest"), ("gate", "gate"), ("ocr", "ocr"), ("detect", "detection")):
+        for stage, kind in (("ingest", "ingest"), ("gate", "gate"), ("ocr", "ocr"), ("regions", "region")):
             write_jsonl(folder / stage / f"{shard}.jsonl", kind, stage_records[kind])
         write_jsonl(folder / "embed" / f"{shard}.jsonl", "embedding", embed)
     regions = sorted(t for (k, t) in all_texts if k == "caption")
@@ -437,7 +437,7 @@ def valid_examples() -> dict[str, list[dict]]:
                                         "format": None, "status": "error", "error": "not_found", "error_detail": "gone"}],
         "gate": records["gate"] + a["gate"] + b["gate"],
         "ocr": [r for v in (records, a, b) for r in v["ocr"]],
-        "detection": [r for v in (records, a, b) for r in v["detection"]],
+        "region": [r for v in (records, a, b) for r in v["region"]],
         "embedding": [{"schema_version": 1, "kind": "caption", "text": "cat", "occurrences": [[_digest("x"), 0, None], [_digest("y"), None, 2]],
                        "model": "m", "dim": 1, "vector": "AACAPw=="}],
         "cluster": [{"schema_version": 1, "cluster_id": 3, "item": "text", "label": "OPEN", "keywords": ["open"], "size": 2,

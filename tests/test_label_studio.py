@@ -123,9 +123,10 @@ def test_the_streamed_tasks_are_the_list_json_dumps_writes(small_catalog, tmp_pa
     nothing in the image."""
     from shardlens.config import load_config
     from shardlens.label_studio import label_studio_tasks, write_label_studio
+    from shardlens.ontology import label_space
 
     prefix = "/data/local-files/?d=images/"
-    paths = write_label_studio(small_catalog, tmp_path, prefix, load_config(None)["detect"])
+    paths = write_label_studio(small_catalog, tmp_path, prefix, label_space(load_config(None)))
     tasks = label_studio_tasks(small_catalog, prefix)
     assert paths["labelstudio"].read_text(encoding="utf-8") == json.dumps(tasks, ensure_ascii=False, indent=1)
     conn = sqlite3.connect(small_catalog)

@@ -1,6 +1,7 @@
 """The open-vocabulary stack end to end in the workflow, with tiny randomly initialised models the
 tests build (tests/tiny_hf_models.py): a detector (OWLv2 or Grounding DINO) or the bundled NanoDet,
-followed by a crop classifier (SigLIP or CLIP) that scores every region against the vocabulary."""
+followed by a crop classifier (SigLIP or CLIP) that scores every region against the vocabulary (the
+prompts), and what an ontology file with the same prompts re-runs."""
 
 from __future__ import annotations
 
@@ -77,10 +78,29 @@ def check_regions(workdir: Path, detector: str, classifier: str) -> None:
 def test_open_vocabulary_detector_with_crop_classifier(tmp_path, three_images, detector, classifier):
     workdir, detect = run_stack(tmp_path, three_images, detector, classifier)
     check_regions(workdir, detector, classifier)
+    check_ontology_reruns(workdir, three_images, detect)
     # a new prompt template re-runs detect and its dependants only
     detect["classifier"]["prompt_template"] = "a picture of a {}"
     write_config(workdir, images=str(three_images), shards={"count": 1}, detect=detect)
-    assert planned_jobs(workdir) == {"detect": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}
+
+
+def check_ontology_reruns(workdir: Path, images: Path, detect: dict) -> None:
+    """The vocabulary turned into an ontology file with the same prompts: classes renamed and
+    merged, a threshold, re-run no detector (the detect job's prompts are the same); a new prompt
+    does (the open-vocabulary detector and the classifier are asked for it: inherent)."""
+    import yaml
+
+    (workdir / "config" / "ontology.yaml").write_text(
+        yaml.safe_dump({"classes": {"animal": {"prompts": ["cat"], "threshold": 0.1}, "sign": None, "tableware": {"prompts": ["cup"]}}})
+    )
+    detect = {**detect, "vocabulary": []}
+    write_config(workdir, images=str(images), shards={"count": 1}, detect=detect, ontology="config/ontology.yaml")
+    assert planned_jobs(workdir) == {"regions": 1, "embed": 1, **AGGREGATE}
+    (workdir / "config" / "ontology.yaml").write_text(
+        yaml.safe_dump({"classes": {"animal": {"prompts": ["cat", "dog"]}, "sign": None, "tableware": {"prompts": ["cup"]}}})
+    )
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}
 
 
 def test_nanodet_with_a_crop_classifier_and_changed_classifier_weights(tmp_path, three_images):
@@ -95,4 +115,4 @@ def test_nanodet_with_a_crop_classifier_and_changed_classifier_weights(tmp_path,
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + 0.01
     save_file(tensors, weights, metadata={"format": "pt"})
-    assert planned_jobs(workdir) == {"detect": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}

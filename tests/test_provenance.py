@@ -60,7 +60,9 @@ def test_manifest_records_what_the_rules_params_hold(tmp_path):
     # exactly the table's values, JSON as the file holds them
     assert manifest["params"] == json.loads(json.dumps({stage: stage_params(config, stage) for stage in STAGE_PARAMS}))
     assert manifest["params"]["gate"]["options"]["score_threshold"] == 0.5
-    assert manifest["params"]["detect"]["options"]["vocabulary"] == ["door", "sign"]
+    # the vocabulary maps nanodet's classes after detection: the regions stage holds it, detect does not
+    assert manifest["params"]["regions"]["options"]["vocabulary"] == {"terms": ["door", "sign"], "threshold": 0.6}
+    assert "vocabulary" not in manifest["params"]["detect"]["options"]
     assert manifest["params"]["ingest"]["allow_outside_root"] is False
     assert manifest["params"]["clusters"]["options"] == json.loads(json.dumps(config["labels"]))
     assert manifest["config_digest"] == hashlib.sha256(canonical_json(config).encode()).hexdigest()
@@ -319,5 +321,7 @@ def test_workflow_manifest_params_are_what_snakemake_gave_the_rules(tmp_path, ti
             extra.remove(value)  # ValueError: the manifest holds a value the rule did not get
         if stage in ("gate", "ocr", "detect", "embed"):
             assert len(extra) == 1 and re.fullmatch(r'"[0-9a-f]{64}"', extra[0]), (stage, extra)  # the model hash
+        elif stage == "regions":  # a model only for the detect.vocabulary shorthand (MiniLM): none here
+            assert extra == ['""'], (stage, extra)
         else:
             assert extra == [], (stage, extra)

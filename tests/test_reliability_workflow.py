@@ -109,7 +109,7 @@ def test_every_file_gets_its_outcome_in_the_cache_and_in_sqlite(corpus_run):
             assert rows[case.path][5] == rows[case.duplicate_of][5]
     # no shard stopped: every shard has every stage, and every decodable image went through the gate
     manifest = json.loads((workdir / "cache" / "manifest.json").read_text())
-    assert all(set(entry) == {"ingest", "gate", "ocr", "detect", "embed"} for entry in manifest["shards"].values())
+    assert all(set(entry) == {"ingest", "gate", "ocr", "detect", "regions", "embed"} for entry in manifest["shards"].values())
     gated = {r[0]: r[1] for r in conn.execute("SELECT image_id, skip_reason FROM gate")}
     for case in cases:
         image_id = rows[case.path][5]

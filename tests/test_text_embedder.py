@@ -40,7 +40,8 @@ import json, sys
 from pathlib import Path
 from shardlens.config import load_config
 from shardlens.images import Limits
-from shardlens.stages import ingest, gate, ocr, detect, embed
+from shardlens.stages import ingest, gate, ocr, detect, regions, embed
+from shardlens.stages.params import stage_params
 
 work, images = Path(sys.argv[1]), Path(sys.argv[2])
 config = load_config(images=str(images))
@@ -51,8 +52,9 @@ out = lambda stage: work / f"{stage}.jsonl"
 ingest.run_shard(listing=listing, images_root=images, output=out("ingest"), shard="0000", limits=limits)
 gate.run_shard(ingest=out("ingest"), images_root=images, output=out("gate"), shard="0000", limits=limits, **config["gate"])
 ocr.run_shard(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard="0000", limits=limits, **config["ocr"])
-detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard="0000", options=config["detect"], limits=limits)
-embed.run_shard(detect=out("detect"), ocr=out("ocr"), output=out("embed"), shard="0000", options=config["embed"])
+detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard="0000", options=stage_params(config, "detect")["options"], limits=limits)
+regions.run_shard(detect=out("detect"), output=out("regions"), shard="0000", options=stage_params(config, "regions")["options"])
+embed.run_shard(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard="0000", options=config["embed"])
 records = [json.loads(line) for line in out("embed").read_text().splitlines()]
 print(json.dumps({"embedded": len(records), "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "sentence_transformers"))}))
 """

@@ -12,7 +12,7 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
-PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "embed")
+PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "regions", "embed")
 AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
 
 
@@ -109,7 +109,7 @@ def test_swapping_the_detector_reruns_only_detect_and_dependants(tmp_path, tiny_
     model = build_owlv2(tmp_path / "owl")
     detect = {"backend": "owlv2", "model": str(model), "vocabulary": ["cat", "sign"], "score_threshold": 0.0, "max_detections": 3}
     write_config(workdir, images=str(tiny_images), shards={"count": 2}, detect=detect)
-    assert planned_jobs(workdir) == {"detect": n, "embed": n, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": n, "regions": n, "embed": n, **AGGREGATE}
     snakemake(workdir, "--cores", "2")
     db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     versions = {row[0].split(":")[0] for row in db.execute("SELECT DISTINCT detector_version FROM regions")}

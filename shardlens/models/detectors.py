@@ -4,7 +4,9 @@
 - ``owlv2`` / ``owlvit`` / ``grounding-dino``: open-vocabulary detectors through ``transformers``
   (text prompts -> boxes), from a local directory or a hub id
 and an optional crop classifier (``detect.classifier.backend``: ``siglip`` / ``clip``) that
-scores each region against the vocabulary.
+scores each region against the prompts. The options are the detect stage's
+(:func:`shardlens.ontology.detector_options`): the ``detect`` config, with ``prompts`` (the
+ontology's, or ``detect.vocabulary``) for the backends that take text.
 
 A detector returns, per RGB image, ``[{"bbox", "label", "score", "candidates"?}]`` best first,
 boxes in the pixels of the image it was given.
@@ -61,12 +63,12 @@ def make_detector(options: dict, threads: int = 1) -> Detector:
 
         if not options.get("model"):
             raise ValueError(f"detect.backend {backend!r} needs detect.model (a local directory or a hub id)")
-        if not options.get("vocabulary"):
-            raise ValueError(f"detect.backend {backend!r} is open-vocabulary: set detect.vocabulary to the prompts")
+        if not options.get("prompts"):
+            raise ValueError(f"detect.backend {backend!r} is open-vocabulary: give it prompts (an ontology file's classes, or detect.vocabulary)")
         return HFOpenVocabDetector(
             backend=backend,
             model=checked_model(options["model"], options.get("allow_changed_weights", False)),
-            prompts=list(options["vocabulary"]),
+            prompts=list(options["prompts"]),
             score_threshold=options["score_threshold"],
             max_proposals=options["max_detections"],
             batch_size=options["batch_size"],
@@ -85,7 +87,7 @@ def make_classifier(options: dict, labels: list[str], threads: int = 1):
     if not options.get("model"):
         raise ValueError(f"detect.classifier.backend {backend!r} needs detect.classifier.model")
     if not labels:
-        raise ValueError("a crop classifier needs detect.vocabulary (the labels it chooses among)")
+        raise ValueError("a crop classifier needs prompts (the labels it chooses among): an ontology file's classes, or detect.vocabulary")
     from .hf_vision import HFCropClassifier
 
     return HFCropClassifier(

@@ -10,7 +10,8 @@ import hashlib
 from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
 
-from .detectors import CLOSED_SET, detector_weight_files
+from ..ontology import uses_vocabulary_embedder
+from .detectors import detector_weight_files
 from .ocr_engines import ocr_weight_files
 from .text_embedder import embedder_weight_files
 from .text_gate import GATE_MODEL_FILE
@@ -75,8 +76,8 @@ def models_for_config(config: dict) -> dict[str, dict]:
         detect_source(detect),
         detector_weight_files(detect),
     )
-    if detect["backend"] in CLOSED_SET and detect.get("vocabulary"):
-        models["vocabulary_embedder"] = _entry("detect", "onnx", minilm_source("onnx"), embedder_weight_files(backend="onnx"))
+    if uses_vocabulary_embedder(config):  # the regions stage maps classes onto detect.vocabulary
+        models["vocabulary_embedder"] = _entry("regions", "onnx", minilm_source("onnx"), embedder_weight_files(backend="onnx"))
     backend = config["embed"]["backend"]
     models["text_embedder"] = _entry("embed", backend, minilm_source(backend), embedder_weight_files(backend=backend))
     return models

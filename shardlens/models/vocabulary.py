@@ -1,6 +1,7 @@
 """Mapping a closed-set detector's classes onto the user's vocabulary with sentence embeddings,
 so a prompt such as "automobile" finds COCO's "car". A class with no vocabulary term above the
-threshold keeps its own name."""
+threshold keeps its own name. The regions stage applies it for the ``detect.vocabulary``
+shorthand, and ``shardlens ontology suggest`` prints it as an ontology file (shardlens/ontology.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ SHARD_STAGES: dict[str, str] = {
     "ingest": "ingest",
     "gate": "gate",
     "ocr": "ocr",
-    "detect": "detection",
+    "detect": "detection",  # the detector's own names and scores
+    "regions": "region",  # the same regions with the ontology applied: what everything after reads
     "embed": "embedding",
 }
 

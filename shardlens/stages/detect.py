@@ -1,4 +1,8 @@
-"""Detect stage: regions with label candidates and a caption for every distinct image of a shard."""
+"""Detect stage: regions with the detector's own label candidates for every distinct image of a shard.
+
+The records keep the detector's names (its native classes, or the prompts an open-vocabulary
+detector or the crop classifier matched); the regions stage maps them onto the ontology
+(shardlens/stages/regions.py), so editing the ontology re-runs no detector."""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ from pathlib import Path
 
 from ..images import Limits
 from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
-from ..models.detectors import CLOSED_SET, detector_weight_files, make_classifier, make_detector
-from ..models.vocabulary import VocabularyMap, build_vocabulary_map
+from ..models.detectors import detector_weight_files, make_classifier, make_detector
 from ..models.weights import sha256_file
 from ..records import SCHEMA_VERSION, write_jsonl
 from .inputs import distinct_images, load_rgb
@@ -47,7 +50,7 @@ def merge_candidates(detector: list[tuple[str, float]], classifier: list[tuple[s
     return ranked[:top_k]
 
 
-def region_records(image_id: str, detections: list[dict], vocab: VocabularyMap, classifier_labels: list[list[tuple[str, float]]], top_k: int, version: str, scale: tuple[float, float], size: tuple[int, int]) -> list[dict]:
+def region_records(image_id: str, detections: list[dict], classifier_labels: list[list[tuple[str, float]]], top_k: int, version: str, scale: tuple[float, float], size: tuple[int, int]) -> list[dict]:
     sx, sy = scale
     width, height = size
     records = []
@@ -62,7 +65,7 @@ def region_records(image_id: str, detections: list[dict], vocab: VocabularyMap, 
             round(min(max(y1 * sy, 0.0), height), 2),
         ]
         raw = det.get("candidates") or [(det["label"], det["score"])]
-        labels = merge_candidates([(vocab(c), s) for c, s in raw], classifier_labels[i] if classifier_labels else [], top_k)
+        labels = merge_candidates(list(raw), classifier_labels[i] if classifier_labels else [], top_k)
         records.append(
             {
                 "schema_version": SCHEMA_VERSION,
@@ -97,16 +100,7 @@ def run_shard(
         summary.records = write_jsonl(output, "detection", [])
         return summary.finish()
     detector = make_detector(options, threads=threads)
-    vocabulary = list(options.get("vocabulary") or [])
-    if options["backend"] in CLOSED_SET and vocabulary:
-        from ..models.text_embedder import make_text_embedder
-
-        embedder = make_text_embedder("onnx", threads=threads)
-        vocab = build_vocabulary_map(detector.classes, vocabulary, embedder.encode, options["vocabulary_threshold"])
-        logger.info("vocabulary map: %s", {c: t for c, t in vocab.mapping.items() if c != t})
-    else:
-        vocab = VocabularyMap({}, {})
-    classifier = make_classifier(options.get("classifier") or {}, vocabulary, threads=threads)
+    classifier = make_classifier(options.get("classifier") or {}, list(options.get("prompts") or []), threads=threads)
     version = detector_version(options)
     progress = Progress(logger, f"detect {shard}", len(images))
     records: list[dict] = []
@@ -129,7 +123,7 @@ def run_shard(
             classified = [[] for _ in results]
         for (image, rgb), detections, per_box in zip(good, results, classified):
             scale = (image.width / rgb.shape[1], image.height / rgb.shape[0])
-            regions = region_records(image.image_id, detections, vocab, per_box, options["top_k"], version, scale, (image.width, image.height))
+            regions = region_records(image.image_id, detections, per_box, options["top_k"], version, scale, (image.width, image.height))
             records.extend(regions)
             summary.ok += 1
             with_regions += bool(regions)

@@ -9,10 +9,11 @@ from ..records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from ..vectors import encode_vector
 
 
-def collect_texts(detect: str | Path, ocr: str | Path, min_ocr_chars: int = 2) -> dict[tuple[str, str], list[list]]:
-    """(kind, text) -> occurrences [image_id, region_id, line_no], in file order."""
+def collect_texts(regions: str | Path, ocr: str | Path, min_ocr_chars: int = 2) -> dict[tuple[str, str], list[list]]:
+    """(kind, text) -> occurrences [image_id, region_id, line_no], in file order. ``regions``
+    is the regions stage's file: the labels after the ontology."""
     texts: dict[tuple[str, str], list[list]] = {}
-    for region in read_jsonl(detect, "detection"):
+    for region in read_jsonl(regions, "region"):
         where = [region["image_id"], region["region_id"], None]
         texts.setdefault(("caption", region["caption"]), []).append(where)
         for candidate in region["labels"][1:]:
@@ -24,9 +25,9 @@ def collect_texts(detect: str | Path, ocr: str | Path, min_ocr_chars: int = 2) -
     return texts
 
 
-def run_shard(detect: str | Path, ocr: str | Path, output: str | Path, shard: str, options: dict, threads: int = 1) -> dict:
+def run_shard(regions: str | Path, ocr: str | Path, output: str | Path, shard: str, options: dict, threads: int = 1) -> dict:
     logger = job_logger("embed")
-    texts = collect_texts(detect, ocr, options["min_ocr_chars"])
+    texts = collect_texts(regions, ocr, options["min_ocr_chars"])
     occurrences = sum(len(v) for v in texts.values())
     summary = JobSummary(shard=shard, stage="embed", images=len({o[0] for occ in texts.values() for o in occ}))
     records = []

@@ -8,28 +8,39 @@ re-runs the stage (Snakemake's params trigger) and ``shardlens diff`` names it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from ..ontology import detector_options, regions_options
+
 # cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
-# -> rule param name -> path of keys into the validated config (defaults applied)
-STAGE_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
+# -> rule param name -> path of keys into the validated config (defaults applied), or a function
+# of the config for values derived from it (the ontology file's content, the detector's prompts)
+STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
     "ingest": {"images": ("images",), "limits": ("limits",), "allow_outside_root": ("listing", "allow_outside_root")},
     "gate": {"images": ("images",), "limits": ("limits",), "options": ("gate",)},
     "ocr": {"images": ("images",), "limits": ("limits",), "options": ("ocr",)},
-    "detect": {"images": ("images",), "limits": ("limits",), "options": ("detect",)},
+    # detect: without the vocabulary, with the prompts when the backend takes text
+    "detect": {"images": ("images",), "limits": ("limits",), "options": detector_options},
+    # regions: the ontology file's content (not its path), or the vocabulary shorthand
+    "regions": {"options": regions_options},
     "embed": {"options": ("embed",)},
     "clusters": {"options": ("labels",)},
 }
 
 
 def stage_params(config: dict, stage: str) -> dict[str, Any]:
-    """param name -> config value for one stage (the values themselves, not copies)."""
+    """param name -> config value for one stage (the values themselves, not copies; derived
+    values are computed, which reads the ontology file and raises OntologyError on a bad one)."""
     try:
         table = STAGE_PARAMS[stage]
     except KeyError:
         raise KeyError(f"no params table for stage {stage!r}; known: {', '.join(STAGE_PARAMS)}") from None
     out = {}
     for name, keys in table.items():
+        if callable(keys):
+            out[name] = keys(config)
+            continue
         value: Any = config
         for key in keys:
             value = value[key]
