@@ -50,7 +50,6 @@ from its benchmarks/*.tsv, and whether the 90 s target was met. The generated da
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
@@ -81,6 +80,7 @@ from shardlens.quality_set import COCO_CLASSES  # noqa: E402
 from shardlens.records import SCHEMA_VERSION, dumps, validate_record  # noqa: E402
 from shardlens.shards import listing_text, plan_shards, shard_count_for, write_listing  # noqa: E402
 from shardlens.stages import SHARD_STAGES  # noqa: E402
+from shardlens.vectors import encode_vector  # noqa: E402
 
 TARGET_S = 90.0
 DIM = 384
@@ -187,8 +187,7 @@ class TextSource:
         total = sum(self._word_vector(w) for w in words) / np.sqrt(len(words))
         noise = np.random.default_rng(_text_seed("text:" + text)).standard_normal(DIM) / np.sqrt(DIM)
         vector = total + 0.6 * noise
-        vector /= np.linalg.norm(vector)
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+        return encode_vector(vector / np.linalg.norm(vector))
 
 
 def _text_seed(text: str) -> int:
