@@ -599,6 +599,7 @@ def measure(args, work: Path) -> None:
     plan, records = gen["plan"], gen["records"]
     cache_bytes = sum(p.stat().st_size for p in (work / "cache").rglob("*.jsonl"))
     distinct = gen["distinct"]
+    TextSource.vector.cache_clear()  # ~0.5 GB of encoded vectors at a million images, not needed while Snakemake runs
     log(f"generated {len(plan.names):,} shards in {gen['seconds']:.0f} s: {records}, {cache_bytes / 1e9:.2f} GB, distinct texts {distinct}")
 
     load_before = wait_for_quiet(args.max_load, args.max_wait)
