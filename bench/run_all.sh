@@ -25,4 +25,6 @@ run bench/plan_scale.py --parts plan --paths 1000000 --shards 1000 10000 100000 
 run bench/plan_scale.py --parts rerun --rerun-images 2000 --rerun-shards 1000 --rerun-until ingest
 run bench/cluster_scale.py --texts 10000
 run bench/cluster_scale.py --texts 100000
+# the scale target: a million images at the default shard size (hours with a full re-cluster)
+run bench/incremental.py --images 1000000 --timeout 14400 --memory-limit 16
 rm -rf "$SNAP"
