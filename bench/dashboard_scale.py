@@ -183,7 +183,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
         add("embedding", shard="0000", kind=kind, text=text, occurrences=json.dumps(occurrences[t][:50]), model="synthetic", dim=DIM, vector=encode_vector(vector))
     sizes: dict[int, int] = {}
     items: dict[int, str] = {}
-    for item, text, k, _, count, _ in members:
+    for item, text, k, _, count, _, _ in members:
         sizes[k] = sizes.get(k, 0) + count
         items.setdefault(k, item)
     for k, size in sizes.items():
