@@ -292,10 +292,10 @@ def test_a_rerun_rewrites_only_the_partitions_whose_rows_changed(run):
     assert (again.dataset.written, again.dataset.unchanged, again.dataset.removed) == ([], ["0000", "0001"], [])
     assert partitions(dataset) == first
 
-    # the detector's box on coffee #1.jpg (shard 0000) changes; the catalog loads that shard only
+    # the box on coffee #1.jpg (shard 0000) changes; the catalog loads that shard only
     coffee = image_id_of(db, "photos/coffee #1.jpg")
-    detections = [{**r, "score": 0.1234} if r["image_id"] == coffee else r for r in read_jsonl(run / "cache" / "detect" / "0000.jsonl", "detection")]
-    write_jsonl(run / "cache" / "detect" / "0000.jsonl", "detection", detections)
+    regions = [{**r, "score": 0.1234} if r["image_id"] == coffee else r for r in read_jsonl(run / "cache" / "regions" / "0000.jsonl", "region")]
+    write_jsonl(run / "cache" / "regions" / "0000.jsonl", "region", regions)
     assert reload_catalog(run, ["0000", "0001"])["loaded"] == ["0000"]
     result = export_catalog(db, out)
     assert (result.dataset.written, result.dataset.unchanged) == (["0000"], ["0001"])

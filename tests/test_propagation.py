@@ -29,7 +29,7 @@ from shardlens.reviews import (
 )
 from shardlens.vectors import encode_vector
 
-STAGES = ["ingest", "gate", "ocr", "detect", "embed"]
+STAGES = ["ingest", "gate", "ocr", "detect", "regions", "embed"]
 QUIET = {"log": lambda message: None}
 
 
@@ -77,6 +77,7 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
     for shard, records in shards.items():
         for stage, kind in (("ingest", "ingest"), ("gate", "gate"), ("ocr", "ocr"), ("detect", "detection")):
             write_jsonl(folder / stage / f"{shard}.jsonl", kind, records[kind])
+        write_jsonl(folder / "regions" / f"{shard}.jsonl", "region", records["detection"])  # no ontology: the detector's names
         embed = []
         for (kind, text), occurrences in sorted(records["embedding"].items()):
             vector = vectors.get(text)

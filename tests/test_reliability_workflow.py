@@ -72,8 +72,10 @@ def snapshot(workdir: Path) -> tuple[dict, dict, list[str]]:
     cache, temporary = {}, []
     for path in sorted((workdir / "cache").rglob("*")):
         rel = path.relative_to(workdir / "cache").as_posix()
-        if not path.is_file() or rel.startswith("manifests/"):
-            continue  # manifests/: the run history, one entry per run (cache/README.md)
+        if not path.is_file() or rel.startswith("manifests/") or rel.startswith("clusters.state.sqlite"):
+            # manifests/: the run history, one entry per run (cache/README.md); the cluster rule's
+            # state records the embedding files' mtimes: clusters.jsonl, made from it, is compared
+            continue
         if path.name.startswith("."):
             temporary.append(rel)
         elif rel == "manifest.json":

@@ -61,8 +61,8 @@ def test_workflow_on_slurm_matches_a_local_run(slurm, tmp_path, tiny_images):  #
     for job_id, logfile in submitted:
         groups.setdefault(logfile.split("/slurm_logs/")[1].split("/")[0], []).append(job_id)
     # the 3 shards' CPU stages went in one sbatch, their GPU stages in another
-    assert sorted(groups) == ["group_shard_cpu_gate_ingest_ocr", "group_shard_gpu_detect_embed"], groups
-    gpu_job = slurm.show_job(groups["group_shard_gpu_detect_embed"][0])
+    assert sorted(groups) == ["group_shard_cpu_gate_ingest_ocr", "group_shard_gpu_detect_embed_regions"], groups
+    gpu_job = slurm.show_job(groups["group_shard_gpu_detect_embed_regions"][0])
     cpu_job = slurm.show_job(groups["group_shard_cpu_gate_ingest_ocr"][0])
     assert "gpu:1" in gpu_job.get("TresPerJob", ""), gpu_job
     assert "gpu" not in cpu_job.get("TresPerJob", ""), cpu_job
