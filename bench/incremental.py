@@ -402,6 +402,7 @@ class Run:
     planned: dict[str, int] = field(default_factory=dict)
     first_job_s: float | None = None
     failed_rule: str = ""  # the rule of the first job that failed
+    failed_at: float = 0.0  # when Snakemake said so
     jobs: dict[str, dict] = field(default_factory=dict)  # jobid -> rule, start, end, reason
     tail: list[str] = field(default_factory=list)
 
@@ -471,13 +472,14 @@ def run_snakemake(work: Path, timeout: float, *args: str, memory_limit_gb: float
                 if m and rule:
                     jobid = m.group(1)
                     run.jobs[jobid] = {"rule": rule, "start": start, "end": None, "reason": ""}
+                    rule = None  # one jobid per job block (an error block repeats it)
                     continue
                 if text.startswith("reason:") and jobid in run.jobs:
                     run.jobs[jobid]["reason"] = text[len("reason:") :].strip()[:300]
                     continue
                 m = re.match(r"^Error in rule (\w+):$", text)
                 if m and not run.failed_rule:
-                    run.failed_rule = m.group(1)
+                    run.failed_rule, run.failed_at = m.group(1), now
                 m = re.match(r"^Finished jobid: (\d+)", text)
                 if m and m.group(1) in run.jobs:
                     run.jobs[m.group(1)]["end"] = now
@@ -616,7 +618,9 @@ def measure(args, work: Path) -> None:
     rows = catalog_rows(work)
     second = noop = None
     changed_shard = plan.names[len(plan.names) // 2]
-    if not full.stopped and full.rc == 0:
+    if not full.stopped and full.rc and full.failed_rule:
+        log(f"the full build failed in rule {full.failed_rule}: the second invocation runs anyway, for the other rules' figures")
+    if not full.stopped and (full.rc == 0 or full.failed_rule):
         log("snakemake -n with nothing changed")
         noop = run_snakemake(work, args.timeout, "-n", memory_limit_gb=args.memory_limit)
         log(f"  {describe(noop)}: {jobs_text(noop)}")
@@ -662,26 +666,38 @@ def report(args, work, load_before, plan, records, cache_bytes, distinct, gen, f
         lines.append(f"| `snakemake -n` with nothing changed | {describe(noop)}; {jobs_text(noop)} |")
     if second:
         met = not second.stopped and not second.rc and second.wall <= TARGET_S
+        verdict = f"**not measured**: {second.failed_rule or 'a job'} did not finish" if second.stopped or second.rc else f"**{'met' if met else 'missed'}**"
         lines += [
             f"| **second invocation: wall time** | **{describe(second, work)}**; {jobs_text(second)} |",
             f"| second invocation: until its first job starts (planning) | {second.first_job_s:.1f} s |" if second.first_job_s is not None else "| second invocation: until its first job starts | – |",
             f"| second invocation: peak memory | {mb(second.max_rss_mb)} |",
-            f"| target ≤ {TARGET_S:.0f} s | **{'met' if met else 'missed'}** |",
+            f"| target ≤ {TARGET_S:.0f} s | {verdict} |",
         ]
+    if full.failed_rule and second:
+        lines += ["", f"The full build's {full.failed_rule} job failed; the second invocation ran anyway and tried it again, so its "
+                  "wall time is not the target's figure: the per-rule times below are what it measured."]
     lines += ["", "Per rule (job wall time from `benchmarks/{rule}.tsv`, max RSS from the same; started = seconds after the invocation began, as Snakemake logged it):", ""]
     lines += ["| rule | full build: job s | full build: max RSS | second: job s | second: max RSS | second: started at | second: why it ran |", "|---|---|---|---|---|---|---|"]
-    second_jobs = {j["rule"]: j for j in second.finished()} if second else {}
-    for job in sorted(full.finished(), key=lambda j: j["start"]):
-        rule = job["rule"]
+
+    def cells(run: Run | None, bench: dict, rule: str) -> str:
+        """job s | max RSS of the rule's job in ``run``; a job that did not end says how long it ran."""
+        job = next((j for j in (run.jobs.values() if run else ()) if j["rule"] == rule), None)
+        if job is None:
+            return "– | –"
+        if job["end"] is None:
+            failed = run.failed_rule == rule
+            return f"did not finish ({'failed' if failed else 'stopped'} after {(run.failed_at if failed else run.wall) - job['start']:.0f} s) | –"
+        return f"{bench.get(rule, {}).get('s', 0):.1f} | {mb(bench.get(rule, {}).get('max_rss'))}"
+
+    rules = list(dict.fromkeys(j["rule"] for j in sorted([*full.jobs.values(), *(second.jobs.values() if second else ())], key=lambda j: j["start"])))
+    for rule in rules:
         if rule == "all":
             continue
-        f, s, sj = full_bench.get(rule, {}), second_bench.get(rule, {}), second_jobs.get(rule)
-        lines.append(
-            f"| {rule} | {f.get('s', 0):.1f} | {mb(f.get('max_rss'))} | "
-            + (f"{s.get('s', 0):.1f} | {mb(s.get('max_rss'))} | {sj['start']:.1f} | {sj['reason'][:80]} |" if sj else "– | – | – | did not run |")
-        )
+        sj = next((j for j in (second.jobs.values() if second else ()) if j["rule"] == rule), None)
+        lines.append(f"| {rule} | {cells(full, full_bench, rule)} | {cells(second, second_bench, rule)} | "
+                     + (f"{sj['start']:.1f} | {sj['reason'][:80]} |" if sj else "– | did not run |"))
     if second:
-        in_jobs = sum(second_bench.get(r, {}).get("s", 0) for r in second_jobs)
+        in_jobs = sum(second_bench.get(j["rule"], {}).get("s", 0) for j in second.finished() if j["rule"] != "all")
         last = max((j["end"] for j in second.finished() if j["rule"] != "all"), default=0.0)
         lines += ["", f"Second invocation: {second.wall:.1f} s = {second.first_job_s or 0:.1f} s until the first job starts (planning), "
                   f"{last - (second.first_job_s or 0):.1f} s from the first job's start to the last one's end (Σ {in_jobs:.1f} s of job wall time; "
