@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from shardlens.export_formats import export_paths
 from shardlens.images import list_images
 from shardlens.models.registry import stage_fingerprint
 from shardlens.ontology import OntologyError, config_ontology, label_space
@@ -25,6 +26,9 @@ DATABASE = config["catalog"]["database"]
 REVIEWS_DB = config["reviews"]["database"]
 LISTING_SKIPPED = f"{CACHE}/listing_skipped.tsv"
 INGEST_REPORT = "results/ingest_report.csv"
+# the export rule's outputs: the Parquet dataset's manifest and the files of export.formats (the
+# dataset folder itself is no output: docs/adr/0007)
+EXPORT_OUTPUTS = {name: str(path) for name, path in export_paths("results", formats=config["export"]["formats"]).items() if name != "parquet"}
 
 
 wildcard_constraints:
@@ -136,7 +140,7 @@ def final_outputs(wildcards=None):
     return [
         f"{CACHE}/manifest.json",
         DATABASE,
-        "results/annotations.csv",
+        EXPORT_OUTPUTS["parquet_manifest"],
         INGEST_REPORT,
         *rules.report_figures.output,
     ]

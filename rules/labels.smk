@@ -32,13 +32,7 @@ rule export:
         db=DATABASE,
         reviews=existing_reviews_store,
     output:
-        csv="results/annotations.csv",
-        json="results/annotations.json",
-        parquet_manifest="results/annotations.parquet.json",
-        labelstudio="results/labelstudio_tasks.json",
-        labelstudio_config="results/labelstudio_config.xml",
-        coco="results/annotations.coco.json",
-        coco_text="results/annotations.coco_text.json",
+        **EXPORT_OUTPUTS,
     log:
         "logs/export.log",
     benchmark:
@@ -53,6 +47,7 @@ rule export:
         label_studio_url_prefix=config["export"]["label_studio_url_prefix"],
         # the script reads the whole config; these are here so that changing them re-exports
         coco_labels=config["export"]["coco_labels"],
+        formats=config["export"]["formats"],
         images=config["images"],
         labels=label_space(config),  # the ontology's classes (or the vocabulary): the first categories
     script:

@@ -5,4 +5,4 @@ from pathlib import Path
 
 from shardlens.exports import run_export
 
-run_export(snakemake.input.db, Path(snakemake.output.csv).parent, config=snakemake.config)
+run_export(snakemake.input.db, Path(snakemake.output.parquet_manifest).parent, config=snakemake.config)

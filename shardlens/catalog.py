@@ -27,7 +27,9 @@ from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
+from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
 from .stages import AGGREGATES, SHARD_STAGES
+from .table_sync import sync_table
 
 # record kind -> (table, primary key). Every stage table also has a 'shard' column. The regions
 # are the regions stage's (the ontology applied); the detector's own records (kind 'detection')
@@ -234,6 +236,8 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
         conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
+    for statement in TRACKING_DDL:
+        conn.execute(statement)
     return conn
 
 
@@ -253,7 +257,7 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL)
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL) + TRACKING_DDL
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -487,6 +491,7 @@ def _reset(conn: sqlite3.Connection) -> None:
         conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
     for statement in schema_statements():
         conn.execute(statement)
+    new_epoch(conn)  # tracking off while the catalog loads from empty: its exports are all rewritten
     replace_copies(conn, reviews, cluster_reviews)
     conn.executemany("INSERT INTO propagation_settings (name, value) VALUES (?, ?)", settings)
 
@@ -540,6 +545,7 @@ def import_cache(
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
+        start_tracking(conn, stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -625,27 +631,14 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
             members[(m["item"], m["text"])] = (m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"])
     conn.execute("SAVEPOINT aggregate")
     try:
-        written = _sync_table(conn, "clusters", ("cluster_id",), clusters, lambda row: row[0])
-        written += _sync_table(conn, "cluster_members", ("item", "text"), members, lambda row: (row[0], row[1]))
+        written = sync_table(conn, "clusters", clusters.values())
+        written += sync_table(conn, "cluster_members", members.values())
         conn.execute("INSERT OR REPLACE INTO aggregate_files VALUES (?, ?, ?)", (name, info["sha256"], info["records"]))
         conn.execute("RELEASE aggregate")
     except BaseException:
         _undo_savepoint(conn, "aggregate")
         raise
     return written
-
-
-def _sync_table(conn: sqlite3.Connection, table: str, key: tuple[str, ...], rows: dict, key_of) -> int:
-    """Make ``table`` hold exactly ``rows`` (key -> full row): delete, insert or replace only the
-    rows that differ. Returns the rows written."""
-    existing = {key_of(row): row for row in conn.execute(f"SELECT * FROM {table}")}
-    gone = [k if isinstance(k, tuple) else (k,) for k in existing.keys() - rows.keys()]
-    changed = [row for k, row in rows.items() if existing.get(k) != row]
-    where = " AND ".join(f"{column} = ?" for column in key)
-    conn.executemany(f"DELETE FROM {table} WHERE {where}", gone)
-    if changed:
-        conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * len(changed[0]))})", changed)
-    return len(gone) + len(changed)
 
 
 def _undo_savepoint(conn: sqlite3.Connection, name: str) -> None:
@@ -704,18 +697,15 @@ def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
 
 def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]]) -> None:
     """Swap one shard's rows in a single transaction (a savepoint inside the import's
-    transaction): readers see the old shard or the new one."""
+    transaction): readers see the old shard or the new one. Only the rows that differ are
+    written (:func:`sync_table`), so the change tracking marks the shards whose exported rows
+    really changed; the paths go first, so an image's other rows never see it without a path."""
     conn.execute("SAVEPOINT shard")
     try:
-        for kind, (table, _) in STAGE_TABLES.items():
-            conn.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
-            if rows.get(kind):
-                columns = ["shard"] + record_columns(kind)
-                marks = ", ".join("?" * len(columns))
-                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows[kind])
-        conn.execute("DELETE FROM region_labels WHERE shard = ?", (shard,))
-        if rows.get("region_labels"):
-            conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", rows["region_labels"])
+        scope = ("shard = ?", (shard,))
+        for kind, (table, _) in sorted(STAGE_TABLES.items(), key=lambda item: item[1][0] != "paths"):
+            sync_table(conn, table, rows.get(kind, ()), scope)
+        sync_table(conn, "region_labels", rows.get("region_labels", ()), scope)
         conn.execute("DELETE FROM shard_files WHERE shard = ?", (shard,))
         conn.executemany(
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",

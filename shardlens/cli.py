@@ -83,9 +83,9 @@ def export_cmd(
     db: Path = typer.Argument(Path("results/annotations.sqlite"), help="the catalog"),
     out_dir: Path = typer.Argument(
         Path("results"),
-        help="folder for annotations.csv/.json, the Parquet dataset annotations.parquet/ (one file per shard; "
-        "only changed partitions are rewritten) with its manifest annotations.parquet.json, annotations.coco.json, "
-        "annotations.coco_text.json, labelstudio_tasks.json and labelstudio_config.xml",
+        help="folder for the Parquet dataset annotations.parquet/ (one file per shard; only changed partitions are "
+        "rewritten) with its manifest annotations.parquet.json, and the files of export.formats (or --formats): "
+        "annotations.csv/.json, annotations.coco.json, annotations.coco_text.json, labelstudio_tasks.json and labelstudio_config.xml",
     ),
     config_file: Path | None = typer.Option(
         None, "--config", help="workflow config whose export: and detect: settings apply (default: config/config.yaml where it exists, else the defaults)"
@@ -102,6 +102,9 @@ def export_cmd(
     images: Path | None = typer.Option(
         None, help="images root the exports name (default: images: of the config where that folder exists, else the run's, as `review` finds it)"
     ),
+    formats: str | None = typer.Option(
+        None, "--formats", help="whole-file formats besides Parquet, comma-separated (overriding export.formats): csv,json,coco,coco_text,labelstudio; '' for Parquet alone"
+    ),
 ) -> None:
     """Write the annotation exports (reviewed labels over machine labels)."""
     from .catalog import CatalogError
@@ -115,6 +118,14 @@ def export_cmd(
     if coco_labels is not None and coco_labels not in LABEL_MODES:
         typer.echo(f"error: --coco-labels {coco_labels!r}: expected one of {', '.join(LABEL_MODES)}", err=True)
         raise typer.Exit(code=2)
+    if formats is not None:
+        from .export_formats import check_formats
+
+        try:
+            config["export"]["formats"] = check_formats(name.strip() for name in formats.split(",") if name.strip())
+        except ValueError as exc:
+            typer.echo(f"error: --formats: {exc}", err=True)
+            raise typer.Exit(code=2) from None
     try:
         paths = export_all(db, out_dir, config=config, images_root=images, coco_labels=coco_labels)
     except CatalogError as exc:

@@ -254,16 +254,19 @@ def coco_text(db_path: str | Path, options: CocoOptions) -> dict:
         conn.close()
 
 
-def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = "annotations") -> dict[str, Path]:
-    """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` atomically, streamed from the
-    catalog (memory does not grow with the number of images or annotations); return their paths."""
+def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = "annotations", kinds=("coco", "coco_text")) -> dict[str, Path]:
+    """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` (or those of ``kinds``)
+    atomically, streamed from the catalog (memory does not grow with the number of images or
+    annotations); return their paths."""
     out_dir = Path(out_dir)
-    paths = {"coco": out_dir / f"{stem}.coco.json", "coco_text": out_dir / f"{stem}.coco_text.json"}
+    names = {"coco": out_dir / f"{stem}.coco.json", "coco_text": out_dir / f"{stem}.coco_text.json"}
+    paths = {kind: names[kind] for kind in kinds}
     conn = _open(db_path)
     try:
         for kind, document in (("coco", _detection_document), ("coco_text", _text_document)):
-            with atomic_open(paths[kind], "w") as handle:
-                document(conn, options).write(handle)
+            if kind in paths:
+                with atomic_open(paths[kind], "w") as handle:
+                    document(conn, options).write(handle)
     finally:
         conn.close()
     return paths

@@ -13,11 +13,17 @@ candidates ``[{label, score, source}]`` best first; a CSV has no types: read it 
 Every export streams from a cursor, a chunk of rows at a time: memory does not grow with the
 catalog. The Parquet export is a dataset partitioned by shard (``annotations.parquet/
 shard=<shard>/part-0.parquet``, Hive layout): a row lives in the partition of the shard that
-lists its ``path``, and a run rewrites only the partitions whose rows changed
-(docs/adr/0007-partitioned-parquet-export.md)."""
+lists its ``path``, and a run rewrites only the partitions whose rows changed: the catalog counts
+the writes that touch each shard's rows (:mod:`shardlens.shard_versions`), so finding them costs
+no pass over the rows (docs/adr/0007-partitioned-parquet-export.md).
+
+The Parquet dataset is always written; the whole-file formats are the ones ``export.formats``
+names (:data:`FORMATS`, all by default). Each of them is written again in full whenever the
+catalog changes, at a cost that grows with the catalog: BENCHMARKS.md has the figures."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -32,7 +38,10 @@ from pathlib import Path
 
 from .atomic import abandoned_temporaries, atomic_open, atomic_path
 from .catalog import connect_readonly
+from .export_formats import FORMATS, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
 from .json_stream import ArrayWriter
+from .models.mirror import file_sha256
+from .shard_versions import tracked_versions
 from .label_studio import image_url, label_studio_tasks, write_label_studio  # noqa: F401 (image_url, label_studio_tasks: re-exported)
 from .spreadsheet import csv_cell
 
@@ -147,27 +156,25 @@ def _typed(row: dict, candidates: list[dict] | None) -> dict:
     return {**row, "bbox": json.loads(row["bbox"]) if row["bbox"] else None, "candidates": candidates}
 
 
-def _write_tables(conn: sqlite3.Connection, images_root: str | None, csv_path: Path, json_path: Path) -> dict[str, tuple[str, int]]:
-    """The CSV and the JSON export in one pass over the rows; returns each shard's partition
-    digest and row count. The digest is sha256 of the ``repr`` of each of its rows' typed values
-    (what JSON and Parquet hold; ``repr`` tells every string, int, float and None apart exactly), in
-    the order the rows are written."""
-    digests: dict[str, list] = {}
-    with atomic_open(csv_path, "w", newline="") as csv_handle, atomic_open(json_path, "w") as json_handle:
-        sheet = csv.DictWriter(csv_handle, fieldnames=COLUMNS)
-        sheet.writeheader()
-        array = ArrayWriter(json_handle)
-        for shard, row, candidates in _records(conn, images_root):
-            sheet.writerow(_csv_cells(row))
-            typed = _typed(row, candidates)
-            array.add(typed)
-            digest = digests.get(shard)
-            if digest is None:
-                digest = digests[shard] = [hashlib.sha256(), 0]
-            digest[0].update(repr(list(typed.values())).encode("utf-8", "surrogatepass") + b"\n")
-            digest[1] += 1
-        array.close()
-    return {shard: (h.hexdigest(), n) for shard, (h, n) in digests.items()}
+def _write_tables(conn: sqlite3.Connection, images_root: str | None, csv_path: Path | None, json_path: Path | None) -> int:
+    """The CSV and/or the JSON export in one pass over the rows; returns the rows written."""
+    rows = 0
+    with contextlib.ExitStack() as stack:
+        sheet = array = None
+        if csv_path is not None:
+            sheet = csv.DictWriter(stack.enter_context(atomic_open(csv_path, "w", newline="")), fieldnames=COLUMNS)
+            sheet.writeheader()
+        if json_path is not None:
+            array = ArrayWriter(stack.enter_context(atomic_open(json_path, "w")))
+        for _, row, candidates in _records(conn, images_root):
+            if sheet is not None:
+                sheet.writerow(_csv_cells(row))
+            if array is not None:
+                array.add(_typed(row, candidates))
+            rows += 1
+        if array is not None:
+            array.close()
+    return rows
 
 
 def parquet_schema():
@@ -228,24 +235,28 @@ class DatasetUpdate:
         return sum(entry["rows"] for entry in self.partitions.values())
 
 
-def _read_state(dataset: Path) -> dict[str, dict]:
-    """The partitions the last run recorded (shard -> file, rows, digest, bytes, mtime_ns);
-    empty when the state is missing, unreadable or of another layout."""
+def _read_state(dataset: Path) -> dict:
+    """What the last run recorded: layout, the catalog's epoch, the images folder and the
+    partitions (shard -> file, rows, version, bytes, mtime_ns); empty when the state is missing,
+    unreadable or of another layout."""
     try:
         state = json.loads((dataset / STATE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(state, dict) or state.get("layout") != _layout() or not isinstance(state.get("partitions"), dict):
         return {}
-    return state["partitions"]
+    return state
 
 
-def _unchanged(dataset: Path, shard: str, entry, digest: str) -> bool:
-    """The partition file holds the rows with ``digest``: its state entry says so, and the file is
-    the one that entry recorded (size and mtime_ns; a file written after the state, by a run
-    killed before it recorded it, or changed by hand, is not)."""
-    if not isinstance(entry, dict) or entry.get("digest") != digest:
+def _unchanged(dataset: Path, shard: str, entry, version: int | None) -> bool:
+    """The partition holds the rows of the shard's ``version``: its state entry says so, and the
+    file is the one that entry recorded (size and mtime_ns; a file written after the state, by a
+    run killed before it recorded it, or changed by hand, is not). A shard without rows has no
+    file."""
+    if not isinstance(entry, dict) or version is None or entry.get("version") != version:
         return False
+    if not entry.get("rows"):
+        return not partition_file(dataset, shard).exists()
     try:
         stat = partition_file(dataset, shard).stat()
     except OSError:
@@ -278,42 +289,60 @@ def _write_partitions(conn: sqlite3.Connection, images_root: str | None, dataset
         yield shard, count
 
 
-def write_parquet_dataset(conn: sqlite3.Connection, images_root: str | None, dataset: Path, digests: dict[str, tuple[str, int]]) -> DatasetUpdate:
-    """Bring the Parquet dataset at ``dataset`` up to date with the catalog: ``digests`` is each
-    shard's (digest, rows) from :func:`_write_tables` in the same read transaction. Partitions
-    whose digest and file match the state are kept; the others are rewritten, each atomically;
-    partitions of shards without rows are deleted; the state is written last."""
+def write_parquet_dataset(conn: sqlite3.Connection, images_root: str | None, dataset: Path) -> DatasetUpdate:
+    """Bring the Parquet dataset at ``dataset`` up to date with the catalog (inside the caller's
+    read transaction). A partition is kept when the state records the catalog's epoch, the same
+    images folder and the shard's current version (:mod:`shardlens.shard_versions`), and its
+    file is the one recorded; the others are rewritten, each atomically; partitions of shards
+    without rows are deleted; the state is written last. A catalog that tracks no versions has
+    every partition rewritten."""
     dataset = Path(dataset)
-    for shard in digests:
-        if not _SHARD_NAME.match(shard):
-            raise ValueError(f"shard {shard!r}: not a name a partition folder can carry (letters, digits, '_', '.', '-')")
     if dataset.is_file() or dataset.is_symlink():
         dataset.unlink()  # the single file earlier versions wrote
     dataset.mkdir(parents=True, exist_ok=True)
-    known = _read_state(dataset)
+    epoch, versions = tracked_versions(conn)
+    state = _read_state(dataset)
+    trusted = epoch is not None and state.get("epoch") == epoch and state.get("images_root") == images_root
+    known = {**{s: {"rows": 0, "version": v} for s, v in state.get("empty", {}).items()}, **state["partitions"]} if trusted else {}
+    if epoch is None:
+        shards = {row[0] for row in conn.execute("SELECT DISTINCT shard FROM paths")}
+    else:
+        shards = set(versions) | set(known)
     update = DatasetUpdate()
-    for shard, (digest, _) in sorted(digests.items()):
-        if _unchanged(dataset, shard, known.get(shard), digest):
+    for shard in sorted(shards):
+        if _unchanged(dataset, shard, known.get(shard), versions.get(shard)):
             update.unchanged.append(shard)
-            update.partitions[shard] = known[shard]
+            if known[shard].get("rows"):
+                update.partitions[shard] = known[shard]
         else:
+            if not _SHARD_NAME.match(shard):
+                raise ValueError(f"shard {shard!r}: not a name a partition folder can carry (letters, digits, '_', '.', '-')")
             update.written.append(shard)
+    empty = {shard: {"file": None, "rows": 0, "version": versions.get(shard)} for shard in update.written}
     for shard, rows in _write_partitions(conn, images_root, dataset, update.written):
         path = partition_file(dataset, shard)
         stat = path.stat()
+        del empty[shard]
         update.partitions[shard] = {
-            "file": path.relative_to(dataset).as_posix(), "rows": rows, "digest": digests[shard][0],
-            "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "file": path.relative_to(dataset).as_posix(), "rows": rows, "version": versions.get(shard),
+            "sha256": file_sha256(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
         }  # fmt: skip
+    update.written = sorted(set(update.written) - set(empty))  # shards with rows written
     for folder in sorted(dataset.glob("shard=*")):
         shard = folder.name.removeprefix("shard=")
-        if shard not in digests and folder.is_dir():
+        if shard not in update.partitions and folder.is_dir():
             shutil.rmtree(folder)
             update.removed.append(shard)
         elif folder.is_dir():
             for leftover in abandoned_temporaries(folder / PARTITION_FILE):
                 leftover.unlink(missing_ok=True)
-    state = {"layout": _layout(), "partitions": dict(sorted(update.partitions.items()))}
+    # shards without rows (every image an error, or exported with a copy elsewhere), by version
+    empty_versions = {s: e["version"] for s, e in empty.items() if e["version"] is not None}
+    empty_versions.update({s: known[s]["version"] for s in update.unchanged if s not in update.partitions})
+    state = {
+        "layout": _layout(), "epoch": epoch, "images_root": images_root,
+        "partitions": dict(sorted(update.partitions.items())), "empty": dict(sorted(empty_versions.items())),
+    }  # fmt: skip
     with atomic_open(dataset / STATE_FILE, "w") as handle:
         handle.write(json.dumps(state, indent=1) + "\n")
     return update
@@ -328,7 +357,7 @@ def _write_dataset_manifest(target: Path, dataset: Path, update: DatasetUpdate) 
         "partitioning": {"flavor": "hive", "field": "shard", "type": "string"},
         "rows": update.rows,
         "partitions": [
-            {"shard": shard, "file": f"{dataset.name}/{entry['file']}", "rows": entry["rows"], "sha256_of_rows": entry["digest"]}
+            {"shard": shard, "file": f"{dataset.name}/{entry['file']}", "rows": entry["rows"], "sha256": entry["sha256"]}
             for shard, entry in sorted(update.partitions.items())
         ],
     }
@@ -365,12 +394,14 @@ def export_catalog(
     config: dict | None = None,
     images_root: str | Path | None = None,
     coco_labels: str | None = None,
+    formats: Iterable[str] | None = None,
 ) -> ExportResult:
-    """Write CSV, JSON, the Parquet dataset (and its manifest), COCO and the Label Studio tasks
-    and config, each streamed from the catalog. ``config`` is the validated workflow config (None:
-    all defaults, and the images folder of the run that built the catalog); ``images_root`` and
-    ``coco_labels`` override it. CSV, JSON and Parquet read one snapshot of the catalog (one
-    read transaction), so the partition digests describe the rows written."""
+    """Write the Parquet dataset (and its manifest) and the whole-file formats of ``formats``
+    (default: ``export.formats`` of ``config``; :data:`FORMATS`): CSV, JSON, COCO, COCO-Text and
+    the Label Studio tasks and config, each streamed from the catalog. ``config`` is the
+    validated workflow config (None: all defaults, and the images folder of the run that built
+    the catalog); ``images_root`` and ``coco_labels`` override it. CSV, JSON and Parquet read one
+    snapshot of the catalog (one read transaction)."""
     from .coco import CocoOptions, write_coco
     from .ontology import label_space
 
@@ -379,13 +410,9 @@ def export_catalog(
         from .config import load_config
 
         config = load_config()
+    chosen = check_formats(config["export"]["formats"] if formats is None else formats)
     out_dir = Path(out_dir)
-    paths = {
-        "csv": out_dir / f"{stem}.csv",
-        "json": out_dir / f"{stem}.json",
-        "parquet": out_dir / f"{stem}.parquet",
-        "parquet_manifest": out_dir / f"{stem}.parquet.json",
-    }
+    paths = {name: path for name, path in export_paths(out_dir, stem).items() if name in chosen or name.startswith("parquet")}
     seconds, start = {}, time.perf_counter()
 
     def lap(part: str) -> None:
@@ -396,19 +423,25 @@ def export_catalog(
     conn = connect_readonly(db_path)
     try:
         conn.execute("BEGIN")  # one snapshot for both passes (WAL readers keep theirs until the end)
-        digests = _write_tables(conn, root, paths["csv"], paths["json"])
-        lap("tables")
-        update = write_parquet_dataset(conn, root, paths["parquet"], digests)
+        rows = None
+        if "csv" in chosen or "json" in chosen:
+            rows = _write_tables(conn, root, paths.get("csv"), paths.get("json"))
+            lap("tables")
+        update = write_parquet_dataset(conn, root, paths["parquet"])
         conn.execute("COMMIT")
     finally:
         conn.close()
     _write_dataset_manifest(paths["parquet_manifest"], paths["parquet"], update)
     lap("parquet")
-    paths.update(write_coco(db_path, out_dir, CocoOptions.from_config(config, images_root=root, labels=coco_labels), stem=stem))
-    lap("coco")
-    paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], label_space(config)))
-    lap("labelstudio")
-    return ExportResult(paths=paths, rows=sum(n for _, n in digests.values()), dataset=update, seconds=seconds)
+    coco_kinds = [kind for kind in ("coco", "coco_text") if kind in chosen]
+    if coco_kinds:
+        options = CocoOptions.from_config(config, images_root=root, labels=coco_labels)
+        paths.update(write_coco(db_path, out_dir, options, stem=stem, kinds=coco_kinds))
+        lap("coco")
+    if "labelstudio" in chosen:
+        paths.update(write_label_studio(db_path, out_dir, config["export"]["label_studio_url_prefix"], label_space(config)))
+        lap("labelstudio")
+    return ExportResult(paths=paths, rows=update.rows if rows is None else rows, dataset=update, seconds=seconds)
 
 
 def export_all(

@@ -62,6 +62,7 @@ import sqlite3
 import numpy as np
 
 from .reviews import Review
+from .table_sync import sync_table
 
 RECORDED = "recorded"  # use the threshold the catalog recorded (or the schema's default)
 BLOCK = 4096  # OCR texts compared per block
@@ -134,11 +135,7 @@ def refresh_propagation(conn: sqlite3.Connection, similarity: float | None | str
     else:
         for row in _similarity_rows(conn, threshold, changed_shards):
             rows.setdefault(row[0], row)
-    conn.execute("DELETE FROM propagated_labels")
-    conn.executemany(
-        f"INSERT INTO propagated_labels ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-        [rows[key] for key in sorted(rows)],
-    )
+    sync_table(conn, "propagated_labels", (rows[key] for key in sorted(rows)))
     return {"cluster": by_cluster, "similarity": len(rows) - by_cluster}
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .spreadsheet import csv_value
+from .table_sync import sync_table
 
 STATUSES = ("accepted", "relabeled", "rejected")
 
@@ -425,13 +426,10 @@ def read_store(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
 
 
 def replace_copies(catalog: sqlite3.Connection, rows: list[tuple], cluster_rows: list[tuple]) -> None:
-    """Replace the catalog's copies of the store's tables (inside the caller's transaction)."""
-    catalog.execute("DELETE FROM reviews")
-    catalog.executemany(f"INSERT INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)
-    catalog.execute("DELETE FROM cluster_reviews")
-    catalog.executemany(
-        f"INSERT INTO cluster_reviews ({', '.join(CLUSTER_COLUMNS)}) VALUES ({', '.join('?' * len(CLUSTER_COLUMNS))})", cluster_rows
-    )
+    """Make the catalog's copies of the store's tables equal the store's (inside the caller's
+    transaction), writing only the rows that differ."""
+    sync_table(catalog, "reviews", rows)
+    sync_table(catalog, "cluster_reviews", cluster_rows)
 
 
 def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:

@@ -121,11 +121,12 @@ def objects(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 
 
 def dump(db: Path) -> dict:
-    """Every table and view, row for row (sorted), and the last run without its run_id."""
+    """Every table and view, row for row (sorted), and the last run without its run_id; not the
+    change tracking (how the catalog got here, shardlens/shard_versions.py)."""
     conn = sqlite3.connect(db)
     out = {}
     for kind, name in objects(conn):
-        if name == "runs":
+        if name in ("runs", "shard_versions", "catalog_meta"):
             continue
         out[f"{kind} {name}"] = sorted(conn.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
     out["last run"] = conn.execute("SELECT manifest_sha256, schema_hash, catalog_hash FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
@@ -181,7 +182,9 @@ def test_incremental_update_equals_a_full_rebuild_and_loads_only_changed_shards(
     assert (first["mode"], first["shards_loaded"]) == ("new", 4)
     conn = sqlite3.connect(db)
     rows_of_0000 = conn.execute("SELECT COUNT(*) FROM paths WHERE shard = '0000'").fetchone()[0]
+    versions = dict(conn.execute("SELECT shard, version FROM shard_versions"))
     conn.close()
+    assert versions == {"0000": 1, "0001": 1, "0002": 1, "0003": 1}  # a new catalog: each loaded shard once
     stats = import_cache(caches[1], db, **QUIET)
     assert stats["mode"] == "incremental"
     assert stats["loaded"] == ["0001", "0002"] and stats["removed"] == ["0003"] and stats["shards_unchanged"] == 1
@@ -195,6 +198,9 @@ def test_incremental_update_equals_a_full_rebuild_and_loads_only_changed_shards(
     assert conn.execute("SELECT COUNT(*) FROM paths WHERE shard = '0000'").fetchone()[0] == rows_of_0000 == 6
     assert conn.execute("SELECT COUNT(*) FROM paths WHERE shard = '0003'").fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2
+    # the change tracking marks the shards whose exported rows changed: not 0000's
+    after = dict(conn.execute("SELECT shard, version FROM shard_versions"))
+    assert after["0000"] == 1 and all(after[s] > 1 for s in ("0001", "0002", "0003"))
     conn.close()
     assert dump(db) == full_v2
     # nothing changed: nothing is read but the digests
