@@ -18,7 +18,7 @@ from shardlens.vectors import encode_vector
 
 OPTIONS = {
     "min_cluster_size": 2, "min_samples": 1, "pca_dims": 32, "selection_epsilon": 0.0, "min_similarity": 0.5,
-    "refit": "never", "assign_similarity": 0.8, "refit_unassigned_share": 0.1,
+    "refit": "never", "assign_similarity": 0.8, "refit_unassigned_share": 0.1, "fit_max_texts": None,
 }  # fmt: skip
 
 FIRST = {
@@ -173,3 +173,37 @@ def test_recluster_command_refits_the_cache_of_a_run(demo_run, tmp_path):
 def test_recluster_without_a_run_is_one_line(tmp_path):
     result = shardlens_cli("recluster", str(tmp_path / "nothing"), cwd=tmp_path)
     one_line_error(result, "manifest.json does not exist")
+
+
+def test_fit_max_texts_fits_the_most_frequent_texts_and_the_rest_join_by_assignment(tmp_path, embed):
+    """HDBSCAN fits the 4 most frequent texts of each item group; the others are assigned at once
+    (membership 'assigned'); the result does not depend on the order of the files, `always` is the
+    same capped fit, and `auto` does not count the fit's own left-out texts as new."""
+    files = write_shards(tmp_path / "a", FIRST, embed)
+    capped, stats = run(tmp_path / "a", files, "auto", fit_max_texts=4)
+    assert stats["refit"] and stats["refit_reason"] == "no earlier fit"
+    members = membership(capped)
+    fitted = sorted(text for text, (_, how) in members.items() if how == "fitted")
+    # captions by occurrences: person 9, car 2, cat 2, automobile 1 | kitten 1 (ties by sha256);
+    # OCR texts all once: the 4 with the smallest sha256
+    ocr = sorted(t for kinds in FIRST.values() for t in kinds["ocr"])
+    expected_ocr = sorted(ocr, key=lambda t: hashlib.sha256(t.encode()).hexdigest())[:4]
+    captions = sorted({t for kinds in FIRST.values() for t in kinds["caption"]})
+    counts = {t: sum(kinds["caption"].get(t, 0) for kinds in FIRST.values()) for t in captions}
+    expected_captions = sorted(captions, key=lambda t: (-counts[t], hashlib.sha256(t.encode()).hexdigest()))[:4]
+    assert fitted == sorted(expected_ocr + expected_captions)
+    assert {how for text, (_, how) in members.items() if text not in fitted} == {"assigned"}
+    assert len(members) == len(ocr) + len(captions)
+
+    # the files in another order (another folder, names swapped): the same clusters
+    other = tmp_path / "b"
+    swapped = {"0000": FIRST["0001"], "0001": FIRST["0000"]}
+    again, _ = run(other, write_shards(other, swapped, embed), "auto", fit_max_texts=4)
+    assert partition(again) == partition(capped) and membership(again) == members
+
+    # a run with nothing new does not refit, though the fit left texts out
+    rerun, stats = run(tmp_path / "a", files, "auto", fit_max_texts=4)
+    assert not stats["refit"] and membership(rerun) == members
+    # `always`: the same capped fit
+    always, stats = run(tmp_path / "a", files, "always", fit_max_texts=4)
+    assert stats["refit"] and partition(always) == partition(capped)
