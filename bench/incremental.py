@@ -66,7 +66,7 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, REPO, add_common_args, command_line, emit, log, snakemake_cmd, wait_for_quiet, write_workdir_config  # noqa: E402
+from _common import PYTHON, REPO, add_common_args, command_line, emit, fmt_load, load_average, log, snakemake_cmd, wait_for_quiet, write_workdir_config  # noqa: E402
 from plan_scale import make_listing  # noqa: E402
 
 sys.path.insert(0, str(REPO))
@@ -627,8 +627,10 @@ def measure(args, work: Path) -> None:
         log(f"  {describe(noop)}: {jobs_text(noop)}")
         counts = change_shard(work, plan, changed_shard, args.changed_images, texts)
         log(f"changed shard {changed_shard}: {args.changed_images} images changed, records {counts}")
+        gen["load_second"] = wait_for_quiet(args.max_load, args.max_wait)
         log(f"second invocation: snakemake --cores 2 (timeout {args.timeout:.0f} s)")
         second = run_snakemake(work, args.timeout, memory_limit_gb=args.memory_limit)
+        gen["load_after_second"] = load_average()
         log(f"second invocation: {describe(second, work)}, peak RSS {second.max_rss_mb:.0f} MB, {jobs_text(second)}")
     else:
         log("the full build did not finish: no second invocation. Its last lines:\n" + "\n".join(full.tail[-25:]))
@@ -672,6 +674,7 @@ def report(args, work, load_before, plan, records, cache_bytes, distinct, gen, f
             f"| **second invocation: wall time** | **{describe(second, work)}**; {jobs_text(second)} |",
             f"| second invocation: until its first job starts (planning) | {second.first_job_s:.1f} s |" if second.first_job_s is not None else "| second invocation: until its first job starts | – |",
             f"| second invocation: peak memory | {mb(second.max_rss_mb)} |",
+            f"| load average (1, 5, 15 min) around the second invocation | before {fmt_load(gen['load_second'])}; after {fmt_load(gen['load_after_second'])} |",
             f"| target ≤ {TARGET_S:.0f} s | {verdict} |",
         ]
     if full.failed_rule and second:
