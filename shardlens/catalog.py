@@ -4,7 +4,8 @@ Each stage's table is generated from its record schema (``contracts/*.schema.jso
 exists in exactly one place. Loading is idempotent and incremental: a shard whose files have the
 digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole, a
 shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the
-propagated labels of :mod:`shardlens.propagation`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
+propagated labels of :mod:`shardlens.propagation`, the cluster parts of the risk scores of
+:mod:`shardlens.risk`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
 --full``, or automatic when the catalog's layout or the cache's schema hash changed) empties
 and refills the same file in that same transaction. docs/adr/0005-incremental-catalog.md says
 why, and how the Snakemake rule keeps the database that Snakemake deletes before each job.
@@ -26,6 +27,7 @@ from .adapters import CacheAdapter, known_adapters
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
+from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
 from .stages import AGGREGATES, SHARD_STAGES
 
@@ -234,6 +236,8 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
         conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
+    for statement in RISK_DDL:  # derived: shardlens/risk.py
+        conn.execute(statement)
     return conn
 
 
@@ -253,7 +257,7 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL)
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL) + list(RISK_DDL)
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -540,6 +544,7 @@ def import_cache(
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
+        stats["risk"] = refresh_risk(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -681,6 +686,7 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
         for r in records.get("region", [])
         for rank, c in enumerate(r["labels"])
     ]
+    rows["item_signals"] = signal_rows(shard, records.get("region", []), records.get("ocr", []))
     _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()})
     return sum(len(v) for v in rows.values())
 
@@ -716,6 +722,7 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
         conn.execute("DELETE FROM region_labels WHERE shard = ?", (shard,))
         if rows.get("region_labels"):
             conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", rows["region_labels"])
+        replace_shard_signals(conn, shard, rows.get("item_signals", []))
         conn.execute("DELETE FROM shard_files WHERE shard = ?", (shard,))
         conn.executemany(
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",
