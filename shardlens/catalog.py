@@ -26,6 +26,7 @@ from pathlib import Path
 from .adapters import CacheAdapter, known_adapters
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
+from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
 from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
@@ -238,6 +239,8 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     conn.executescript(FIXED_DDL)
     for statement in RISK_DDL:  # derived: shardlens/risk.py
         conn.execute(statement)
+    for statement in AUDITS_DDL:  # the catalog's copy of the store's audits
+        conn.execute(statement)
     return conn
 
 
@@ -257,7 +260,7 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL) + list(RISK_DDL)
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL) + list(RISK_DDL) + list(AUDITS_DDL)
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -454,7 +457,7 @@ def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tup
     """(mode, why): mode is 'new' (an empty catalog), 'full' (everything is dropped and loaded
     again) or 'incremental' (only what changed)."""
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
-    if names <= {"reviews", "cluster_reviews"}:  # nothing, or only a copy of the reviews (kept)
+    if names <= {"reviews", "cluster_reviews", "audits", "audit_items"}:  # nothing, or only a copy of the reviews (kept)
         return "new", "a new catalog"
     if full:
         return "full", "a full rebuild was asked for (--full)"
@@ -486,12 +489,14 @@ def _reset(conn: sqlite3.Connection) -> None:
     reviews = _kept_rows(conn, "reviews", REVIEW_COLUMNS)
     cluster_reviews = _kept_rows(conn, "cluster_reviews", CLUSTER_COLUMNS)
     settings = _kept_rows(conn, "propagation_settings", ("name", "value"))
+    audits, audit_items = _kept_rows(conn, "audits", AUDIT_COLUMNS), _kept_rows(conn, "audit_items", AUDIT_ITEM_COLUMNS)
     objects = conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND type IN ('view', 'table')").fetchall()
     for kind, name in sorted(objects, key=lambda o: o[0] != "view"):  # views first: they name the tables
         conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
     for statement in schema_statements():
         conn.execute(statement)
     replace_copies(conn, reviews, cluster_reviews)
+    replace_audit_copies(conn, audits, audit_items)
     conn.executemany("INSERT INTO propagation_settings (name, value) VALUES (?, ?)", settings)
 
 
@@ -499,6 +504,7 @@ def _copy_reviews(conn: sqlite3.Connection, store_db: str | Path) -> int:
     """Replace the catalog's copies of the review store (inside the import's transaction)."""
     rows, cluster_rows = read_store(store_db)
     replace_copies(conn, rows, cluster_rows)
+    replace_audit_copies(conn, *read_audit_rows(store_db))
     return len(rows)
 
 
