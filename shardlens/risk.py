@@ -18,17 +18,23 @@ component          items         value
                                  other source's best is a *different* class: a strong vote for
                                  another class is disagreement); 0 with one source
 ``ocr``            OCR lines     1 - the recogniser's confidence
-``exemplar``       both          1 - cosine(item text, the cluster's name text), clipped to
-                                 [0, 1]; 1 when unclustered
-``outlier``        both          1 - membership probability (HDBSCAN's strength for a fitted
+``exemplar``       clustered     1 - cosine(item text, the cluster's name text), clipped to
+                                 [0, 1]
+``outlier``        clustered     1 - membership probability (HDBSCAN's strength for a fitted
                                  text, the similarity to its nearest fitted member for an
-                                 assigned one; 0 when unclustered, so outlier = 1)
+                                 assigned one)
 =================  ============  ===========================================================
 
-**Formula**: an item's risk is the plain mean of its components (regions: 5, OCR lines: 3).
-Each component is a monotone function of its signal, so the risk never falls when a signal
-gets worse (a lower score, a smaller margin, a farther exemplar ...). Equal weights: no signal
-is calibrated against another on this data, and the mean keeps every risk in [0, 1].
+**Formula**: an item's risk is the plain mean of its components (clustered regions: 5,
+clustered OCR lines: 3; unclustered items only their own: 3 and 1). Each component is a
+monotone function of its signal, so the risk never falls when a signal gets worse (a lower
+score, a smaller margin, a farther exemplar ...). Equal weights: no signal is calibrated against
+another, and the mean keeps every risk in [0, 1].
+
+An unclustered item has no cluster components, rather than the worst ones: most unique texts
+(a shop's name on one sign) are unclustered and right, so "no cluster" says little about the
+label. (A first version counted unclustered as exemplar = outlier = 1; on the quality set that
+ranked every unclustered OCR line above most wrong regions: BENCHMARKS.md, review effort.)
 
 **Cluster risk**: the mean risk of the cluster's items (every occurrence, not every distinct
 text): the expected risk of an item drawn at random from it, which is what an audit draws.
@@ -88,14 +94,15 @@ RISK_DDL = (
     risk REAL NOT NULL
 )""",
     "CREATE TABLE IF NOT EXISTS risk_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # an item's risk: its own components and its text's cluster components (an item whose text
-    # has no text_risk row counts as unclustered: exemplar and outlier 1)
+    # an item's risk: its own components and, when its text is clustered (a text_risk row), the
+    # cluster components; an unclustered item has its own only (exemplar and outlier NULL)
     """CREATE VIEW IF NOT EXISTS item_risk AS
     SELECT s.item_key, s.image_id, s.item, s.region_id, s.line_no, s.text,
            COALESCE(t.cluster_id, -1) AS cluster_id,
            s.score_risk, s.margin_risk, s.disagreement, s.ocr_risk,
-           COALESCE(t.exemplar, 1.0) AS exemplar, COALESCE(t.outlier, 1.0) AS outlier,
-           (s.own_sum + COALESCE(t.exemplar, 1.0) + COALESCE(t.outlier, 1.0)) / (s.own_n + 2) AS risk
+           t.exemplar, t.outlier,
+           CASE WHEN t.cluster_id IS NULL THEN s.own_sum / s.own_n
+                ELSE (s.own_sum + t.exemplar + t.outlier) / (s.own_n + 2) END AS risk
     FROM item_signals s LEFT JOIN text_risk t ON t.item = s.item AND t.text = s.text""",
 )
 SIGNAL_COLUMNS = ("shard", "item_key", "image_id", "item", "region_id", "line_no", "text", "score_risk", "margin_risk", "disagreement", "ocr_risk", "own_sum", "own_n")
@@ -121,7 +128,8 @@ def line_components(line: dict) -> dict[str, float]:
 
 
 def cluster_components(exemplar_cosine: float | None, probability: float) -> dict[str, float]:
-    """Exemplar distance and outlier score; ``exemplar_cosine`` None: no exemplar (unclustered)."""
+    """Exemplar distance and outlier score of a clustered item (``exemplar_cosine`` None: its
+    cluster's name has no embedding, the distance counts as 1)."""
     exemplar = 1.0 if exemplar_cosine is None else _clip(1.0 - exemplar_cosine)
     return {"exemplar": exemplar, "outlier": _clip(1.0 - probability)}
 
@@ -178,11 +186,10 @@ def _text_risk_rows(conn: sqlite3.Connection) -> list[tuple]:
         wanted = {m[1] for m in group} | {name for it, name in names.values() if it == item}
         vectors = _vectors(conn, item, wanted) if group else {}
         for _, text, cluster_id, probability in group:
-            cosine = None
-            if cluster_id >= 0 and cluster_id in names:
-                a, b = vectors.get(text), vectors.get(names[cluster_id][1])
-                cosine = float(a @ b) if a is not None and b is not None else None
-            c = cluster_components(cosine, probability)
+            if cluster_id < 0 or cluster_id not in names:
+                continue  # unclustered: no cluster components
+            a, b = vectors.get(text), vectors.get(names[cluster_id][1])
+            c = cluster_components(float(a @ b) if a is not None and b is not None else None, probability)
             rows.append((item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6)))
     return rows
 

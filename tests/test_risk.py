@@ -31,7 +31,7 @@ def test_component_values():
     assert region_components(region(0.8, [("dog", 0.8, "detector"), ("cat", 0.6, "classifier")]))["disagreement"] == pytest.approx(0.75)
     assert line_components({"confidence": 0.93}) == pytest.approx({"ocr": 0.07})
     assert cluster_components(0.9, 0.75) == pytest.approx({"exemplar": 0.1, "outlier": 0.25})
-    assert cluster_components(None, 0.0) == {"exemplar": 1.0, "outlier": 1.0}  # unclustered
+    assert cluster_components(None, 0.0) == {"exemplar": 1.0, "outlier": 1.0}  # a name without embedding
     assert cluster_components(-0.2, 1.0) == {"exemplar": 1.0, "outlier": 0.0}  # clipped to [0, 1]
     assert item_risk({"score": 0.2, "margin": 0.5, "disagreement": 0.0, "exemplar": 0.1, "outlier": 0.2}) == pytest.approx(0.2)
 
@@ -85,9 +85,10 @@ def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
             own = region_components(r) if item == "region" else line_components(r)
             text = r["caption"] if item == "region" else r["text"]
             cluster, probability = members.get((item, text), (-1, 0.0))
-            cosine = float(vec[item, text] @ vec[item, names[cluster][1]]) if cluster >= 0 else None
+            if cluster >= 0:  # an unclustered item: its own components only
+                own |= cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), probability)
             key = item_key(r["image_id"], r.get("region_id") if item == "region" else None, r.get("line_no") if item == "text" else None)
-            expected[key] = (cluster, item_risk({**own, **cluster_components(cosine, probability)}))
+            expected[key] = (cluster, item_risk(own))
     got = {k: (c, r) for k, c, r in conn.execute("SELECT item_key, cluster_id, risk FROM item_risk")}
     assert got.keys() == expected.keys()
     assert {k: c for k, (c, _) in got.items()} == {k: c for k, (c, _) in expected.items()}
@@ -113,8 +114,12 @@ def test_a_removed_shard_takes_its_signals_along(small_catalog, tmp_path):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM item_risk").fetchone()[0] == conn.execute("SELECT COUNT(*) FROM item_annotations").fetchone()[0] > 0
-    # small_catalog has no clusters: every item counts as unclustered (exemplar and outlier 1)
-    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE cluster_id != -1 OR exemplar != 1 OR outlier != 1").fetchone()[0] == 0
+    # small_catalog has no clusters: every item is unclustered, its risk the mean of its own components
+    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE cluster_id != -1 OR exemplar IS NOT NULL OR outlier IS NOT NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE item = 'text' AND abs(risk - ocr_risk) > 1e-9").fetchone()[0] == 0
+    assert conn.execute(
+        "SELECT COUNT(*) FROM item_risk WHERE item = 'region' AND abs(risk - (score_risk + margin_risk + disagreement) / 3) > 1e-9"
+    ).fetchone()[0] == 0
     shard = conn.execute("SELECT shard FROM item_signals ORDER BY shard LIMIT 1").fetchone()[0]
     conn.close()
     manifest = json.loads((run / "cache" / "manifest.json").read_text())
