@@ -105,6 +105,13 @@ def audit_seed(item: str, cluster_id: int, audit_no: int) -> int:
     return int.from_bytes(hashlib.sha256(audit_key(item, cluster_id, audit_no).encode()).digest()[:8], "big")
 
 
+def draw_sample(item: str, cluster_id: int, audit_no: int, unreviewed: list, size: int) -> list:
+    """The audit's sample: ``size`` of ``unreviewed`` (sorted first), drawn with
+    :func:`audit_seed`'s generator; the whole list when it is shorter. Sorted."""
+    pool = sorted(unreviewed)
+    return sorted(random.Random(audit_seed(item, cluster_id, audit_no)).sample(pool, min(int(size), len(pool))))
+
+
 def wilson(accepted: int, audited: int, z: float = Z95) -> tuple[float | None, float | None]:
     """The Wilson score interval of a proportion (None, None without observations)."""
     if audited == 0:
@@ -186,7 +193,7 @@ def draw_audit(catalog_db: str | Path, store_db: str | Path, cluster_id: int, si
         store.execute("BEGIN IMMEDIATE")
         number = store.execute("SELECT COALESCE(MAX(audit_no), 0) + 1 FROM audits WHERE item = ? AND cluster_id = ?", (item, int(cluster_id))).fetchone()[0]
         key = audit_key(item, int(cluster_id), number)
-        sample = sorted(random.Random(audit_seed(item, int(cluster_id), number)).sample(unreviewed, min(int(size), len(unreviewed))))
+        sample = draw_sample(item, int(cluster_id), number, unreviewed, size)
         store.execute(
             "INSERT INTO audits (audit_key, cluster_id, item, audit_no, size, cluster_items, status, reviewer, drawn_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?)",
             (key, int(cluster_id), item, number, int(size), len(members), reviewer, _now()),
