@@ -692,8 +692,9 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
         for r in records.get("region", [])
         for rank, c in enumerate(r["labels"])
     ]
-    rows["item_signals"] = signal_rows(shard, records.get("region", []), records.get("ocr", []))
-    _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()})
+    # the risk signals are derived rows (shardlens/risk.py): written with the shard, not counted
+    signals = signal_rows(shard, records.get("region", []), records.get("ocr", []))
+    _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()}, signals)
     return sum(len(v) for v in rows.values())
 
 
@@ -714,7 +715,7 @@ def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
             line["region_id"] = best["region_id"]
 
 
-def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]]) -> None:
+def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]], signals: list[tuple] = ()) -> None:
     """Swap one shard's rows in a single transaction (a savepoint inside the import's
     transaction): readers see the old shard or the new one."""
     conn.execute("SAVEPOINT shard")
@@ -728,7 +729,7 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
         conn.execute("DELETE FROM region_labels WHERE shard = ?", (shard,))
         if rows.get("region_labels"):
             conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", rows["region_labels"])
-        replace_shard_signals(conn, shard, rows.get("item_signals", []))
+        replace_shard_signals(conn, shard, list(signals))
         conn.execute("DELETE FROM shard_files WHERE shard = ?", (shard,))
         conn.executemany(
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",

@@ -144,10 +144,11 @@ def signal_rows(shard: str, regions: list[dict], lines: list[dict]) -> list[tupl
     rows = []
     for r in regions:
         c = region_components(r)
+        c = {k: round(v, 6) for k, v in c.items()}
         rows.append((shard, item_key(r["image_id"], r["region_id"], None), r["image_id"], "region", r["region_id"], None, r["caption"],
                      c["score"], c["margin"], c["disagreement"], None, sum(c.values()), len(c)))  # fmt: skip
     for o in lines:
-        c = line_components(o)
+        c = {k: round(v, 6) for k, v in line_components(o).items()}
         rows.append((shard, item_key(o["image_id"], None, o["line_no"]), o["image_id"], "text", None, o["line_no"], o["text"],
                      None, None, None, c["ocr"], c["ocr"], 1))  # fmt: skip
     return rows
