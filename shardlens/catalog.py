@@ -4,7 +4,8 @@ Each stage's table is generated from its record schema (``contracts/*.schema.jso
 exists in exactly one place. Loading is idempotent and incremental: a shard whose files have the
 digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole, a
 shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the
-propagated labels of :mod:`shardlens.propagation`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
+propagated labels of :mod:`shardlens.propagation`, the cluster parts of the risk scores of
+:mod:`shardlens.risk`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
 --full``, or automatic when the catalog's layout or the cache's schema hash changed) empties
 and refills the same file in that same transaction. docs/adr/0005-incremental-catalog.md says
 why, and how the Snakemake rule keeps the database that Snakemake deletes before each job.
@@ -25,7 +26,9 @@ from pathlib import Path
 from .adapters import CacheAdapter, known_adapters
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
+from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
+from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
 from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
 from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
 from .stages import AGGREGATES, SHARD_STAGES
@@ -236,7 +239,11 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
         conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
-    for statement in TRACKING_DDL:
+    for statement in RISK_DDL:  # derived: shardlens/risk.py
+        conn.execute(statement)
+    for statement in AUDITS_DDL:  # the catalog's copy of the store's audits
+        conn.execute(statement)
+    for statement in TRACKING_DDL:  # last: its triggers watch the tables above
         conn.execute(statement)
     return conn
 
@@ -257,7 +264,14 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL) + TRACKING_DDL
+    return (
+        [table_ddl(kind) for kind in STAGE_TABLES]
+        + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL]
+        + _split_sql(FIXED_DDL)
+        + list(RISK_DDL)
+        + list(AUDITS_DDL)
+        + TRACKING_DDL
+    )
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -454,7 +468,7 @@ def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tup
     """(mode, why): mode is 'new' (an empty catalog), 'full' (everything is dropped and loaded
     again) or 'incremental' (only what changed)."""
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")}
-    if names <= {"reviews", "cluster_reviews"}:  # nothing, or only a copy of the reviews (kept)
+    if names <= {"reviews", "cluster_reviews", "audits", "audit_items"}:  # nothing, or only a copy of the reviews (kept)
         return "new", "a new catalog"
     if full:
         return "full", "a full rebuild was asked for (--full)"
@@ -486,6 +500,7 @@ def _reset(conn: sqlite3.Connection) -> None:
     reviews = _kept_rows(conn, "reviews", REVIEW_COLUMNS)
     cluster_reviews = _kept_rows(conn, "cluster_reviews", CLUSTER_COLUMNS)
     settings = _kept_rows(conn, "propagation_settings", ("name", "value"))
+    audits, audit_items = _kept_rows(conn, "audits", AUDIT_COLUMNS), _kept_rows(conn, "audit_items", AUDIT_ITEM_COLUMNS)
     objects = conn.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' AND type IN ('view', 'table')").fetchall()
     for kind, name in sorted(objects, key=lambda o: o[0] != "view"):  # views first: they name the tables
         conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
@@ -493,6 +508,7 @@ def _reset(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
     new_epoch(conn)  # tracking off while the catalog loads from empty: its exports are all rewritten
     replace_copies(conn, reviews, cluster_reviews)
+    replace_audit_copies(conn, audits, audit_items)
     conn.executemany("INSERT INTO propagation_settings (name, value) VALUES (?, ?)", settings)
 
 
@@ -500,6 +516,7 @@ def _copy_reviews(conn: sqlite3.Connection, store_db: str | Path) -> int:
     """Replace the catalog's copies of the review store (inside the import's transaction)."""
     rows, cluster_rows = read_store(store_db)
     replace_copies(conn, rows, cluster_rows)
+    replace_audit_copies(conn, *read_audit_rows(store_db))
     return len(rows)
 
 
@@ -545,6 +562,7 @@ def import_cache(
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
+        stats["risk"] = refresh_risk(conn)
         start_tracking(conn, stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:
@@ -674,7 +692,9 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
         for r in records.get("region", [])
         for rank, c in enumerate(r["labels"])
     ]
-    _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()})
+    # the risk signals are derived rows (shardlens/risk.py): written with the shard, not counted
+    signals = signal_rows(shard, records.get("region", []), records.get("ocr", []))
+    _replace_shard(conn, shard, rows, {stage: (info["sha256"], info["records"]) for stage, info in entry.items()}, signals)
     return sum(len(v) for v in rows.values())
 
 
@@ -695,7 +715,7 @@ def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
             line["region_id"] = best["region_id"]
 
 
-def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]]) -> None:
+def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]], signals: list[tuple] = ()) -> None:
     """Swap one shard's rows in a single transaction (a savepoint inside the import's
     transaction): readers see the old shard or the new one. Only the rows that differ are
     written (:func:`sync_table`), so the change tracking marks the shards whose exported rows
@@ -706,6 +726,7 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
         for kind, (table, _) in sorted(STAGE_TABLES.items(), key=lambda item: item[1][0] != "paths"):
             sync_table(conn, table, rows.get(kind, ()), scope)
         sync_table(conn, "region_labels", rows.get("region_labels", ()), scope)
+        replace_shard_signals(conn, shard, list(signals))
         conn.execute("DELETE FROM shard_files WHERE shard = ?", (shard,))
         conn.executemany(
             "INSERT INTO shard_files (shard, stage, sha256, records) VALUES (?, ?, ?, ?)",

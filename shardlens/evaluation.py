@@ -486,3 +486,47 @@ def score(
     if "clusters" in parts:
         report["purity"] = cluster_purity(gold, predictions, threshold)
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Per-item verdicts: is one machine label right (the simulated reviewer, bench/review_effort.py)
+# --------------------------------------------------------------------------------------------
+
+LINE_TOLERANCE = OPTIONAL_TEXT_TOLERANCE  # a line is right within this share of edits of a gold line
+
+
+def region_verdicts(g: Mapping[str, Any], regions: Sequence[Region]) -> list[bool]:
+    """Per region (in the given order), whether its label is right, by the detection rules:
+
+    - on an image with box annotations (:func:`boxes_annotated`): right when it matches a gold
+      box (same label, IoU >= 0.5, greedy in score order, :func:`match_boxes`) or the metrics
+      ignore it (an optional box or class, :func:`_ignored`: neither TP nor FP, so a reviewer
+      accepts it); wrong otherwise (a false box);
+    - on an image with classes but no boxes: right when its label is a gold or optional class
+      (the image-level rule)."""
+    if not boxes_annotated(g):
+        allowed = {_name(c) for c in [*g.get("classes", []), *g.get("optional_classes", [])]}
+        return [_name(r.get("label")) in allowed for r in regions]
+    order = sorted(range(len(regions)), key=lambda i: -regions[i].get("score", 0.0))
+    ranked = [regions[i] for i in order]
+    matches = match_boxes(ranked, g.get("boxes", []))
+    verdict = [m is not None or _ignored(r, g) for r, m in zip(ranked, matches)]
+    out = [False] * len(regions)
+    for i, v in zip(order, verdict):
+        out[i] = v
+    return out
+
+
+def line_verdicts(g: Mapping[str, Any], texts: Sequence[str]) -> list[bool]:
+    """Per OCR line, whether its text is right: normalised and case-folded (as CER compares), it
+    is within :data:`LINE_TOLERANCE` edits per character of a gold or optional gold line, or
+    (a gold line the recogniser split in pieces) it is a part of one, at least 3 characters
+    long. A line on an image without gold text is wrong unless it matches optional text."""
+    lines = [normalise(t).casefold() for t in [*g.get("text", []), *g.get("optional_text", [])]]
+    out = []
+    for text in texts:
+        n = normalise(text).casefold()
+        close = any(_relative_distance(n, ref) <= LINE_TOLERANCE for ref in lines)
+        part = len(n) >= 3 and any(n in ref for ref in lines)
+        out.append(bool(n) and (close or part))
+    return out

@@ -66,6 +66,38 @@ CREATE TABLE IF NOT EXISTS cluster_reviews (
 """
 CLUSTER_COLUMNS = ("review_key", "cluster_id", "item", "status", "label", "cluster_label", "reviewer", "reviewed_at", "source", "imported_at")
 
+# Audits before a cluster's bulk accept (shardlens/audits.py): one row per audit drawn, its
+# sample in audit_items. An audit is 'open' until it is closed: 'failed' as soon as a sample item
+# is rejected or relabeled, 'passed' when the cluster is accepted after every sample item was
+# accepted. accepted / audited: the sample's verdicts counted when it closed (what precision
+# estimates read); cluster_items: the cluster's items when it was drawn (the weight).
+AUDITS_DDL = (
+    """CREATE TABLE IF NOT EXISTS audits (
+    audit_key TEXT PRIMARY KEY,
+    cluster_id INTEGER NOT NULL,
+    item TEXT NOT NULL CHECK (item IN ('region', 'text')),
+    audit_no INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    cluster_items INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'passed', 'failed')),
+    accepted INTEGER,
+    audited INTEGER,
+    reviewer TEXT,
+    drawn_at TEXT NOT NULL,
+    closed_at TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS audit_items (
+    audit_key TEXT NOT NULL,
+    item_key TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    region_id INTEGER,
+    line_no INTEGER,
+    PRIMARY KEY (audit_key, item_key)
+)""",
+)
+AUDIT_COLUMNS = ("audit_key", "cluster_id", "item", "audit_no", "size", "cluster_items", "status", "accepted", "audited", "reviewer", "drawn_at", "closed_at")
+AUDIT_ITEM_COLUMNS = ("audit_key", "item_key", "image_id", "region_id", "line_no")
+
 
 class ReviewError(ValueError):
     """A review file or request with problems; ``problems`` lists each one (line and reason)."""
@@ -116,6 +148,8 @@ def connect_store(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute(STORE_DDL)
     conn.execute(CLUSTER_REVIEWS_DDL)  # added to stores written before cluster reviews existed
+    for statement in AUDITS_DDL:  # and audits
+        conn.execute(statement)
     return conn
 
 
@@ -432,6 +466,30 @@ def replace_copies(catalog: sqlite3.Connection, rows: list[tuple], cluster_rows:
     sync_table(catalog, "cluster_reviews", cluster_rows)
 
 
+def read_audit_rows(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
+    """Every row of the store's ``audits`` and ``audit_items`` (none when it does not exist)."""
+    if not Path(store_db).exists():
+        return [], []
+    store = connect_store(store_db)
+    try:
+        return (
+            store.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audits").fetchall(),
+            store.execute(f"SELECT {', '.join(AUDIT_ITEM_COLUMNS)} FROM audit_items").fetchall(),
+        )
+    finally:
+        store.close()
+
+
+def replace_audit_copies(catalog: sqlite3.Connection, audits: list[tuple], items: list[tuple]) -> None:
+    """Replace the catalog's copies of the store's audits (inside the caller's transaction)."""
+    for statement in AUDITS_DDL:
+        catalog.execute(statement)
+    catalog.execute("DELETE FROM audits")
+    catalog.executemany(f"INSERT INTO audits ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})", audits)
+    catalog.execute("DELETE FROM audit_items")
+    catalog.executemany(f"INSERT INTO audit_items ({', '.join(AUDIT_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_ITEM_COLUMNS))})", items)
+
+
 def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
     """Copy the review store into the catalog's ``reviews`` and ``cluster_reviews`` tables
     (replacing the old copies) and refresh the propagated labels, in one transaction."""
@@ -445,6 +503,7 @@ def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
         catalog.execute("BEGIN IMMEDIATE")
         try:
             replace_copies(catalog, rows, cluster_rows)
+            replace_audit_copies(catalog, *read_audit_rows(store_db))
             refresh_propagation(catalog)
             catalog.execute("COMMIT")
         except BaseException:

@@ -765,7 +765,8 @@ def test_browser_cluster_list_counts_and_thumbnails(app, browser):
     expected = conn.execute(
         """SELECT c.cluster_id, c.size, (SELECT COUNT(*) FROM item_annotations a WHERE a.cluster_id = c.cluster_id),
                   (SELECT COUNT(*) FROM cluster_members m WHERE m.cluster_id = c.cluster_id)
-           FROM clusters c ORDER BY c.cluster_id < 0, c.size DESC, c.cluster_id LIMIT 10"""
+           FROM clusters c LEFT JOIN cluster_risk k ON k.cluster_id = c.cluster_id
+           ORDER BY c.cluster_id < 0, k.risk IS NULL, k.risk DESC, c.size DESC, c.cluster_id LIMIT 10"""  # riskiest first
     ).fetchall()
     n_clusters = conn.execute("SELECT COUNT(*) FROM clusters WHERE cluster_id >= 0").fetchone()[0]
     conn.close()
@@ -1116,3 +1117,116 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     assert {k: stored()[k] for k in keys if k != first_key} == {k: ("rejected", None) for k in keys if k != first_key}
     assert any("no item matches the filters" in i.value for i in at.info)
+
+
+# ------------------------------------------------------------- triage: risk order and audits
+
+
+@pytest.fixture(scope="module")
+def triage_app(tmp_path_factory):
+    """The dashboard (no token, 127.0.0.1) on a catalog with two text clusters: cluster 0 'OPEN'
+    (8 lines, its members close to its name: low risk) is the larger one, cluster 1 'EXIT'
+    (4 lines, 'EXIT ->' far from its name: higher risk) the riskier one."""
+    browser_or_skip()
+    from test_propagation import unit, write_cache
+
+    from shardlens.catalog import build_catalog
+
+    work = tmp_path_factory.mktemp("triage_app")
+    db, store, images = work / "results" / "annotations.sqlite", work / "reviews" / "reviews.sqlite", work / "images"
+    images.mkdir()
+    spec = {f"open{n}.png": {"lines": ["OPEN" if n % 2 else "OPEN 24"]} for n in range(8)}
+    spec |= {f"exit{n}.png": {"lines": ["EXIT" if n % 2 else "EXIT ->"]} for n in range(4)}
+    vectors = {"OPEN": unit(1.0, 2, 3), "OPEN 24": unit(0.98, 2, 3), "EXIT": unit(1.0, 0, 1), "EXIT ->": unit(0.5, 0, 1)}
+    build_catalog(write_cache(work / "cache", spec, [(0, "text", ["OPEN", "OPEN 24"]), (1, "text", ["EXIT", "EXIT ->"])], vectors), db, reviews_db=store, log=lambda m: None)
+    server = start_dashboard(work, db, store, images)
+    yield server
+    stop_dashboard(server)
+
+
+def audit_cell(page, item_key: str):
+    """The column of one audit sample item (its thumbnail, its verdict and its two buttons)."""
+    return page.locator("[data-testid='stColumn']").filter(has=page.locator(f".sl-audit-item[data-item='{item_key}']")).last
+
+
+def open_cluster_audit(page, cluster_id: int) -> list[str]:
+    """Click the cluster's "Audit and accept"; the sample's item keys once the audit shows."""
+    page.locator(f".st-key-audit-c{cluster_id}").get_by_role("button", name="Audit and accept").click()
+    audit = page.locator(f".sl-audit[data-audit^='audit/text/{cluster_id}/']")
+    audit.wait_for()
+    wait_idle(page)
+    no_exception(page)
+    return [el.get_attribute("data-item") for el in page.locator(".sl-audit-item").all()]
+
+
+@pytest.mark.slow
+def test_browser_clusters_open_riskiest_first(triage_app, browser):
+    conn = sqlite3.connect(triage_app["db"])
+    risks = dict(conn.execute("SELECT cluster_id, risk FROM cluster_risk"))
+    sizes = [c for (c,) in conn.execute("SELECT cluster_id FROM clusters WHERE cluster_id >= 0 ORDER BY size DESC")]
+    conn.close()
+    assert risks[1] > risks[0] and sizes[0] == 0, "the fixture must make the smaller cluster the riskier"
+    page = open_page(browser, triage_app["url"])
+    page.wait_for_function("() => document.querySelectorAll('.sl-triage').length >= 2")
+    no_exception(page)
+    shown = [int(el.get_attribute("data-cluster-id")) for el in page.locator(".sl-cluster").all()]
+    assert shown[:2] == [1, 0] and shown[-1] == -1  # riskiest first, the bucket last
+    shown_risks = [float(el.get_attribute("data-risk")) for el in page.locator(".sl-triage").all()]
+    assert shown_risks == pytest.approx([risks[1], risks[0]], abs=1e-6)
+    assert f"risk {risks[1]:.2f}" in page.locator(".sl-triage").first.inner_text()
+    assert "riskiest first" in page.locator("[data-testid='stMain'] h3").first.inner_text()
+    assert page.locator(".sl-precision-overall").get_attribute("data-estimate") == ""
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_a_rejected_audit_item_blocks_the_bulk_accept(triage_app, browser):
+    page = open_page(browser, triage_app["url"])
+    sample = open_cluster_audit(page, 1)
+    assert len(sample) == 4  # cluster 1 has 4 items, fewer than the audit size 5: all drawn
+    accept = page.locator(".st-key-audit-accept-1").get_by_role("button", name="Accept the cluster")
+    assert accept.is_disabled()
+    for n, key in enumerate(sample):
+        status = "rejected" if n == len(sample) - 1 else "accepted"
+        audit_cell(page, key).get_by_role("button", name="Reject" if status == "rejected" else "Accept").click()
+        page.locator(f".sl-audit-item[data-item='{key}'][data-verdict='{status}']").wait_for()
+        wait_idle(page)
+        if status == "accepted":
+            assert page.locator(".st-key-audit-accept-1").get_by_role("button", name="Accept the cluster").is_disabled() == (n < len(sample) - 1)
+    page.locator(".sl-audit[data-status='failed']").wait_for()
+    page.locator(".sl-audit-blocked").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    assert page.locator(".st-key-audit-accept-1").get_by_role("button", name="Accept the cluster").is_disabled()
+    stored = store_rows(triage_app["store"])
+    assert {k: stored[k][0] for k in sample} == {**{k: "accepted" for k in sample[:-1]}, sample[-1]: "rejected"}
+    conn = sqlite3.connect(triage_app["store"])
+    assert conn.execute("SELECT COUNT(*) FROM cluster_reviews").fetchone()[0] == 0
+    assert conn.execute("SELECT status, accepted, audited FROM audits WHERE cluster_id = 1").fetchall() == [("failed", 3, 4)]
+    conn.close()
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_a_passing_audit_accepts_the_cluster_and_shows_precision(triage_app, browser):
+    page = open_page(browser, triage_app["url"])
+    sample = open_cluster_audit(page, 0)
+    assert len(sample) == 5  # reviews.audit_size
+    for key in sample:
+        audit_cell(page, key).get_by_role("button", name="Accept").click()
+        page.locator(f".sl-audit-item[data-item='{key}'][data-verdict='accepted']").wait_for()
+        wait_idle(page)
+    accept = page.locator(".st-key-audit-accept-0").get_by_role("button", name="Accept the cluster")
+    assert accept.is_enabled()
+    accept.click()
+    page.get_by_text("accepted cluster text/0 after its audit: 3 review(s) recorded").wait_for()
+    page.locator(".sl-triage[data-cluster-id='0'][data-estimate='1.0000']").wait_for()
+    page.locator(".sl-precision-overall[data-estimate='1.0000']").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    assert "precision 1.00 (95% Wilson 0.57–1.00; 5 of 5 audited items accepted)" in page.locator(".sl-triage[data-cluster-id='0']").inner_text()
+    conn = sqlite3.connect(triage_app["db"])  # the catalog: the cluster review and every item accepted
+    assert conn.execute("SELECT review_key, status FROM cluster_reviews").fetchall() == [("cluster/text/0", "accepted")]
+    assert conn.execute("SELECT COUNT(*) FROM final_annotations WHERE cluster_id = 0 AND review_status = 'accepted'").fetchone()[0] == 8
+    conn.close()
+    page.close()

@@ -10,12 +10,15 @@ Access: with ``SHARDLENS_REVIEW_TOKEN`` set, each session shows only a token pro
 before that no other widget exists, so no review can be recorded. Served on a non-loopback
 address without a token, the app refuses to show anything.
 
-Views: clusters by size with sample thumbnails; a review queue over filtered items with
+Views: clusters, riskiest first (:mod:`shardlens.risk`; or by size), with sample thumbnails, each
+cluster's risk and audit precision estimate, and the overall estimate; a review queue over filtered items with
 "Accept & next" (key A); one image with its boxes, captions, OCR lines and gate decision; a
 2-D map of the text embeddings. Every override is written with
 :func:`shardlens.reviews.record_reviews` (the CSV re-import's validation), a verdict on a whole
 cluster with :func:`shardlens.reviews.record_cluster_review`, so the catalog and a fresh export
-show it at once.
+show it at once. A cluster is accepted as a whole only after an audit ("Audit and accept",
+:mod:`shardlens.audits`): k random items of it are shown with Accept / Reject first, and the
+bulk accept is enabled only when all k were accepted.
 
 Propagated labels (:mod:`shardlens.propagation`: a reviewed cluster's or a reviewed look-alike's
 label on an item nobody reviewed) are marked where they show, with the review they come from;
@@ -42,7 +45,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 import streamlit as st
 
 from shardlens.dashboard import queries as q
-from shardlens.dashboard.launch import MIN_TOKEN_LENGTH, TOKEN_ENV, guess_images_root, is_loopback, token_matches
+from shardlens.audits import accept_after_audit, draw_audit, get_audit, open_audit, review_audit_item
+from shardlens.dashboard.launch import MIN_TOKEN_LENGTH, TOKEN_ENV, guess_audit_size, guess_images_root, is_loopback, token_matches
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache, default_cache_dir
 from shardlens.propagation import review_of_propagated
 from shardlens.reviews import Review, ReviewError, record_cluster_review, record_reviews
@@ -62,6 +66,7 @@ class Settings:
     images: Path | None
     thumbnails: Path
     token: str | None = field(default=None, repr=False)  # what each session must present
+    audit_size: int | None = None  # reviews.audit_size (None: the schema's default)
 
 
 def parse_settings(argv: list[str]) -> Settings:
@@ -70,12 +75,14 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--reviews", default=os.environ.get("SHARDLENS_REVIEWS", "reviews/reviews.sqlite"))
     parser.add_argument("--images", default=os.environ.get("SHARDLENS_IMAGES"))
     parser.add_argument("--thumbnails", default=os.environ.get("SHARDLENS_THUMBNAILS"))
+    parser.add_argument("--audit-size", type=int, default=os.environ.get("SHARDLENS_AUDIT_SIZE"))
     args, _ = parser.parse_known_args(argv)
     db = Path(args.db).resolve()
     images = Path(args.images).resolve() if args.images else guess_images_root(db)
     thumbs = Path(args.thumbnails).resolve() if args.thumbnails else default_cache_dir(db)
     token = (os.environ.get(TOKEN_ENV) or "").strip() or None
-    return Settings(db, Path(args.reviews).resolve(), images, thumbs, token)
+    audit_size = int(args.audit_size) if args.audit_size else guess_audit_size(db)
+    return Settings(db, Path(args.reviews).resolve(), images, thumbs, token, audit_size)
 
 
 # ------------------------------------------------------------------------------ plumbing
@@ -372,11 +379,15 @@ def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
     total = q.count_cluster_rows(conn)  # cards: the clusters and the 'unclustered' bucket
     top = st.columns([4, 1, 1, 1, 2], vertical_alignment="bottom")
     bucket = " + unclustered" if total > clusters else ""
+    order = st.session_state.get("c_order") or next(iter(CLUSTER_ORDER_CHOICES))
     top[0].markdown(
-        f'### Clusters (<span class="sl-count-clusters" data-count="{clusters}">{clusters:,}</span>{bucket}, largest first)',
+        f'### Clusters (<span class="sl-count-clusters" data-count="{clusters}">{clusters:,}</span>{bucket}, {order})',
         unsafe_allow_html=True,
     )
     size = top[4].selectbox("Clusters per page", (5, 10, 20, 50), index=1, key="c_size")
+    top[4].selectbox("Order", tuple(CLUSTER_ORDER_CHOICES), key="c_order")
+    per_cluster, overall = q.precision(conn)
+    overall_precision_line(overall, len(per_cluster))
     pages = max(1, -(-total // size))
     page = min(st.session_state.get("c_page", 0), pages - 1)
     if top[1].button("◀ Prev", disabled=page == 0, key="c_prev"):
@@ -385,12 +396,15 @@ def clusters_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
         page += 1
     st.session_state["c_page"] = page
     top[3].caption(f"page {page + 1} of {pages}")
-    rows = q.cluster_page(conn, page * size, size)
+    rows = q.triage_cluster_page(conn, page * size, size, order=CLUSTER_ORDER_CHOICES[order])
     samples = q.cluster_samples(conn, [r.cluster_id for r in rows], per_cluster=SAMPLES)
     verdicts = q.cluster_reviews(conn, [r.cluster_id for r in rows])
+    risks = q.cluster_risks(conn, [r.cluster_id for r in rows])
     for row in rows:
         with st.container(border=True):
             cluster_card(conn, settings, thumbs, row, samples.get(row.cluster_id, []), verdicts.get(row.cluster_id))
+            if row.cluster_id >= 0:
+                triage_block(conn, settings, thumbs, row, risks.get(row.cluster_id), per_cluster.get(row.cluster_id))
 
 
 def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.ClusterRow, samples: list[dict], verdict: dict | None = None) -> None:
@@ -433,9 +447,10 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
         buttons[1].caption("no common label here: review its items one by one")
         return
     buttons[1].button(
-        "Accept all", key=f"accept-c{row.cluster_id}", disabled=row.items == 0, width="stretch",
-        help="accept each unreviewed item's own machine label (clusters group, they never rename); items that join the cluster later follow",
-        on_click=review_cluster, args=(settings, row.cluster_id, "accepted"),
+        "Audit and accept", key=f"audit-c{row.cluster_id}", disabled=row.items == 0 or row.reviewed >= row.items, width="stretch",
+        help="review a random sample of this cluster's unreviewed items first; when all of them are accepted, accept the cluster "
+        "(each unreviewed item's own machine label; items that join the cluster later follow)",
+        on_click=start_audit, args=(settings, row.cluster_id),
     )  # fmt: skip
     with buttons[2].form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
         cols = st.columns([3, 2], vertical_alignment="bottom")
@@ -444,6 +459,114 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
             "Rename cluster", help="relabel every item of this cluster; items of the same labels that join it later follow", disabled=row.items == 0, width="stretch",
             on_click=review_cluster, args=(settings, row.cluster_id, "relabeled", f"rename-{row.cluster_id}"),
         )  # fmt: skip
+
+
+# ------------------------------------------------------------------ triage: risk and audits
+
+CLUSTER_ORDER_CHOICES = {"riskiest first": "risk", "largest first": "size"}
+
+
+def fmt_precision(p) -> str:
+    if p is None or p.estimate is None:
+        return "no audit yet"
+    return f"{p.estimate:.2f} (95% Wilson {p.low:.2f}–{p.high:.2f}; {p.accepted} of {p.audited} audited items accepted)"
+
+
+def overall_precision_line(overall, audited_clusters: int) -> None:
+    """The estimated precision of the labels accepted through audits, all clusters together."""
+    estimate = "" if overall is None else f"{overall.estimate:.4f}"
+    text = (
+        "Estimated precision of accepted labels: no cluster accepted after an audit yet"
+        if overall is None
+        else f"Estimated precision of accepted labels: {fmt_precision(overall)}, weighted by cluster size over the accepted clusters"
+    )
+    st.markdown(
+        f'<div class="sl-precision-overall" data-estimate="{estimate}" data-clusters="{audited_clusters}">{html.escape(text)}</div>',
+        unsafe_allow_html=True,
+    )
+
+
+def start_audit(settings: Settings, cluster_id: int) -> None:
+    """Draw (or reopen) the cluster's audit; it shows under the cluster's card."""
+    try:
+        audit = draw_audit(settings.db, settings.reviews, cluster_id, settings.audit_size, reviewer(), source=SOURCE)
+    except ReviewError as exc:
+        flash("error", str(exc))
+        return
+    st.session_state.setdefault("audits_shown", {})[cluster_id] = audit.audit_key
+
+
+def audit_verdict(settings: Settings, key: str, item_key: str, status: str) -> None:
+    try:
+        audit = review_audit_item(settings.db, settings.reviews, key, item_key, status, reviewer=reviewer(), source=SOURCE)
+    except ReviewError as exc:
+        flash("error", str(exc))
+        return
+    if audit.status == "failed":
+        flash("warning", f"cluster {audit.cluster_id}: a sample item was {status}; the bulk accept is blocked")
+
+
+def accept_audited(settings: Settings, key: str) -> None:
+    try:
+        result = accept_after_audit(settings.db, settings.reviews, key, reviewer=reviewer(), source=SOURCE)
+    except ReviewError as exc:
+        flash("error", str(exc))
+        return
+    flash("success", f"accepted {result.review_key.replace('cluster/', 'cluster ')} after its audit: {result.items} review(s) recorded")
+
+
+def triage_block(conn, settings: Settings, thumbs: ThumbnailCache, row: q.ClusterRow, risk: float | None, precision) -> None:
+    """The cluster's risk and precision estimate, and its audit when one is open (or was just
+    closed in this session): the sample items with Accept / Reject, then the bulk accept."""
+    estimate = "" if precision is None or precision.estimate is None else f"{precision.estimate:.4f}"
+    st.markdown(
+        f'<div class="sl-triage" data-cluster-id="{row.cluster_id}" data-risk="{"" if risk is None else f"{risk:.6f}"}" '
+        f'data-estimate="{estimate}">risk {"–" if risk is None else f"{risk:.2f}"} &nbsp;·&nbsp; precision {html.escape(fmt_precision(precision))}</div>',
+        unsafe_allow_html=True,
+    )
+    item = q.cluster_item(conn, row.cluster_id)
+    audit = open_audit(settings.reviews, item, row.cluster_id) if item else None
+    shown = st.session_state.get("audits_shown", {}).get(row.cluster_id)
+    if audit is None and shown:
+        audit = get_audit(settings.reviews, shown)
+    if audit is None:
+        return
+    details = q.items_by_key(conn, [(i.image_id, i.region_id, i.line_no) for i in audit.items])
+    st.markdown(
+        f'<div class="sl-audit" data-audit="{audit.audit_key}" data-status="{audit.status}" data-pending="{audit.pending}" '
+        f'data-size="{len(audit.items)}">Audit {audit.audit_no} of cluster {row.cluster_id}: {len(audit.items)} random items of its '
+        f"{audit.cluster_items:,}; accept each right label, reject a wrong one</div>",
+        unsafe_allow_html=True,
+    )
+    cells = st.columns(max(1, min(len(audit.items), 5)))
+    for n, it in enumerate(audit.items):
+        d = details.get((it.image_id, it.region_id, it.line_no), {"text": "?", "bbox": None})
+        with cells[n % len(cells)]:
+            box = [Box(tuple(d["bbox"]), "", COLORS["highlight"], 4)] if d.get("bbox") else []
+            path = thumbs.get(it.image_id, d.get("path"), THUMB, box, d.get("width"), d.get("height"))
+            st.image(str(path), caption=f"{d['text']} · {d.get('path') or it.image_id[:12]}", width="stretch")
+            st.markdown(
+                f'<span class="sl-audit-item" data-item="{html.escape(it.item_key)}" data-verdict="{it.verdict or ""}">'
+                f"{html.escape(it.verdict or 'not reviewed')}</span>",
+                unsafe_allow_html=True,
+            )
+            done = it.verdict is not None or audit.status == "passed"
+            cols = st.columns(2)
+            cols[0].button("Accept", key=f"audit-ok-{audit.audit_key.replace('/', '-')}-{n}", disabled=done, on_click=audit_verdict, args=(settings, audit.audit_key, it.item_key, "accepted"))
+            cols[1].button("Reject", key=f"audit-no-{audit.audit_key.replace('/', '-')}-{n}", disabled=done, on_click=audit_verdict, args=(settings, audit.audit_key, it.item_key, "rejected"))
+    if audit.status == "failed":
+        st.markdown(
+            '<div class="sl-audit-blocked">A sample item was rejected: the bulk accept is blocked. Review this cluster item by item '
+            '("Review items"), or draw a new audit ("Audit and accept") once the wrong items are fixed.</div>',
+            unsafe_allow_html=True,
+        )
+    elif audit.status == "passed":
+        st.markdown('<div class="sl-audit-passed">Audit passed: the cluster was accepted.</div>', unsafe_allow_html=True)
+    st.button(
+        f"Accept the cluster ({sum(i.verdict == 'accepted' for i in audit.items)} of {len(audit.items)} sample items accepted)",
+        key=f"audit-accept-{row.cluster_id}", type="primary", disabled=audit.status != "open" or not audit.can_accept,
+        on_click=accept_audited, args=(settings, audit.audit_key),
+    )  # fmt: skip
 
 
 def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter) -> None:

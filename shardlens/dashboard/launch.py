@@ -102,6 +102,17 @@ def guess_images_root(db: str | Path) -> Path | None:
     return path if path.is_dir() else None
 
 
+def guess_audit_size(db: str | Path) -> int | None:
+    """``reviews.audit_size`` of the workflow run that built ``db`` (its ``config/config.yaml``,
+    as :func:`guess_images_root` finds it); None when it sets none (the schema's default then)."""
+    config = Path(db).resolve().parent.parent / "config" / "config.yaml"
+    try:
+        value = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("reviews") or {}).get("audit_size")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value >= 1 else None
+
+
 def dashboard_command(
     db: str | Path,
     reviews: str | Path,

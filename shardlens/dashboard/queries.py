@@ -634,3 +634,82 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     # a stable orientation: the largest-magnitude coordinate of each axis is positive
     signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
     return coords * np.where(signs == 0, 1, signs)
+
+
+# ------------------------------------------------------------------- triage: risk and audits
+
+CLUSTER_ORDERS = ("risk", "size")
+
+
+def triage_cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 10, order: str = "risk") -> list[ClusterRow]:
+    """One page of clusters, riskiest first (``order='risk'``: the catalog's ``cluster_risk``,
+    see :mod:`shardlens.risk`; clusters without a risk, then by size) or largest first
+    (``'size'``: :func:`cluster_page`). The 'unclustered' bucket comes last either way. A catalog
+    written before risk scores is shown by size."""
+    if order not in CLUSTER_ORDERS:
+        raise ValueError(f"order must be one of {CLUSTER_ORDERS}, not {order!r}")
+    if order == "size" or not _has_table(conn, "cluster_risk"):
+        return cluster_page(conn, offset, limit)
+    ids = [
+        r[0]
+        for r in conn.execute(
+            """SELECT c.cluster_id FROM clusters c LEFT JOIN cluster_risk k ON k.cluster_id = c.cluster_id
+               ORDER BY c.cluster_id < 0, k.risk IS NULL, k.risk DESC, c.size DESC, c.cluster_id LIMIT ? OFFSET ?""",
+            (int(limit), int(offset)),
+        )
+    ]
+    rows = conn.execute(
+        "SELECT cluster_id, label, keywords, size, (SELECT COUNT(*) FROM cluster_members m WHERE m.cluster_id = c.cluster_id) AS texts "
+        "FROM clusters c WHERE cluster_id IN (SELECT value FROM json_each(?))",
+        (json.dumps(ids),),
+    ).fetchall()
+    by_id = {r["cluster_id"]: r for r in rows}
+    items = items_per_cluster(conn, ids)
+    reviewed = reviewed_per_cluster(conn, ids)
+    return [
+        ClusterRow(cid, by_id[cid]["label"], json.loads(by_id[cid]["keywords"] or "[]"), by_id[cid]["size"], items.get(cid, 0), by_id[cid]["texts"], reviewed.get(cid, 0))
+        for cid in ids
+    ]
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def cluster_risks(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, float]:
+    """Each cluster's risk (the mean risk of its items; none for a catalog without risk scores)."""
+    if not cluster_ids or not _has_table(conn, "cluster_risk"):
+        return {}
+    return dict(conn.execute("SELECT cluster_id, risk FROM cluster_risk WHERE cluster_id IN (SELECT value FROM json_each(?))", (json.dumps(cluster_ids),)))
+
+
+def precision(conn: sqlite3.Connection):
+    """Audit precision estimates from the catalog's copy of the audits: ({cluster_id: Precision},
+    overall Precision or None); see :func:`shardlens.audits.precision_estimates`."""
+    from ..audits import precision_estimates
+
+    per, overall = precision_estimates(conn)
+    return {cid: p for (_, cid), p in per.items()}, overall
+
+
+def items_by_key(conn: sqlite3.Connection, keys: list[tuple]) -> dict[tuple, dict]:
+    """(image_id, region_id, line_no) -> the item's machine label, box and image (path, size):
+    what an audit shows of each sample item."""
+    out = {}
+    for image_id, region_id, line_no in keys:
+        if region_id is not None:
+            row = conn.execute("SELECT caption AS text, bbox FROM regions WHERE image_id = ? AND region_id = ? LIMIT 1", (image_id, region_id)).fetchone()
+        else:
+            row = conn.execute("SELECT text, bbox FROM ocr_lines WHERE image_id = ? AND line_no = ? LIMIT 1", (image_id, line_no)).fetchone()
+        if row is not None:
+            out[(image_id, region_id, line_no)] = {"image_id": image_id, "text": row["text"], "bbox": _bbox(row["bbox"])}
+    images = image_paths(conn, sorted({k[0] for k in out}))
+    for item in out.values():
+        item.update({k: v for k, v in images.get(item["image_id"], {}).items() if k != "image_id"})
+    return out
+
+
+def cluster_item(conn: sqlite3.Connection, cluster_id: int) -> str | None:
+    """The item group of a cluster ('region' or 'text'; None for the bucket or an unknown id)."""
+    row = conn.execute("SELECT item FROM clusters WHERE cluster_id = ?", (int(cluster_id),)).fetchone()
+    return row[0] if row else None

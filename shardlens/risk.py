@@ -1,0 +1,217 @@
+"""Risk scores: how likely a machine label is wrong, from signals the workflow already has.
+
+Every item (a region or an OCR line) gets a risk in [0, 1]; every cluster the mean risk of its
+items. The review dashboard opens on the riskiest clusters, and ``bench/review_effort.py``
+orders its triage by them.
+
+**Signals** (each turned into a component in [0, 1], higher = riskier):
+
+=================  ============  ===========================================================
+component          items         value
+=================  ============  ===========================================================
+``score``          regions       1 - the detector's score of the region
+``margin``         regions       1 - (top-1 - top-2 candidate score); a lone candidate has
+                                 top-2 = 0
+``disagreement``   regions       when the candidates come from both the detector and the crop
+                                 classifier: the other source's best candidate score / the
+                                 top candidate's score (candidates are one per class, so the
+                                 other source's best is a *different* class: a strong vote for
+                                 another class is disagreement); 0 with one source
+``ocr``            OCR lines     1 - the recogniser's confidence
+``exemplar``       clustered     1 - cosine(item text, the cluster's name text), clipped to
+                                 [0, 1]
+``outlier``        clustered     1 - membership probability (HDBSCAN's strength for a fitted
+                                 text, the similarity to its nearest fitted member for an
+                                 assigned one)
+=================  ============  ===========================================================
+
+**Formula**: an item's risk is the plain mean of its components (clustered regions: 5,
+clustered OCR lines: 3; unclustered items only their own: 3 and 1). Each component is a
+monotone function of its signal, so the risk never falls when a signal gets worse (a lower
+score, a smaller margin, a farther exemplar ...). Equal weights: no signal is calibrated against
+another, and the mean keeps every risk in [0, 1].
+
+An unclustered item has no cluster components, rather than the worst ones: most unique texts
+(a shop's name on one sign) are unclustered and right, so "no cluster" says little about the
+label. (A first version counted unclustered as exemplar = outlier = 1; on the quality set that
+ranked every unclustered OCR line above most wrong regions: BENCHMARKS.md, review effort.)
+
+**Cluster risk**: the mean risk of the cluster's items (every occurrence, not every distinct
+text): the expected risk of an item drawn at random from it, which is what an audit draws.
+
+**Where it is computed** (the catalog stays incremental, see :mod:`shardlens.catalog`):
+
+- ``item_signals`` (per shard, written with the shard's rows at import): the item's own
+  components and their sum ``own_sum``/count ``own_n``;
+- ``text_risk`` (per distinct clustered text, written in the aggregate refresh): exemplar and
+  outlier; recomputed only when the clusters' file changed (``risk_state`` records which one
+  it was computed from), so an import that changes no cluster decodes no vector;
+- ``cluster_risk`` (per cluster, refreshed on every import: one GROUP BY);
+- view ``item_risk``: item_signals joined with text_risk and the risk itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+
+import numpy as np
+
+from .reviews import item_key
+
+REGION_COMPONENTS = ("score", "margin", "disagreement", "exemplar", "outlier")
+TEXT_COMPONENTS = ("ocr", "exemplar", "outlier")
+
+RISK_DDL = (
+    """CREATE TABLE IF NOT EXISTS item_signals (
+    shard TEXT NOT NULL,
+    item_key TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    item TEXT NOT NULL CHECK (item IN ('region', 'text')),
+    region_id INTEGER,
+    line_no INTEGER,
+    text TEXT NOT NULL,
+    score_risk REAL,
+    margin_risk REAL,
+    disagreement REAL,
+    ocr_risk REAL,
+    own_sum REAL NOT NULL,
+    own_n INTEGER NOT NULL,
+    PRIMARY KEY (shard, item_key)
+)""",
+    "CREATE INDEX IF NOT EXISTS item_signals_text ON item_signals(item, text)",
+    """CREATE TABLE IF NOT EXISTS text_risk (
+    item TEXT NOT NULL,
+    text TEXT NOT NULL,
+    cluster_id INTEGER NOT NULL,
+    exemplar REAL NOT NULL,
+    outlier REAL NOT NULL,
+    PRIMARY KEY (item, text)
+)""",
+    """CREATE TABLE IF NOT EXISTS cluster_risk (
+    cluster_id INTEGER PRIMARY KEY,
+    items INTEGER NOT NULL,
+    risk REAL NOT NULL
+)""",
+    "CREATE TABLE IF NOT EXISTS risk_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # an item's risk: its own components and, when its text is clustered (a text_risk row), the
+    # cluster components; an unclustered item has its own only (exemplar and outlier NULL)
+    """CREATE VIEW IF NOT EXISTS item_risk AS
+    SELECT s.item_key, s.image_id, s.item, s.region_id, s.line_no, s.text,
+           COALESCE(t.cluster_id, -1) AS cluster_id,
+           s.score_risk, s.margin_risk, s.disagreement, s.ocr_risk,
+           t.exemplar, t.outlier,
+           CASE WHEN t.cluster_id IS NULL THEN s.own_sum / s.own_n
+                ELSE (s.own_sum + t.exemplar + t.outlier) / (s.own_n + 2) END AS risk
+    FROM item_signals s LEFT JOIN text_risk t ON t.item = s.item AND t.text = s.text""",
+)
+SIGNAL_COLUMNS = ("shard", "item_key", "image_id", "item", "region_id", "line_no", "text", "score_risk", "margin_risk", "disagreement", "ocr_risk", "own_sum", "own_n")
+
+
+def _clip(value: float) -> float:
+    return float(min(1.0, max(0.0, value)))
+
+
+def region_components(region: dict) -> dict[str, float]:
+    """The region's own components (score, margin, disagreement) from its record."""
+    labels = region["labels"]
+    top = labels[0]["score"]
+    second = labels[1]["score"] if len(labels) > 1 else 0.0
+    other = [c["score"] for c in labels if c["source"] != labels[0]["source"]]
+    disagreement = _clip(max(other) / top) if other and top > 0 else (1.0 if other else 0.0)
+    return {"score": _clip(1.0 - region["score"]), "margin": _clip(1.0 - (top - second)), "disagreement": disagreement}
+
+
+def line_components(line: dict) -> dict[str, float]:
+    """The OCR line's own component (recogniser confidence)."""
+    return {"ocr": _clip(1.0 - line["confidence"])}
+
+
+def cluster_components(exemplar_cosine: float | None, probability: float) -> dict[str, float]:
+    """Exemplar distance and outlier score of a clustered item (``exemplar_cosine`` None: its
+    cluster's name has no embedding, the distance counts as 1)."""
+    exemplar = 1.0 if exemplar_cosine is None else _clip(1.0 - exemplar_cosine)
+    return {"exemplar": exemplar, "outlier": _clip(1.0 - probability)}
+
+
+def item_risk(components: dict[str, float]) -> float:
+    """The risk of one item: the mean of its components (see the module's docstring)."""
+    return sum(components.values()) / len(components)
+
+
+def signal_rows(shard: str, regions: list[dict], lines: list[dict]) -> list[tuple]:
+    """Rows of ``item_signals`` for one shard's region and OCR records (per-item parts)."""
+    rows = []
+    for r in regions:
+        c = region_components(r)
+        c = {k: round(v, 6) for k, v in c.items()}
+        rows.append((shard, item_key(r["image_id"], r["region_id"], None), r["image_id"], "region", r["region_id"], None, r["caption"],
+                     c["score"], c["margin"], c["disagreement"], None, sum(c.values()), len(c)))  # fmt: skip
+    for o in lines:
+        c = {k: round(v, 6) for k, v in line_components(o).items()}
+        rows.append((shard, item_key(o["image_id"], None, o["line_no"]), o["image_id"], "text", None, o["line_no"], o["text"],
+                     None, None, None, c["ocr"], c["ocr"], 1))  # fmt: skip
+    return rows
+
+
+def replace_shard_signals(conn: sqlite3.Connection, shard: str, rows: list[tuple]) -> None:
+    """Swap one shard's ``item_signals`` rows (inside the caller's savepoint)."""
+    conn.execute("DELETE FROM item_signals WHERE shard = ?", (shard,))
+    conn.executemany(f"INSERT INTO item_signals ({', '.join(SIGNAL_COLUMNS)}) VALUES ({', '.join('?' * len(SIGNAL_COLUMNS))})", rows)
+
+
+def has_risk(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'item_signals'").fetchone() is not None
+
+
+_EMBEDDING_KINDS = {"region": ("caption", "label"), "text": ("ocr",)}
+
+
+def _vectors(conn: sqlite3.Connection, item: str, texts: set[str]) -> dict[str, np.ndarray]:
+    """One vector per text of the item group (any shard's copy: the same model gives the same)."""
+    kinds = _EMBEDDING_KINDS[item]
+    out: dict[str, np.ndarray] = {}
+    marks = ", ".join("?" * len(kinds))
+    for text, vector in conn.execute(f"SELECT text, MIN(vector) FROM embeddings WHERE kind IN ({marks}) GROUP BY text", kinds):
+        if text in texts and vector is not None:
+            out[text] = np.frombuffer(base64.b64decode(vector), dtype="<f4")
+    return out
+
+
+def _text_risk_rows(conn: sqlite3.Connection) -> list[tuple]:
+    names = {cid: (item, name) for cid, item, name in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
+    members = conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members").fetchall()
+    rows = []
+    for item in ("region", "text"):
+        group = [m for m in members if m[0] == item]
+        wanted = {m[1] for m in group} | {name for it, name in names.values() if it == item}
+        vectors = _vectors(conn, item, wanted) if group else {}
+        for _, text, cluster_id, probability in group:
+            if cluster_id < 0 or cluster_id not in names:
+                continue  # unclustered: no cluster components
+            a, b = vectors.get(text), vectors.get(names[cluster_id][1])
+            c = cluster_components(float(a @ b) if a is not None and b is not None else None, probability)
+            rows.append((item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6)))
+    return rows
+
+
+def refresh_risk(conn: sqlite3.Connection) -> dict[str, int]:
+    """The aggregate part (inside the caller's transaction): ``text_risk`` when the clusters
+    changed since it was computed, then ``cluster_risk``. Returns the rows written."""
+    if not has_risk(conn):
+        return {"texts": 0, "clusters": 0}
+    source = conn.execute("SELECT COALESCE(group_concat(sha256), '') FROM (SELECT sha256 FROM aggregate_files ORDER BY name)").fetchone()[0]
+    known = conn.execute("SELECT value FROM risk_state WHERE name = 'clusters'").fetchone()
+    texts = 0
+    if known is None or known[0] != source:
+        rows = _text_risk_rows(conn)
+        conn.execute("DELETE FROM text_risk")
+        conn.executemany("INSERT INTO text_risk VALUES (?, ?, ?, ?, ?)", rows)
+        conn.execute("INSERT OR REPLACE INTO risk_state (name, value) VALUES ('clusters', ?)", (source,))
+        texts = len(rows)
+    conn.execute("DELETE FROM cluster_risk")
+    conn.execute(
+        "INSERT INTO cluster_risk (cluster_id, items, risk) "
+        "SELECT cluster_id, COUNT(*), ROUND(AVG(risk), 6) FROM item_risk WHERE cluster_id >= 0 GROUP BY cluster_id"
+    )
+    return {"texts": texts, "clusters": conn.execute("SELECT COUNT(*) FROM cluster_risk").fetchone()[0]}

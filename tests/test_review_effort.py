@@ -1,0 +1,70 @@
+"""The simulated reviewer of bench/review_effort.py on hand-made items: the actions each strategy
+counts, the precision it stops at, and the audit sample it shares with the dashboard."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from conftest import REPO
+from shardlens.audits import draw_sample
+
+
+@pytest.fixture()
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    return importlib.import_module("review_effort")
+
+
+def items(bench) -> list:
+    """Cluster 0: 6 right items; cluster 1: 4 items, 2 wrong; 10 unclustered items, 1 wrong (risky)."""
+    out = []
+    for n in range(6):
+        out.append(bench.Item((f"a{n}", None, 0), "text", f"a{n}.png", "OPEN", 0.9, 0.2, 0, True))
+    for n in range(4):
+        out.append(bench.Item((f"b{n}", 0, None), "region", f"b{n}.png", "dog", 0.5, 0.6, 1, n >= 2))
+    for n in range(10):
+        out.append(bench.Item((f"c{n}", None, 0), "text", f"c{n}.png", f"t{n}", 0.8, 0.9 if n == 0 else 0.1, -1, n != 0))
+    return out
+
+
+def test_one_by_one_stops_at_the_target(bench):
+    its = items(bench)  # 20 items, 3 wrong: precision 0.85
+    full = bench.one_by_one(its, bench.file_order(its), 2.0)
+    assert (full.actions, full.precision) == (20, 1.0)
+    # file order: a0..a5, b0, b1 (wrong), b2, b3, c0 (wrong): all 3 fixed after 11 actions
+    r = bench.one_by_one(its, bench.file_order(its), 0.98)
+    assert (r.actions, r.precision) == (11, 1.0)
+    # 0.9 needs 18 of 20 right: b0 fixed at the 7th action
+    r = bench.one_by_one(its, bench.file_order(its), 0.9)
+    assert (r.actions, r.precision) == (7, 0.9)
+    risky = bench.one_by_one(its, sorted(its, key=lambda i: -i.risk), 0.98)
+    assert risky.actions == 3 and risky.precision == 1.0  # c0, then cluster 1's b0 and b1
+
+
+def test_triage_audits_bulk_accepts_and_reviews_failed_clusters(bench):
+    its = items(bench)
+    cluster_risk = {0: 0.2, 1: 0.6}
+    r, accepted = bench.triage(its, cluster_risk, 3, 0.98, interleave=True)
+    # c0 (risk 0.9, 1 action); cluster 1 (risk 0.6): its audit of 3 holds a wrong item (2 of its
+    # 4 are), so it fails (3 actions) and the 4th item is reviewed when it is the other wrong one;
+    # precision is then 1.0: cluster 0 is never audited
+    sample = draw_sample("region", 1, 1, [i.key for i in its if i.cluster_id == 1], 3)
+    missed = {("b0", 0, None), ("b1", 0, None)} - set(sample)
+    assert (r.actions, r.precision, accepted) == (1 + 3 + len(missed), 1.0, [])
+    # clusters first: cluster 1 (4 actions), cluster 0 audited (3) and bulk-accepted (1), then c0
+    r, accepted = bench.triage(its, cluster_risk, 3, 0.98)
+    assert (r.actions, r.precision) == (9, 1.0)
+    assert accepted == [{"cluster": 0, "items": 6, "sample": 3, "right": 6}]
+    # the bench draws the same sample as the dashboard's first audit of the cluster
+    keys = [i.key for i in its if i.cluster_id == 0]
+    assert len(draw_sample("text", 0, 1, keys, 3)) == 3 and draw_sample("text", 0, 1, keys, 3) == draw_sample("text", 0, 1, list(reversed(keys)), 3)
+
+
+def test_a_bulk_accept_fixes_nothing(bench):
+    its = [bench.Item((f"x{n}", None, 0), "text", f"x{n}.png", "x", 0.9, 0.1, 0, n != 5) for n in range(20)]
+    sample = set(draw_sample("text", 0, 1, [i.key for i in its], 3))
+    assert ("x5", None, 0) not in sample, "the wrong item must escape the audit for this test"
+    r, accepted = bench.triage(its, {0: 0.1}, 3, 0.999, interleave=True)
+    assert r.actions == 4 and r.precision == pytest.approx(0.95) and accepted[0]["right"] == 19

@@ -1,0 +1,133 @@
+"""Risk scores (shardlens/risk.py): the formula's values, its monotonicity, and the catalog's
+``item_risk`` / ``cluster_risk`` against the formula recomputed from a real run's cache."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shardlens.catalog import import_cache
+from shardlens.reviews import item_key
+from shardlens.risk import cluster_components, item_risk, line_components, region_components
+
+
+def region(score: float, labels: list[tuple[str, float, str]]) -> dict:
+    return {"score": score, "labels": [{"label": l, "score": s, "source": src} for l, s, src in labels]}
+
+
+def test_component_values():
+    assert region_components(region(0.8, [("dog", 0.8, "detector"), ("cat", 0.3, "detector")])) == pytest.approx(
+        {"score": 0.2, "margin": 0.5, "disagreement": 0.0}
+    )
+    # a lone candidate: top-2 is 0
+    assert region_components(region(0.9, [("dog", 0.9, "detector")]))["margin"] == pytest.approx(0.1)
+    # the classifier votes 0.6 for another class than the detector's 0.8: disagreement 0.75
+    assert region_components(region(0.8, [("dog", 0.8, "detector"), ("cat", 0.6, "classifier")]))["disagreement"] == pytest.approx(0.75)
+    assert line_components({"confidence": 0.93}) == pytest.approx({"ocr": 0.07})
+    assert cluster_components(0.9, 0.75) == pytest.approx({"exemplar": 0.1, "outlier": 0.25})
+    assert cluster_components(None, 0.0) == {"exemplar": 1.0, "outlier": 1.0}  # a name without embedding
+    assert cluster_components(-0.2, 1.0) == {"exemplar": 1.0, "outlier": 0.0}  # clipped to [0, 1]
+    assert item_risk({"score": 0.2, "margin": 0.5, "disagreement": 0.0, "exemplar": 0.1, "outlier": 0.2}) == pytest.approx(0.2)
+
+
+def test_risk_never_falls_when_a_signal_gets_worse():
+    def risk(score=0.8, second=0.3, other_source=None, cosine=0.9, probability=0.9) -> float:
+        labels = [("dog", 0.8, "detector"), ("cat", second, "detector")]
+        if other_source is not None:
+            labels.append(("wolf", other_source, "classifier"))
+        return item_risk({**region_components(region(score, labels)), **cluster_components(cosine, probability)})
+
+    base = risk()
+    assert risk(score=0.5) > base
+    assert risk(second=0.7) > base  # smaller margin
+    assert risk(other_source=0.2) > base  # the classifier votes for another class
+    assert risk(cosine=0.5) > base
+    assert risk(probability=0.4) > base
+    scores = [risk(score=s) for s in np.linspace(1.0, 0.0, 11)]
+    assert scores == sorted(scores)
+    texts = [item_risk({**line_components({"confidence": c}), **cluster_components(0.9, 0.9)}) for c in np.linspace(1.0, 0.0, 11)]
+    assert texts == sorted(texts)
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines() if line.strip()]
+
+
+def vectors(cache: Path) -> dict[tuple[str, str], np.ndarray]:
+    out = {}
+    for r in records(cache / "embed"):
+        item = "text" if r["kind"] == "ocr" else "region"
+        out.setdefault((item, r["text"]), np.frombuffer(base64.b64decode(r["vector"]), dtype="<f4"))
+    return out
+
+
+@pytest.mark.slow
+def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
+    """Every item's risk in the catalog equals the formula on its cache record, its cluster's
+    name and its membership probability; each cluster's risk is its items' mean."""
+    cache = demo_run / "cache"
+    db = tmp_path / "catalog.sqlite"
+    stats = import_cache(cache, db, log=lambda m: None)
+    assert stats["risk"]["texts"] > 0
+    conn = sqlite3.connect(db)
+    members = {(i, t): (c, p) for i, t, c, p in conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members")}
+    names = {c: (i, n) for c, i, n in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
+    vec = vectors(cache)
+    expected: dict[str, tuple[int, float]] = {}
+    for item, recs in (("region", records(cache / "regions")), ("text", records(cache / "ocr"))):
+        for r in recs:
+            own = region_components(r) if item == "region" else line_components(r)
+            text = r["caption"] if item == "region" else r["text"]
+            cluster, probability = members.get((item, text), (-1, 0.0))
+            if cluster >= 0:  # an unclustered item: its own components only
+                own |= cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), probability)
+            key = item_key(r["image_id"], r.get("region_id") if item == "region" else None, r.get("line_no") if item == "text" else None)
+            expected[key] = (cluster, item_risk(own))
+    got = {k: (c, r) for k, c, r in conn.execute("SELECT item_key, cluster_id, risk FROM item_risk")}
+    assert got.keys() == expected.keys()
+    assert {k: c for k, (c, _) in got.items()} == {k: c for k, (c, _) in expected.items()}
+    assert [got[k][1] for k in sorted(got)] == pytest.approx([expected[k][1] for k in sorted(expected)], abs=1e-5)
+    clustered = [c for c, _ in expected.values() if c >= 0]
+    assert clustered, "the demo run clusters nothing"
+    for cluster_id, items, risk in conn.execute("SELECT cluster_id, items, risk FROM cluster_risk"):
+        mine = [r for c, r in expected.values() if c == cluster_id]
+        assert items == len(mine) and risk == pytest.approx(sum(mine) / len(mine), abs=1e-5)
+    assert {c for (c,) in conn.execute("SELECT cluster_id FROM cluster_risk")} == set(clustered)
+    before = conn.execute("SELECT * FROM text_risk ORDER BY item, text").fetchall()
+    conn.close()
+    # an import that changes no cluster computes no text part again, and keeps the same figures
+    again = import_cache(cache, db, log=lambda m: None)
+    assert again["mode"] == "incremental" and again["risk"]["texts"] == 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT * FROM text_risk ORDER BY item, text").fetchall() == before
+    conn.close()
+
+
+def test_a_removed_shard_takes_its_signals_along(small_catalog, tmp_path):
+    run = shutil.copytree(small_catalog.parent.parent, tmp_path / "run")
+    db = run / "results" / "annotations.sqlite"
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM item_risk").fetchone()[0] == conn.execute("SELECT COUNT(*) FROM item_annotations").fetchone()[0] > 0
+    # small_catalog has no clusters: every item is unclustered, its risk the mean of its own components
+    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE cluster_id != -1 OR exemplar IS NOT NULL OR outlier IS NOT NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE item = 'text' AND abs(risk - ocr_risk) > 1e-9").fetchone()[0] == 0
+    assert conn.execute(
+        "SELECT COUNT(*) FROM item_risk WHERE item = 'region' AND abs(risk - (score_risk + margin_risk + disagreement) / 3) > 1e-9"
+    ).fetchone()[0] == 0
+    shard = conn.execute("SELECT shard FROM item_signals ORDER BY shard LIMIT 1").fetchone()[0]
+    conn.close()
+    manifest = json.loads((run / "cache" / "manifest.json").read_text())
+    del manifest["shards"][shard]
+    (run / "cache" / "manifest.json").write_text(json.dumps(manifest))
+    stats = import_cache(run / "cache", db, log=lambda m: None)
+    assert stats["removed"] == [shard]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM item_signals WHERE shard = ?", (shard,)).fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM item_risk").fetchone()[0] == conn.execute("SELECT COUNT(*) FROM item_annotations").fetchone()[0]
+    conn.close()
