@@ -562,7 +562,7 @@ def import_cache(
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
-        stats["risk"] = refresh_risk(conn)
+        stats["risk"] = refresh_risk(conn, stats["loaded"])
         start_tracking(conn, stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:

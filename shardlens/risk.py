@@ -53,11 +53,13 @@ text): the expected risk of an item drawn at random from it, which is what an au
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 
 import numpy as np
 
 from .reviews import item_key
+from .table_sync import sync_table
 
 REGION_COMPONENTS = ("score", "margin", "disagreement", "exemplar", "outlier")
 TEXT_COMPONENTS = ("ocr", "exemplar", "outlier")
@@ -80,12 +82,16 @@ RISK_DDL = (
     PRIMARY KEY (shard, item_key)
 )""",
     "CREATE INDEX IF NOT EXISTS item_signals_text ON item_signals(item, text)",
+    # probability and name: what the row was computed from, so a refresh recomputes only rows
+    # whose cluster, membership probability or cluster name changed (or whose text was loaded again)
     """CREATE TABLE IF NOT EXISTS text_risk (
     item TEXT NOT NULL,
     text TEXT NOT NULL,
     cluster_id INTEGER NOT NULL,
     exemplar REAL NOT NULL,
     outlier REAL NOT NULL,
+    probability REAL NOT NULL,
+    name TEXT NOT NULL,
     PRIMARY KEY (item, text)
 )""",
     """CREATE TABLE IF NOT EXISTS cluster_risk (
@@ -168,47 +174,71 @@ _EMBEDDING_KINDS = {"region": ("caption", "label"), "text": ("ocr",)}
 
 
 def _vectors(conn: sqlite3.Connection, item: str, texts: set[str]) -> dict[str, np.ndarray]:
-    """One vector per text of the item group (any shard's copy: the same model gives the same)."""
+    """One vector per text of the item group (any shard's copy: the same model gives the same),
+    looked up through the embeddings' (kind, text) index."""
     kinds = _EMBEDDING_KINDS[item]
     out: dict[str, np.ndarray] = {}
     marks = ", ".join("?" * len(kinds))
-    for text, vector in conn.execute(f"SELECT text, MIN(vector) FROM embeddings WHERE kind IN ({marks}) GROUP BY text", kinds):
-        if text in texts and vector is not None:
-            out[text] = np.frombuffer(base64.b64decode(vector), dtype="<f4")
+    wanted = sorted(texts)
+    for start in range(0, len(wanted), 5000):
+        chunk = json.dumps(wanted[start : start + 5000], ensure_ascii=False)
+        for text, vector in conn.execute(
+            f"SELECT text, MIN(vector) FROM embeddings WHERE kind IN ({marks}) AND text IN (SELECT value FROM json_each(?)) GROUP BY text", (*kinds, chunk)
+        ):
+            if vector is not None:
+                out[text] = np.frombuffer(base64.b64decode(vector), dtype="<f4")
     return out
 
 
-def _text_risk_rows(conn: sqlite3.Connection) -> list[tuple]:
+def _text_risk_rows(conn: sqlite3.Connection, changed_shards: list[str]) -> tuple[list[tuple], int]:
+    """Every clustered text's row, and how many were computed: a row is kept when its cluster,
+    probability and cluster name are those it was computed from and neither its text nor the
+    name was loaded again (``changed_shards``: a new embedding model changes vectors)."""
     names = {cid: (item, name) for cid, item, name in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
-    members = conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members").fetchall()
-    rows = []
+    kept = {(row[0], row[1]): row for row in conn.execute("SELECT item, text, cluster_id, exemplar, outlier, probability, name FROM text_risk")}
+    reloaded: set[tuple[str, str]] = set()
+    if changed_shards:
+        kinds = {kind: item for item, group in _EMBEDDING_KINDS.items() for kind in group}
+        for kind, text in conn.execute("SELECT kind, text FROM embeddings WHERE shard IN (SELECT value FROM json_each(?))", (json.dumps(changed_shards),)):
+            if kind in kinds:
+                reloaded.add((kinds[kind], text))
+    rows: dict[tuple[str, str], tuple] = {}
+    todo: list[tuple] = []
+    for item, text, cluster_id, probability in conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members WHERE cluster_id >= 0"):
+        if cluster_id not in names:
+            continue
+        name = names[cluster_id][1]
+        old = kept.get((item, text))
+        if old is not None and old[2] == cluster_id and old[5] == probability and old[6] == name and (item, text) not in reloaded and (item, name) not in reloaded:
+            rows[(item, text)] = old
+        else:
+            todo.append((item, text, cluster_id, probability, name))
     for item in ("region", "text"):
-        group = [m for m in members if m[0] == item]
-        wanted = {m[1] for m in group} | {name for it, name in names.values() if it == item}
-        vectors = _vectors(conn, item, wanted) if group else {}
-        for _, text, cluster_id, probability in group:
-            if cluster_id < 0 or cluster_id not in names:
-                continue  # unclustered: no cluster components
-            a, b = vectors.get(text), vectors.get(names[cluster_id][1])
+        group = [t for t in todo if t[0] == item]
+        if not group:
+            continue
+        vectors = _vectors(conn, item, {t[1] for t in group} | {t[4] for t in group})
+        for _, text, cluster_id, probability, name in group:
+            a, b = vectors.get(text), vectors.get(name)
             c = cluster_components(float(a @ b) if a is not None and b is not None else None, probability)
-            rows.append((item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6)))
-    return rows
+            rows[(item, text)] = (item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6), probability, name)
+    return [rows[key] for key in sorted(rows)], len(todo)
 
 
-def refresh_risk(conn: sqlite3.Connection) -> dict[str, int]:
+def refresh_risk(conn: sqlite3.Connection, changed_shards: list[str] | None = None) -> dict[str, int]:
     """The aggregate part (inside the caller's transaction): ``text_risk`` when the clusters
-    changed since it was computed, then ``cluster_risk``. Returns the rows written."""
+    changed since it was computed or shards were loaded (``changed_shards``), recomputing only the
+    rows whose inputs changed; then ``cluster_risk``. Returns the text rows computed and the
+    clusters."""
     if not has_risk(conn):
         return {"texts": 0, "clusters": 0}
     source = conn.execute("SELECT COALESCE(group_concat(sha256), '') FROM (SELECT sha256 FROM aggregate_files ORDER BY name)").fetchone()[0]
     known = conn.execute("SELECT value FROM risk_state WHERE name = 'clusters'").fetchone()
     texts = 0
-    if known is None or known[0] != source:
-        rows = _text_risk_rows(conn)
-        conn.execute("DELETE FROM text_risk")
-        conn.executemany("INSERT INTO text_risk VALUES (?, ?, ?, ?, ?)", rows)
+    if known is None or known[0] != source or changed_shards:
+        rows, texts = _text_risk_rows(conn, list(changed_shards or ()))
+        sync_table(conn, "text_risk", rows)
         conn.execute("INSERT OR REPLACE INTO risk_state (name, value) VALUES ('clusters', ?)", (source,))
-        texts = len(rows)
     conn.execute("DELETE FROM cluster_risk")
     conn.execute(
         "INSERT INTO cluster_risk (cluster_id, items, risk) "
