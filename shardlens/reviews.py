@@ -445,18 +445,20 @@ def _line_order(problem: str) -> tuple[int, str]:
     return (int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0, problem)
 
 
-def read_store(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
-    """Every row of the store's ``reviews`` and ``cluster_reviews`` (none when it does not exist)."""
+def _store_rows(store_db: str | Path, *tables: tuple[str, tuple[str, ...]]) -> tuple[list[tuple], ...]:
+    """Every row of each (table, columns) of the store (none when the store does not exist)."""
     if not Path(store_db).exists():
-        return [], []
+        return tuple([] for _ in tables)
     store = connect_store(store_db)
     try:
-        return (
-            store.execute(f"SELECT {', '.join(COLUMNS)} FROM reviews").fetchall(),
-            store.execute(f"SELECT {', '.join(CLUSTER_COLUMNS)} FROM cluster_reviews").fetchall(),
-        )
+        return tuple(store.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall() for table, columns in tables)
     finally:
         store.close()
+
+
+def read_store(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
+    """Every row of the store's ``reviews`` and ``cluster_reviews`` (none when it does not exist)."""
+    return _store_rows(store_db, ("reviews", COLUMNS), ("cluster_reviews", CLUSTER_COLUMNS))
 
 
 def replace_copies(catalog: sqlite3.Connection, rows: list[tuple], cluster_rows: list[tuple]) -> None:
@@ -468,26 +470,16 @@ def replace_copies(catalog: sqlite3.Connection, rows: list[tuple], cluster_rows:
 
 def read_audit_rows(store_db: str | Path) -> tuple[list[tuple], list[tuple]]:
     """Every row of the store's ``audits`` and ``audit_items`` (none when it does not exist)."""
-    if not Path(store_db).exists():
-        return [], []
-    store = connect_store(store_db)
-    try:
-        return (
-            store.execute(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audits").fetchall(),
-            store.execute(f"SELECT {', '.join(AUDIT_ITEM_COLUMNS)} FROM audit_items").fetchall(),
-        )
-    finally:
-        store.close()
+    return _store_rows(store_db, ("audits", AUDIT_COLUMNS), ("audit_items", AUDIT_ITEM_COLUMNS))
 
 
 def replace_audit_copies(catalog: sqlite3.Connection, audits: list[tuple], items: list[tuple]) -> None:
-    """Replace the catalog's copies of the store's audits (inside the caller's transaction)."""
+    """Make the catalog's copies of the store's audits equal the store's (inside the caller's
+    transaction), writing only the rows that differ."""
     for statement in AUDITS_DDL:
         catalog.execute(statement)
-    catalog.execute("DELETE FROM audits")
-    catalog.executemany(f"INSERT INTO audits ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})", audits)
-    catalog.execute("DELETE FROM audit_items")
-    catalog.executemany(f"INSERT INTO audit_items ({', '.join(AUDIT_ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_ITEM_COLUMNS))})", items)
+    sync_table(catalog, "audits", audits)
+    sync_table(catalog, "audit_items", items)
 
 
 def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
