@@ -59,7 +59,7 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
         records = shards.setdefault(spec.get("shard", "0000"), {"ingest": [], "gate": [], "ocr": [], "detection": [], "embedding": {}})
         iid = image_id(path)
         records["ingest"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "path": path, "bytes": 1000, "width": 640, "height": 480,
-                                  "format": "PNG", "status": "ok", "error": None, "error_detail": None})
+                                  "format": "PNG", "phash": spec.get("phash"), "status": "ok", "error": None, "error_detail": None})
         records["gate"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "has_text": True, "score": 0.9, "decision": "ocr",
                                 "skip_reason": None, "text_regions": 1, "gate_version": "test-gate"})
         for n, text in enumerate(spec.get("lines", [])):

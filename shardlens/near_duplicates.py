@@ -1,0 +1,244 @@
+"""Near-duplicate images: a perceptual hash per image and groups of images whose hashes are close.
+
+Exact duplicates (the same bytes) are already one image (one ``image_id``). Near-duplicates are
+different files of what a person sees as the same picture: resized, re-encoded, lightly edited.
+
+**The hash** (:func:`perceptual_hash`) is imagehash's ``phash`` (pinned in pyproject.toml): the
+image, EXIF-oriented as ingest decodes it, converted to grey, resized to 32x32, its 2-D DCT, and
+the 8x8 lowest frequencies compared with their median: 64 bits, written as 16 hex digits. The
+ingest stage records it (``phash`` in the ingest record): a function of the file alone; null
+when the image does not decode or cannot be hashed.
+
+**The groups** (:func:`group_hashes`): two images are near-duplicates when their hashes differ in
+at most ``dedupe.max_distance`` of the 64 bits (Hamming distance). A group is a **connected
+component** of that relation (single linkage): A~B and B~C puts A, B and C in one group even when
+A and C differ by more. Components do not depend on the order in which images or shards come,
+and the group's id is its smallest ``image_id`` (its *representative*). The catalog's
+``near_duplicates`` table (:data:`NEAR_DUPLICATES_DDL`) holds one row per image in a group of
+two or more images.
+
+**Finding the close pairs without comparing every pair** (:func:`close_pairs`): the 64 bits are
+cut into ``m`` chunks of nearly equal width. Two hashes that differ in at most ``d`` bits differ
+in at most ``d`` chunks, so they agree exactly on at least ``m - d`` chunks (pigeonhole): on one
+of the ``C(m, m - d)`` combinations of ``m - d`` chunks. For each combination, the hashes are
+sorted by those bits; only hashes equal there are candidates, and each candidate pair is checked
+in full. ``m = d + 1`` is the textbook split (a pair shares one chunk exactly), but with chunks
+of 64/7 = 9 bits a million random hashes put ~2,000 in each bucket; more, narrower chunks
+combined into wider keys give far fewer candidates for a few more sorts. :func:`chunk_plan`
+picks ``m`` by an estimate of sorts plus candidates for the number of hashes. The cost is
+``O(keys * N log N + candidates)``, never ``N^2`` for hashes that are not near each other
+(``bench/near_duplicates_scale.py`` prints the figures).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from itertools import combinations
+
+import numpy as np
+
+# What the ingest stage's records hold in ``phash``: the ingest rule's param (so a change of the
+# method re-runs ingest) and the manifest's record of it.
+PHASH_METHOD = "imagehash 4.3.2 phash, hash_size 8 (64 bits, 16 hex digits)"
+BITS = 64
+
+NEAR_DUPLICATES_DDL = (
+    # one row per image in a group of at least two images (an image alone has no row)
+    """CREATE TABLE IF NOT EXISTS near_duplicates (
+    image_id TEXT PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    distance INTEGER NOT NULL,
+    group_size INTEGER NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS near_duplicates_group ON near_duplicates(group_id)",
+)
+
+
+def perceptual_hash(image) -> str | None:
+    """The 64-bit perceptual hash of a decoded PIL image as 16 hex digits, or None when it cannot
+    be computed (a mode the grey conversion refuses, a decoder error on load)."""
+    import imagehash
+
+    try:
+        value = str(imagehash.phash(image, hash_size=8))
+    except Exception:  # noqa: BLE001 - an image that cannot be hashed keeps everything else
+        return None
+    return value if len(value) == 16 else None
+
+
+def hamming(a: str, b: str) -> int:
+    """Bits in which two hex hashes differ."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def hashes_to_array(hexes: list[str]) -> np.ndarray:
+    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
+
+
+def _chunk_masks(m: int) -> list[int]:
+    """m contiguous bit masks covering the 64 bits, widths differing by at most one."""
+    masks, start = [], 0
+    for i in range(m):
+        width = BITS // m + (1 if i < BITS % m else 0)
+        masks.append(((1 << width) - 1) << start)
+        start += width
+    return masks
+
+
+def chunk_plan(n: int, max_distance: int) -> tuple[int, list[int]]:
+    """(m, the key masks) for ``n`` hashes and a distance of at most ``max_distance``: each key is
+    m - d of the m chunks; m minimises an estimate of sorting n hashes per key plus checking the
+    pairs random hashes would share a key by chance."""
+    d = max_distance
+    best = None
+    for m in range(d + 1, min(BITS, d + 9) + 1):
+        masks = _chunk_masks(m)
+        widths = sorted(bin(mask).count("1") for mask in masks)
+        keys = math.comb(m, m - d)
+        key_bits = sum(widths[: m - d])
+        cost = keys * (n * max(1.0, math.log2(max(n, 2))) + 4.0 * n * n / 2.0 ** (key_bits + 1))
+        if best is None or cost < best[0]:
+            best = (cost, m, masks)
+    _, m, masks = best
+    keys = []
+    for combo in combinations(range(m), m - d):
+        mask = 0
+        for i in combo:
+            mask |= masks[i]
+        keys.append(mask)
+    return m, keys
+
+
+def _pairs_in_runs(sorted_keys: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of positions (as indexes into the hashes) whose keys are equal, given the keys
+    sorted and the sort order: within each run of equal keys, each element with each later one."""
+    n = sorted_keys.shape[0]
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    boundary = np.ones(n, dtype=bool)
+    boundary[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    starts = np.flatnonzero(boundary)
+    ends = np.append(starts[1:], n)
+    lengths = ends - starts
+    run_end = np.repeat(ends, lengths)
+    active = np.flatnonzero(run_end - np.arange(n) > 1)  # positions with a later one in their run
+    left, right = [], []
+    k = 1
+    while active.size:
+        partner = active + k
+        left.append(order[active])
+        right.append(order[partner])
+        k += 1
+        active = active[run_end[active] - active > k]
+    if not left:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(left), np.concatenate(right)
+
+
+def close_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, distance) with i < j for every pair of ``hashes`` (uint64) within ``max_distance``
+    bits, each pair once, sorted by (i, j)."""
+    n = hashes.shape[0]
+    empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+    if n < 2 or max_distance < 0:
+        return empty
+    _, keys = chunk_plan(n, max_distance)
+    found = []
+    for mask in keys:
+        keyed = hashes & np.uint64(mask)
+        order = np.argsort(keyed, kind="stable")
+        i, j = _pairs_in_runs(keyed[order], order)
+        if i.size == 0:
+            continue
+        distance = np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
+        near = distance <= max_distance
+        lo, hi = np.minimum(i[near], j[near]), np.maximum(i[near], j[near])
+        found.append(lo.astype(np.int64) * n + hi)
+    if not found:
+        return empty
+    codes = np.unique(np.concatenate(found))
+    i, j = codes // n, codes % n
+    return i, j, np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
+
+
+def group_hashes(image_ids: list[str], hexes: list[str], max_distance: int) -> list[tuple[str, str, int, int]]:
+    """The near-duplicate groups of some images: (image_id, group_id, distance to the group's
+    representative, group size) for each image in a group of two or more, sorted by image_id.
+    ``image_ids`` are distinct; the result does not depend on their order."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    order = sorted(range(len(image_ids)), key=image_ids.__getitem__)
+    ids = [image_ids[k] for k in order]
+    hashes = hashes_to_array([hexes[k] for k in order])
+    i, j, _ = close_pairs(hashes, max_distance)
+    if i.size == 0:
+        return []
+    n = len(ids)
+    graph = coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    representative = np.full(component.max() + 1, n, dtype=np.int64)
+    np.minimum.at(representative, component, np.arange(n))  # ids are sorted: the smallest index is the smallest id
+    size = np.bincount(component)
+    members = np.flatnonzero(size[component] > 1)
+    rep = representative[component[members]]
+    distance = np.bitwise_count(hashes[members] ^ hashes[rep]).astype(np.int64)
+    return [(ids[m], ids[r], int(dist), int(size[component[m]])) for m, r, dist in zip(members, rep, distance)]
+
+
+# ----------------------------------------------------------------------------------- catalog
+
+
+def distance_setting(conn: sqlite3.Connection, given, recorded: str) -> int | None:
+    """The grouping distance: ``given``, or with ``recorded`` (propagation.RECORDED) the one the
+    catalog recorded, else the schema's default (``dedupe.max_distance``); recorded in the
+    catalog's ``propagation_settings``, so review imports and the dashboard keep it."""
+    if given == recorded:
+        row = conn.execute("SELECT value FROM propagation_settings WHERE name = 'near_duplicate_max_distance'").fetchone()
+        if row is not None:
+            return None if row[0] is None else int(row[0])
+        from .config import schema_default
+
+        given = schema_default("dedupe", "max_distance")
+    conn.execute("INSERT OR REPLACE INTO propagation_settings (name, value) VALUES ('near_duplicate_max_distance', ?)", (given,))
+    return None if given is None else int(given)
+
+
+def has_near_duplicates(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is not None
+
+
+def refresh_near_duplicates(conn: sqlite3.Connection, max_distance: int | None, changed: bool) -> int:
+    """Recompute ``near_duplicates`` from the catalog's hashes (inside the caller's transaction)
+    when ``changed`` (shards were loaded or removed) or the distance differs from the one the
+    table was computed with; return the number of images in groups. ``None`` empties it."""
+    computed = conn.execute("SELECT value FROM propagation_settings WHERE name = 'near_duplicates_computed_with'").fetchone()
+    marker = -1 if max_distance is None else max_distance
+    if not changed and computed is not None and computed[0] == marker:
+        return conn.execute("SELECT COUNT(*) FROM near_duplicates").fetchone()[0]
+    conn.execute("DELETE FROM near_duplicates")
+    conn.execute("INSERT OR REPLACE INTO propagation_settings (name, value) VALUES ('near_duplicates_computed_with', ?)", (marker,))
+    if max_distance is None:
+        return 0
+    rows = conn.execute(
+        "SELECT image_id, MIN(phash) FROM paths WHERE status = 'ok' AND image_id IS NOT NULL AND phash IS NOT NULL GROUP BY image_id"
+    ).fetchall()
+    groups = group_hashes([r[0] for r in rows], [r[1] for r in rows], max_distance)
+    conn.executemany("INSERT INTO near_duplicates (image_id, group_id, distance, group_size) VALUES (?, ?, ?, ?)", groups)
+    return len(groups)
+
+
+def group_of(conn: sqlite3.Connection, image_id: str) -> list[dict]:
+    """The near-duplicate group of one image: every member (the image itself too) with its
+    distance to the representative, the representative first; [] when it is in none."""
+    rows = conn.execute(
+        """
+        SELECT n.image_id, n.group_id, n.distance, n.group_size
+        FROM near_duplicates n
+        WHERE n.group_id = (SELECT g.group_id FROM near_duplicates g WHERE g.image_id = ?)
+        ORDER BY n.image_id != n.group_id, n.distance, n.image_id
+        """,
+        (image_id,),
+    ).fetchall()
+    return [dict(zip(("image_id", "group_id", "distance", "group_size"), r)) for r in rows]

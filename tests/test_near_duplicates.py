@@ -1,0 +1,173 @@
+"""Near-duplicate images: the perceptual hash ingest records, the grouping (against brute force,
+independent of order), the catalog's near_duplicates table, and reviews applied to a group.
+
+The near-duplicate pairs are made from real photos of the quality set (tests/quality/SOURCES.md):
+a copy at half size re-encoded as JPEG quality 30, and a copy with its contrast lowered to 0.7
+(JPEG quality 85); a copy cropped by 2% on each side is *not* a near-duplicate at the default
+distance of 6. The distances asserted are the ones measured with imagehash 4.3.2.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from conftest import REPO
+from shardlens.images import Limits
+from shardlens.near_duplicates import close_pairs, group_hashes, hamming, hashes_to_array, perceptual_hash
+from shardlens.records import validate_record
+from shardlens.stages import ingest
+
+QUALITY = REPO / "tests" / "quality" / "images"
+DOG = QUALITY / "objects" / "darknet_dog.jpg"
+GIRAFFE = QUALITY / "objects" / "darknet_giraffe.jpg"
+
+
+def reencoded(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    buffer.seek(0)
+    out = Image.open(buffer)
+    out.load()
+    return out
+
+
+def variants(source: Path) -> dict[str, Image.Image]:
+    """The photo and its edited copies, as decoded images."""
+    image = Image.open(source)
+    image.load()
+    w, h = image.size
+    return {
+        "original": image,
+        "half_q30": reencoded(image.resize((w // 2, h // 2), Image.LANCZOS), 30),
+        "contrast": reencoded(ImageEnhance.Contrast(image).enhance(0.7), 85),
+        "crop2": reencoded(image.crop((w // 50, h // 50, w - w // 50, h - h // 50)), 85),
+    }
+
+
+def save_variants(source: Path, folder: Path, stem: str) -> dict[str, Path]:
+    """The copies of :func:`variants` written as files (the original copied byte for byte)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name, image in variants(source).items():
+        path = folder / f"{stem}_{name}.jpg"
+        if name == "original":
+            shutil.copy(source, path)
+        else:
+            image.save(path, "JPEG", quality=95)
+        out[name] = path
+    return out
+
+
+# ------------------------------------------------------------------------------- the hash
+
+
+def test_perceptual_hash_of_real_photos_and_their_copies():
+    dog = {name: perceptual_hash(image) for name, image in variants(DOG).items()}
+    assert dog["original"] == "b401c37e63cb49ab"
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in dog.values())
+    measured = {name: hamming(dog["original"], h) for name, h in dog.items()}
+    assert measured == {"original": 0, "half_q30": 0, "contrast": 2, "crop2": 8}
+    giraffe = Image.open(GIRAFFE)
+    assert hamming(dog["original"], perceptual_hash(giraffe)) == 24  # a different photo: far
+
+
+def test_ingest_records_the_hash_or_null_and_loses_nothing(tmp_path):
+    root = tmp_path / "images"
+    files = save_variants(DOG, root, "dog")
+    Image.new("RGB", (64, 48), (200, 30, 30)).convert("LAB").save(root / "lab.tif")  # decodes; no grey conversion
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    records = {p: ingest.ingest_file(root, p, Limits()) for p in sorted(q.name for q in root.iterdir())}
+    for record in records.values():
+        validate_record("ingest", record)
+    assert records[files["original"].name]["phash"] == "b401c37e63cb49ab"
+    assert hamming(records[files["original"].name]["phash"], records[files["contrast"].name]["phash"]) == 2
+    lab = records["lab.tif"]
+    assert (lab["status"], lab["format"], lab["width"], lab["height"], lab["phash"]) == ("ok", "TIFF", 64, 48, None)
+    assert records["broken.jpg"]["status"] == "error" and records["broken.jpg"]["phash"] is None
+    # the hash is the file's alone: the same file ingested among other files, or alone, hashes the same
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(files["contrast"], alone / "x.jpg")
+    assert ingest.ingest_file(alone, "x.jpg", Limits())["phash"] == records[files["contrast"].name]["phash"]
+
+
+def test_ingest_shard_counts_images_without_a_hash(tmp_path):
+    from shardlens.images import list_images
+    from shardlens.shards import plan_shards, write_listings
+
+    root = tmp_path / "images"
+    save_variants(DOG, root, "dog")
+    Image.new("RGB", (64, 48), (200, 30, 30)).convert("LAB").save(root / "lab.tif")
+    plan = plan_shards(list_images(root), 1)
+    write_listings(plan, tmp_path / "shards")
+    shard = plan.names[0]
+    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits(decode_timeout_s=30))
+    assert summary["ok"] == 5 and summary["errors"] == 0 and summary["extra"] == {"no_phash": 1}
+
+
+def test_schema_refuses_a_hash_on_an_error_record_and_a_malformed_hash():
+    from shardlens.records import RecordError
+
+    record = ingest._empty_record("a.jpg") | {"status": "error", "error": "not_found", "error_detail": "gone"}
+    validate_record("ingest", record)
+    with pytest.raises(RecordError, match="phash"):
+        validate_record("ingest", record | {"phash": "b401c37e63cb49ab"})
+    ok = ingest._empty_record("a.jpg") | {"image_id": "0" * 64, "bytes": 1, "width": 1, "height": 1, "format": "PNG"}
+    validate_record("ingest", ok | {"phash": "b401c37e63cb49ab"})
+    with pytest.raises(RecordError, match="phash"):
+        validate_record("ingest", ok | {"phash": "B401C37E63CB49AB0"})
+
+
+# --------------------------------------------------------------------------- the grouping
+
+
+def flipped(value: int, bits) -> int:
+    for bit in bits:
+        value ^= 1 << int(bit)
+    return value
+
+
+def test_close_pairs_are_exactly_the_brute_force_pairs():
+    rng = np.random.default_rng(7)
+    for n, d in ((2500, 6), (1500, 3), (800, 0), (600, 10)):
+        hashes = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2)
+        for _ in range(300):  # planted near copies, some within d bits, some just beyond
+            src, dst = rng.integers(n, size=2)
+            hashes[dst] = np.uint64(flipped(int(hashes[src]), rng.choice(64, size=rng.integers(0, d + 3), replace=False)))
+        i, j, dist = close_pairs(hashes, d)
+        brute = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+        bi, bj = np.nonzero(np.triu(brute <= d, 1))
+        assert (i.tolist(), j.tolist()) == (bi.tolist(), bj.tolist()), (n, d)
+        assert dist.tolist() == brute[bi, bj].tolist()
+        assert len(i) > 50  # the planted pairs are there: the test compares something
+
+
+def test_groups_are_connected_components_named_by_their_smallest_image_id():
+    a = 0x0F0F0F0F0F0F0F0F
+    b = flipped(a, range(5))  # a~b (5 bits)
+    c = flipped(b, range(10, 15))  # b~c (5), a-c 10 bits: in the group through b
+    far = flipped(a, range(0, 64, 2))  # 32 bits from a
+    far2 = flipped(far, [63])
+    ids = ["e" * 64, "b" * 64, "c" * 64, "a" * 64, "d" * 64, "f" * 64]
+    hexes = [f"{a:016x}", f"{b:016x}", f"{c:016x}", f"{far:016x}", f"{far2:016x}", f"{flipped(a, range(1, 64, 2)):016x}"]
+    groups = group_hashes(ids, hexes, 6)
+    assert groups == [
+        ("a" * 64, "a" * 64, 0, 2),
+        ("b" * 64, "b" * 64, 0, 3),
+        ("c" * 64, "b" * 64, 5, 3),
+        ("d" * 64, "a" * 64, 1, 2),
+        ("e" * 64, "b" * 64, 5, 3),
+    ]
+    rng = np.random.default_rng(0)
+    for _ in range(5):  # any order of the images gives the same groups
+        order = rng.permutation(len(ids))
+        assert group_hashes([ids[k] for k in order], [hexes[k] for k in order], 6) == groups
+    assert group_hashes(ids, hexes, 4) == [("a" * 64, "a" * 64, 0, 2), ("d" * 64, "a" * 64, 1, 2)]
+    assert group_hashes(ids, hexes, 0) == []
+    assert hashes_to_array(["ffffffffffffffff"])[0] == np.uint64(2**64 - 1)
