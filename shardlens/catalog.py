@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
+from .near_duplicates import NEAR_DUPLICATES_DDL, distance_setting, refresh_near_duplicates
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
@@ -232,6 +233,8 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     conn.execute(CLUSTER_REVIEWS_DDL)
     for statement in PROPAGATION_DDL:  # derived: shardlens/propagation.py
         conn.execute(statement)
+    for statement in NEAR_DUPLICATES_DDL:  # derived: shardlens/near_duplicates.py
+        conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
     return conn
@@ -253,7 +256,7 @@ def _split_sql(script: str) -> list[str]:
 
 def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL] + _split_sql(FIXED_DDL)
+    return [table_ddl(kind) for kind in STAGE_TABLES] + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL, *NEAR_DUPLICATES_DDL] + _split_sql(FIXED_DDL)
 
 
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
@@ -506,6 +509,7 @@ def import_cache(
     reviews_db: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
     propagate_similarity: float | None | str = RECORDED,
+    near_duplicate_distance: int | None | str = RECORDED,
 ) -> dict:
     """Load ``cache_dir`` into the SQLite catalog at ``db_path`` in place; return what changed.
 
@@ -513,7 +517,9 @@ def import_cache(
     manifest are dropped; the clusters, the reviews' copy (from ``reviews_db`` when given) and
     the run follow, and the propagated labels are computed again (:mod:`shardlens.propagation`;
     ``propagate_similarity`` is ``reviews.propagate_similarity``, recorded in the catalog; by
-    default the recorded one). ``full`` (and a changed catalog layout or cache schema hash)
+    default the recorded one), after the near-duplicate groups (:mod:`shardlens.near_duplicates`,
+    regrouped when shards changed or ``near_duplicate_distance``, ``dedupe.max_distance``, did;
+    recorded like the threshold). ``full`` (and a changed catalog layout or cache schema hash)
     empties the catalog first. All of it is one transaction: a reader, or the database after a crash
     (SIGKILL included) or an error at any point, sees the catalog as it was before or as it is
     after, never a mix. A second import into the same database waits for the first (busy
@@ -539,6 +545,9 @@ def import_cache(
         _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
+        regroup = stats["mode"] != "incremental" or bool(stats["loaded"] or stats["removed"])
+        distance = distance_setting(conn, near_duplicate_distance, RECORDED)
+        stats["near_duplicates"] = refresh_near_duplicates(conn, distance, changed=regroup)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:
@@ -765,6 +774,7 @@ def build_catalog(
     log=print,
     full: bool = False,
     propagate_similarity: float | None | str = RECORDED,
+    near_duplicate_distance: int | None | str = RECORDED,
 ) -> dict:
     """Update the catalog at ``db_path`` in place from the cache (the Snakemake rule uses this):
     :func:`import_cache` in one transaction, with people's reviews copied in from the review
@@ -785,7 +795,10 @@ def build_catalog(
         for orphan in (Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
             orphan.unlink(missing_ok=True)
     try:
-        stats = import_cache(cache_dir, db_path, log=log, full=full, reviews_db=reviews_db, propagate_similarity=propagate_similarity)
+        stats = import_cache(
+            cache_dir, db_path, log=log, full=full, reviews_db=reviews_db,
+            propagate_similarity=propagate_similarity, near_duplicate_distance=near_duplicate_distance,
+        )  # fmt: skip
     except BaseException:
         if created:  # nothing was there before: leave nothing (the rule's job holds Snakemake's lock)
             for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
@@ -803,7 +816,8 @@ def build_catalog(
     log(
         f"catalog: {db_path} updated ({stats['mode']}: {stats['reason']}): {stats['rows']} rows from "
         f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed; "
-        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines"
+        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines; "
+        f"{stats['near_duplicates']} images in near-duplicate groups"
     )
     summary.finish()
     return stats

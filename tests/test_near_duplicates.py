@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from conftest import REPO
+from small_catalog import catalog_of_folder
 from shardlens.images import Limits
 from shardlens.near_duplicates import close_pairs, group_hashes, hamming, hashes_to_array, perceptual_hash
 from shardlens.records import validate_record
@@ -171,3 +173,108 @@ def test_groups_are_connected_components_named_by_their_smallest_image_id():
     assert group_hashes(ids, hexes, 4) == [("a" * 64, "a" * 64, 0, 2), ("d" * 64, "a" * 64, 1, 2)]
     assert group_hashes(ids, hexes, 0) == []
     assert hashes_to_array(["ffffffffffffffff"])[0] == np.uint64(2**64 - 1)
+
+
+# ---------------------------------------------------------------------------- the catalog
+
+
+def near_rows(db: Path) -> dict[str, tuple]:
+    """path -> (group's representative's path, distance, group size) of every grouped image."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            """
+            SELECT p.path, g.path, n.distance, n.group_size FROM near_duplicates n
+            JOIN images p ON p.image_id = n.image_id JOIN images g ON g.image_id = n.group_id
+            """
+        ).fetchall()
+    finally:
+        conn.close()
+    return {r[0]: r[1:] for r in rows}
+
+
+def dog_run(run: Path, crop: bool = True, **config) -> Path:
+    """Real photos through the real stages (tests/small_catalog.py): the dog and three copies
+    (two near, the 2% crop at 8 bits not at the default 6), and the giraffe; returns the catalog."""
+    files = save_variants(DOG, run / "images" / "dogs", "dog")
+    if not crop:
+        files.pop("crop2").unlink()
+    shutil.copy(GIRAFFE, run / "images" / "giraffe.jpg")
+    return catalog_of_folder(run, **config)
+
+
+@pytest.fixture(scope="module")
+def dog_catalog(tmp_path_factory) -> Path:
+    return dog_run(tmp_path_factory.mktemp("dogs") / "run")
+
+
+# The group's representative is its smallest image id: the half-size copy's (asserted below);
+# the original and the half-size copy hash alike, the contrast copy 2 bits away.
+DOG_GROUP = {
+    "dogs/dog_contrast.jpg": ("dogs/dog_half_q30.jpg", 2, 3),
+    "dogs/dog_half_q30.jpg": ("dogs/dog_half_q30.jpg", 0, 3),
+    "dogs/dog_original.jpg": ("dogs/dog_half_q30.jpg", 0, 3),
+}
+
+
+def test_catalog_groups_the_near_copies_of_a_real_photo(dog_catalog):
+    conn = sqlite3.connect(dog_catalog)
+    ids = dict(conn.execute("SELECT path, image_id FROM images"))
+    hashes = dict(conn.execute("SELECT path, phash FROM paths"))
+    conn.close()
+    assert min(ids[p] for p in DOG_GROUP) == ids["dogs/dog_half_q30.jpg"]
+    assert near_rows(dog_catalog) == DOG_GROUP
+    assert hamming(hashes["dogs/dog_original.jpg"], hashes["dogs/dog_crop2.jpg"]) == 8
+    assert hamming(hashes["dogs/dog_original.jpg"], hashes["giraffe.jpg"]) == 24
+
+
+def test_groups_do_not_depend_on_the_sharding(tmp_path):
+    one = dog_run(tmp_path / "one", shards=1)
+    three = dog_run(tmp_path / "three", shards=3)
+    conn = sqlite3.connect(three)
+    # the group's images are in two shards here, in one there
+    assert conn.execute("SELECT COUNT(DISTINCT shard) FROM paths WHERE image_id IN (SELECT image_id FROM near_duplicates)").fetchone()[0] == 2
+    conn.close()
+    assert near_rows(one) == near_rows(three) == DOG_GROUP
+
+
+def test_max_distance_regroups_in_place_and_null_turns_grouping_off(dog_catalog, tmp_path):
+    from shardlens.catalog import build_catalog
+    from shardlens.reviews import mirror_reviews
+
+    run = tmp_path / "run"
+    shutil.copytree(dog_catalog.parents[1], run)
+    db, cache = run / "results" / "annotations.sqlite", run / "cache"
+    stats = build_catalog(cache, db, near_duplicate_distance=8, log=lambda m: None)
+    assert stats["mode"] == "incremental" and stats["shards_loaded"] == 0 and stats["near_duplicates"] == 4
+    assert near_rows(db) == {**{p: (g, d, 4) for p, (g, d, _) in DOG_GROUP.items()}, "dogs/dog_crop2.jpg": ("dogs/dog_half_q30.jpg", 8, 4)}
+    mirror_reviews(run / "reviews.sqlite", db)  # a review import keeps the recorded distance
+    assert len(near_rows(db)) == 4
+    stats = build_catalog(cache, db, near_duplicate_distance=None, log=lambda m: None)
+    assert stats["near_duplicates"] == 0 and near_rows(db) == {}
+    stats = build_catalog(cache, db, log=lambda m: None)  # recorded: still off
+    assert stats["near_duplicates"] == 0
+
+
+def test_a_new_near_copy_joins_the_group_incrementally_as_a_full_rebuild_finds(tmp_path):
+    from shardlens.catalog import build_catalog
+
+    run = tmp_path / "run"
+    db = dog_run(run, crop=False)
+    assert near_rows(db) == DOG_GROUP
+    Image.open(DOG).convert("L").save(run / "images" / "dogs" / "dog_grey.png")  # grey and PNG: 0 bits
+    catalog_of_folder(run)
+    conn = sqlite3.connect(db)
+    runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    conn.close()
+    assert runs == 2  # updated in place
+    conn = sqlite3.connect(db)
+    ids = dict(conn.execute("SELECT path, image_id FROM images"))
+    conn.close()
+    members = [*DOG_GROUP, "dogs/dog_grey.png"]
+    representative = min(members, key=ids.__getitem__)
+    got = near_rows(db)
+    assert {p: (g, n) for p, (g, _, n) in got.items()} == {p: (representative, 4) for p in members}
+    full = tmp_path / "full.sqlite"
+    build_catalog(run / "cache", full, full=True, log=lambda m: None)
+    assert near_rows(full) == got
