@@ -10,6 +10,7 @@ distance of 6. The distances asserted are the ones measured with imagehash 4.3.2
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -278,3 +279,122 @@ def test_a_new_near_copy_joins_the_group_incrementally_as_a_full_rebuild_finds(t
     full = tmp_path / "full.sqlite"
     build_catalog(run / "cache", full, full=True, log=lambda m: None)
     assert near_rows(full) == got
+
+
+# ------------------------------------------------------------- reviews reach the group
+
+
+def final(db: Path) -> dict[tuple[str, int], tuple]:
+    """(path, region_id) -> (machine label, final label, label_source, propagated_from) of every region."""
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute(
+            "SELECT i.path, f.region_id, f.machine_label, f.final_label, f.label_source, f.propagated_from "
+            "FROM final_annotations f JOIN images i USING (image_id) WHERE f.item = 'region'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def test_a_review_of_one_photo_reaches_its_near_copies_marked_propagated(dog_catalog, tmp_path):
+    """On the real photos: accepting the dog of the original and relabeling its bicycle reach the
+    matching regions (same class, normalised IoU >= 0.5) of the half-size and contrast copies,
+    not the 2% crop (8 bits: in no group) nor the giraffe; a rejection reaches nobody; a person's
+    own review of a copy's region wins."""
+    from shardlens.propagation import normalised_iou
+    from shardlens.reviews import Review, record_reviews
+
+    run = tmp_path / "run"
+    shutil.copytree(dog_catalog.parents[1], run)
+    db, store = run / "results" / "annotations.sqlite", run / "reviews" / "reviews.sqlite"
+    conn = sqlite3.connect(db)
+    ids = dict(conn.execute("SELECT path, image_id FROM images"))
+    conn.close()
+    before = final(db)
+    assert before[("dogs/dog_original.jpg", 0)][:2] == ("dog", "dog") and before[("dogs/dog_original.jpg", 1)][0] == "bicycle"
+    assert before[("dogs/dog_original.jpg", 2)][0] == "car"
+    original = ids["dogs/dog_original.jpg"]
+    record_reviews(
+        [
+            Review(original, 0, None, "accepted", "dog", "ana"),
+            Review(original, 1, None, "relabeled", "touring bike", "ana"),
+            Review(original, 2, None, "rejected", None, "ana"),
+            Review(ids["dogs/dog_contrast.jpg"], 1, None, "rejected", None, "bo"),  # a person's own review
+        ],
+        db, store, source="test",
+    )  # fmt: skip
+    after = final(db)
+    changed = {k: v for k, v in after.items() if v != before[k]}
+    dog_key, bike_key = f"{original}/region/0", f"{original}/region/1"
+    assert changed == {
+        ("dogs/dog_original.jpg", 0): ("dog", "dog", "review", None),
+        ("dogs/dog_original.jpg", 1): ("bicycle", "touring bike", "review", None),
+        ("dogs/dog_original.jpg", 2): ("car", None, "review", None),
+        ("dogs/dog_contrast.jpg", 1): ("bicycle", None, "review", None),
+        ("dogs/dog_contrast.jpg", 0): ("dog", "dog", "propagated", dog_key),
+        ("dogs/dog_half_q30.jpg", 1): ("dog", "dog", "propagated", dog_key),
+        ("dogs/dog_half_q30.jpg", 0): ("bicycle", "touring bike", "propagated", bike_key),
+        # the copies' second bicycle boxes lie inside the reviewed one: normalised IoU 0.51 and 0.55
+        ("dogs/dog_half_q30.jpg", 4): ("bicycle", "touring bike", "propagated", bike_key),
+        ("dogs/dog_contrast.jpg", 5): ("bicycle", "touring bike", "propagated", bike_key),
+    }
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT item_key, rule, similarity FROM propagated_labels ORDER BY item_key").fetchall()
+    boxes = {(p, r): json.loads(b) for p, r, b in conn.execute("SELECT i.path, r.region_id, r.bbox FROM regions r JOIN images i USING (image_id)")}
+    sizes = {p: (w, h) for p, w, h in conn.execute("SELECT path, width, height FROM images")}
+    conn.close()
+    assert {rule for _, rule, _ in rows} == {"near_duplicate"} and len(rows) == 5
+    iou = {key: sim for key, _, sim in rows}
+    half = ids["dogs/dog_half_q30.jpg"]
+    expected = normalised_iou(boxes[("dogs/dog_original.jpg", 1)], sizes["dogs/dog_original.jpg"], boxes[("dogs/dog_half_q30.jpg", 4)], sizes["dogs/dog_half_q30.jpg"])
+    assert iou[f"{half}/region/4"] == round(expected, 6) and 0.5 <= expected < 0.52
+    assert 0.54 < iou[f"{ids['dogs/dog_contrast.jpg']}/region/5"] < 0.56
+    assert iou[f"{half}/region/1"] > 0.9 and iou[f"{half}/region/0"] > 0.8
+    # the car's rejection reaches no copy, the crop and the giraffe keep their machine labels
+    assert after[("dogs/dog_contrast.jpg", 2)] == ("car", "car", "machine", None)
+    assert all(v[2] == "machine" for (p, _), v in after.items() if p in ("dogs/dog_crop2.jpg", "giraffe.jpg"))
+
+
+def test_normalised_iou_compares_boxes_of_images_of_different_sizes():
+    from shardlens.propagation import normalised_iou
+
+    assert normalised_iou([10, 20, 110, 220], (400, 400), [5, 10, 55, 110], (200, 200)) == pytest.approx(1.0)
+    assert normalised_iou([0, 0, 100, 100], (200, 200), [100, 0, 200, 100], (200, 200)) == 0.0
+    assert normalised_iou([0, 0, 100, 100], (200, 200), [50, 0, 150, 100], (200, 200)) == pytest.approx(1 / 3)
+
+
+def test_ocr_lines_match_by_box_and_the_group_rule_comes_before_clusters(tmp_path):
+    """A cache written straight into the contract (test_propagation.write_cache: lines at the
+    same boxes), four images: a.png and b.png near-duplicates (3 bits), c.png in the same text
+    cluster as b.png's line, d.png far. Relabeling a.png's line reaches b.png's line, although
+    OCR read it differently, by the near-duplicate rule before the cluster's; d.png gets nothing."""
+    from test_propagation import image_id, labels, write_cache
+
+    from shardlens.catalog import build_catalog
+    from shardlens.reviews import Review, connect_store, mirror_reviews, record_cluster_review, record_reviews
+
+    db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite"
+    base = 0x0F0F0F0F0F0F0F0F
+    images = {
+        "a.png": {"lines": ["EXIT"], "phash": f"{base:016x}"},
+        "b.png": {"lines": ["EX1T"], "phash": f"{flipped(base, [0, 9, 40]):016x}"},
+        "c.png": {"lines": ["EX1T"], "phash": f"{flipped(base, range(0, 64, 2)):016x}"},
+        "d.png": {"lines": ["EXIT"], "phash": f"{flipped(base, range(1, 64, 2)):016x}"},
+    }
+    stats = build_catalog(write_cache(tmp_path / "cache", images, [(0, "text", ["EX1T"])], {}), db, reviews_db=store, propagate_similarity=None, log=lambda m: None)
+    assert stats["near_duplicates"] == 2
+    record_cluster_review(db, store, 0, "relabeled", "ex1t sign", reviewer="bo", source="test")  # reviews b.png's and c.png's line
+    record_reviews([Review(image_id("a.png"), None, 0, "relabeled", "EXIT", "ana")], db, store, source="test")
+    got = labels(db, "text")
+    assert got[("b.png", "EX1T")] == ("ex1t sign", "review", None)  # a person's review wins
+    # without its own review, b.png's line follows a.png's (the same box), before the cluster's verdict
+    conn = connect_store(store)
+    conn.execute("DELETE FROM reviews WHERE item_key = ?", (f"{image_id('b.png')}/line/0",))
+    conn.commit()
+    conn.close()
+    mirror_reviews(store, db)
+    got = labels(db, "text")
+    assert got[("b.png", "EX1T")] == ("EXIT", "propagated", f"{image_id('a.png')}/line/0")
+    assert got[("c.png", "EX1T")] == ("ex1t sign", "review", None)
+    assert got[("d.png", "EXIT")] == ("EXIT", "machine", None)  # the same text, but no near-duplicate
