@@ -398,3 +398,23 @@ def test_ocr_lines_match_by_box_and_the_group_rule_comes_before_clusters(tmp_pat
     assert got[("b.png", "EX1T")] == ("EXIT", "propagated", f"{image_id('a.png')}/line/0")
     assert got[("c.png", "EX1T")] == ("ex1t sign", "review", None)
     assert got[("d.png", "EXIT")] == ("EXIT", "machine", None)  # the same text, but no near-duplicate
+
+
+def test_dashboard_queries_of_a_group(dog_catalog):
+    from shardlens.dashboard import queries as q
+
+    conn = q.open_catalog(dog_catalog)
+    try:
+        ids = {r["path"]: r["image_id"] for r in conn.execute("SELECT path, image_id FROM images")}
+        group = q.near_duplicate_group(conn, ids["dogs/dog_contrast.jpg"])
+        assert [(m["path"], m["distance"], m["group_size"], m["width"]) for m in group] == [
+            ("dogs/dog_half_q30.jpg", 0, 3, 384),  # the representative first
+            ("dogs/dog_original.jpg", 0, 3, 768),
+            ("dogs/dog_contrast.jpg", 2, 3, 768),
+        ]
+        assert q.near_duplicate_group(conn, ids["giraffe.jpg"]) == []
+        assert q.near_duplicate_counts(conn) == {"groups": 1, "images": 3}
+        only = q.item_page(conn, q.ItemFilter(near_duplicates_only=True), 0, 100)
+        assert {r["path"] for r in only} == set(DOG_GROUP) and len(only) == q.count_items(conn, q.ItemFilter(near_duplicates_only=True))
+    finally:
+        conn.close()

@@ -304,6 +304,7 @@ class ItemFilter:
     item: str | None = None  # 'region' or 'text'
     image_id: str | None = None
     label_source: str | None = None  # final_annotations' label_source: 'machine', 'propagated' or 'review'
+    near_duplicates_only: bool = False  # the item's image is in a near-duplicate group
 
 
 LABEL_SOURCES = ("machine", "propagated", "review")
@@ -360,6 +361,8 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
             f" OR {x}.image_id IN (SELECT lp.image_id FROM propagated_labels lp WHERE lower(lp.label) = lower(?)))"
         )
         params += [f.label.strip()] * 3
+    if f.near_duplicates_only:
+        clauses.append(f"{x}.image_id IN (SELECT nd.image_id FROM near_duplicates nd)")
     if f.label_source in ("propagated", "review"):  # a superset again: images with such an item
         holding = "propagated_labels" if f.label_source == "propagated" else "reviews"
         clauses.append(f"{x}.image_id IN (SELECT ls.image_id FROM {holding} ls)")
@@ -634,3 +637,40 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     # a stable orientation: the largest-magnitude coordinate of each axis is positive
     signs = np.sign(coords[np.abs(coords).argmax(axis=0), range(2)])
     return coords * np.where(signs == 0, 1, signs)
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def has_near_duplicates(conn: sqlite3.Connection) -> bool:
+    """Whether the catalog has the near_duplicates table (one built before it has not)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is not None
+
+
+def near_duplicate_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many near-duplicate groups there are and how many images they hold (0, 0 without the table)."""
+    if not has_near_duplicates(conn):
+        return {"groups": 0, "images": 0}
+    row = conn.execute("SELECT COUNT(DISTINCT group_id), COUNT(*) FROM near_duplicates").fetchone()
+    return {"groups": row[0], "images": row[1]}
+
+
+def near_duplicate_group(conn: sqlite3.Connection, image_id: str, limit: int = 24) -> list[dict]:
+    """The near-duplicate group of one image (:func:`shardlens.near_duplicates.group_of`), the
+    representative first, each with its path, size and distance; at most ``limit`` members
+    (``group_size`` says how many there are); [] when the image is in none."""
+    if not has_near_duplicates(conn):
+        return []
+    rows = conn.execute(
+        """
+        SELECT n.image_id, n.group_id, n.distance, n.group_size FROM near_duplicates n
+        WHERE n.group_id = (SELECT g.group_id FROM near_duplicates g WHERE g.image_id = ?)
+        ORDER BY n.image_id != n.group_id, n.distance, n.image_id LIMIT ?
+        """,
+        (image_id, int(limit)),
+    ).fetchall()
+    members = [dict(r) for r in rows]
+    info = image_paths(conn, [m["image_id"] for m in members])
+    for m in members:
+        m.update({k: v for k, v in info.get(m["image_id"], {}).items() if k != "image_id"})
+    return members
