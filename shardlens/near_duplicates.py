@@ -76,85 +76,77 @@ def hashes_to_array(hexes: list[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
 
 
-def _chunk_masks(m: int) -> list[int]:
-    """m contiguous bit masks covering the 64 bits, widths differing by at most one."""
-    masks, start = [], 0
+def _chunks(m: int) -> list[tuple[int, int]]:
+    """m contiguous chunks (first bit, width) covering the 64 bits, widths differing by at most one."""
+    chunks, start = [], 0
     for i in range(m):
         width = BITS // m + (1 if i < BITS % m else 0)
-        masks.append(((1 << width) - 1) << start)
+        chunks.append((start, width))
         start += width
-    return masks
+    return chunks
 
 
-def chunk_plan(n: int, max_distance: int) -> tuple[int, list[int]]:
-    """(m, the key masks) for ``n`` hashes and a distance of at most ``max_distance``: each key is
-    m - d of the m chunks; m minimises an estimate of sorting n hashes per key plus checking the
-    pairs random hashes would share a key by chance."""
+def chunk_plan(n: int, max_distance: int) -> tuple[int, list[list[tuple[int, int]]]]:
+    """(m, the keys) for ``n`` hashes and a distance of at most ``max_distance``: each key is
+    m - d of the m chunks (their (first bit, width)); m minimises an estimate of sorting n hashes
+    per key plus checking the pairs random hashes would share a key by chance."""
     d = max_distance
     best = None
     for m in range(d + 1, min(BITS, d + 9) + 1):
-        masks = _chunk_masks(m)
-        widths = sorted(bin(mask).count("1") for mask in masks)
+        widths = sorted(width for _, width in _chunks(m))
         keys = math.comb(m, m - d)
         key_bits = sum(widths[: m - d])
         cost = keys * (n * max(1.0, math.log2(max(n, 2))) + 4.0 * n * n / 2.0 ** (key_bits + 1))
         if best is None or cost < best[0]:
-            best = (cost, m, masks)
-    _, m, masks = best
-    keys = []
-    for combo in combinations(range(m), m - d):
-        mask = 0
-        for i in combo:
-            mask |= masks[i]
-        keys.append(mask)
-    return m, keys
+            best = (cost, m)
+    m = best[1]
+    chunks = _chunks(m)
+    return m, [[chunks[i] for i in combo] for combo in combinations(range(m), m - d)]
 
 
-def _pairs_in_runs(sorted_keys: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every pair of positions (as indexes into the hashes) whose keys are equal, given the keys
-    sorted and the sort order: within each run of equal keys, each element with each later one."""
-    n = sorted_keys.shape[0]
-    if n < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    boundary = np.ones(n, dtype=bool)
-    boundary[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    starts = np.flatnonzero(boundary)
-    ends = np.append(starts[1:], n)
-    lengths = ends - starts
-    run_end = np.repeat(ends, lengths)
-    active = np.flatnonzero(run_end - np.arange(n) > 1)  # positions with a later one in their run
-    left, right = [], []
-    k = 1
-    while active.size:
-        partner = active + k
-        left.append(order[active])
-        right.append(order[partner])
-        k += 1
-        active = active[run_end[active] - active > k]
-    if not left:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(left), np.concatenate(right)
+def _key(hashes: np.ndarray, chunks: list[tuple[int, int]]) -> np.ndarray:
+    """The bits of ``chunks`` of each hash packed together, in the smallest unsigned type (a key
+    of 16 bits or fewer sorts by radix)."""
+    key = np.zeros(hashes.shape[0], dtype=np.uint64)
+    offset = 0
+    for start, width in chunks:
+        key |= ((hashes >> np.uint64(start)) & np.uint64((1 << width) - 1)) << np.uint64(offset)
+        offset += width
+    return key.astype(np.uint16 if offset <= 16 else np.uint32 if offset <= 32 else np.uint64)
 
 
 def close_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, distance) with i < j for every pair of ``hashes`` (uint64) within ``max_distance``
-    bits, each pair once, sorted by (i, j)."""
+    bits, each pair once, sorted by (i, j).
+
+    For each key: the hashes sorted by it; within each run of equal keys, each hash is compared
+    with each later one (in sorted order, so the reads are contiguous), and only the pairs within
+    the distance are mapped back to their indexes."""
     n = hashes.shape[0]
     empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
     if n < 2 or max_distance < 0:
         return empty
     _, keys = chunk_plan(n, max_distance)
     found = []
-    for mask in keys:
-        keyed = hashes & np.uint64(mask)
-        order = np.argsort(keyed, kind="stable")
-        i, j = _pairs_in_runs(keyed[order], order)
-        if i.size == 0:
-            continue
-        distance = np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
-        near = distance <= max_distance
-        lo, hi = np.minimum(i[near], j[near]), np.maximum(i[near], j[near])
-        found.append(lo.astype(np.int64) * n + hi)
+    positions = np.arange(n)
+    for chunks in keys:
+        key = _key(hashes, chunks)
+        order = np.argsort(key, kind="stable")
+        sorted_key, sorted_hashes = key[order], hashes[order]
+        boundary = np.ones(n, dtype=bool)
+        boundary[1:] = sorted_key[1:] != sorted_key[:-1]
+        starts = np.flatnonzero(boundary)
+        ends = np.append(starts[1:], n)
+        run_end = np.repeat(ends, ends - starts)
+        active = np.flatnonzero(run_end - positions > 1)  # positions with a later one in their run
+        k = 1
+        while active.size:
+            near = np.bitwise_count(sorted_hashes[active] ^ sorted_hashes[active + k]) <= max_distance
+            if near.any():
+                i, j = order[active[near]], order[active[near] + k]
+                found.append(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
+            k += 1
+            active = active[run_end[active] - active > k]
     if not found:
         return empty
     codes = np.unique(np.concatenate(found))
