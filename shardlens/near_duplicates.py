@@ -198,6 +198,7 @@ def distance_setting(conn: sqlite3.Connection, given, recorded: str) -> int | No
 
 
 def has_near_duplicates(conn: sqlite3.Connection) -> bool:
+    """Whether the catalog has the near_duplicates table (one built before it has not)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is not None
 
 
@@ -221,16 +222,19 @@ def refresh_near_duplicates(conn: sqlite3.Connection, max_distance: int | None, 
     return len(groups)
 
 
-def group_of(conn: sqlite3.Connection, image_id: str) -> list[dict]:
-    """The near-duplicate group of one image: every member (the image itself too) with its
-    distance to the representative, the representative first; [] when it is in none."""
+def group_of(conn: sqlite3.Connection, image_id: str, limit: int | None = None) -> list[dict]:
+    """The near-duplicate group of one image: every member (the image itself too; at most
+    ``limit``) with its distance to the representative and the group's size, the representative
+    first, then by distance; [] when it is in none or the catalog has no groups table."""
+    if not has_near_duplicates(conn):
+        return []
     rows = conn.execute(
         """
         SELECT n.image_id, n.group_id, n.distance, n.group_size
         FROM near_duplicates n
         WHERE n.group_id = (SELECT g.group_id FROM near_duplicates g WHERE g.image_id = ?)
-        ORDER BY n.image_id != n.group_id, n.distance, n.image_id
+        ORDER BY n.image_id != n.group_id, n.distance, n.image_id LIMIT ?
         """,
-        (image_id,),
+        (image_id, -1 if limit is None else int(limit)),
     ).fetchall()
-    return [dict(zip(("image_id", "group_id", "distance", "group_size"), r)) for r in rows]
+    return [dict(zip(("image_id", "group_id", "distance", "group_size"), tuple(r))) for r in rows]

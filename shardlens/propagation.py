@@ -76,6 +76,7 @@ import sqlite3
 
 import numpy as np
 
+from .near_duplicates import has_near_duplicates
 from .reviews import Review
 
 RECORDED = "recorded"  # use the threshold the catalog recorded (or the schema's default)
@@ -213,7 +214,7 @@ def normalised_iou(a: list[float], a_size: tuple[int, int], b: list[float], b_si
 
 def _near_duplicate_rows(conn: sqlite3.Connection) -> dict[str, tuple]:
     """item_key -> row of rule 0 (a catalog without the near_duplicates table has none)."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is None:
+    if not has_near_duplicates(conn):
         return {}
     best: dict[str, tuple] = {}
     for source_key, label, reviewed_at, source_box, sw, sh, image_id, region_id, line_no, box, w, h in conn.execute(_NEAR_DUPLICATE_SQL):

@@ -995,10 +995,13 @@ def test_browser_near_duplicate_group_and_a_review_reaching_it(near_duplicate_ap
     assert group.get_attribute("data-count") == "3"
     page.get_by_text("Near-duplicates: 3 images in this group").wait_for()
     members = page.locator("[data-testid='stMain'] .sl-near-duplicate")
+    members.nth(1).wait_for(state="attached")
+    images = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
+    images.nth(2).wait_for()  # the image itself and the two others' thumbnails
+    wait_idle(page)
     shown = members.evaluate_all("els => els.map(e => e.dataset.path)")
     assert sorted(shown) == ["dogs/dog_contrast.jpg", "dogs/dog_half_q30.jpg"]
-    images = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
-    assert images.count() == 3  # the image itself and the two others' thumbnails
+    assert images.count() == 3
     # the crop (8 bits away) and the giraffe are in no group: their pages show none
     page.goto(with_token(app, f"/?view=image&image={ids['dogs/dog_crop2.jpg']}"))
     page.get_by_text("Regions (6)").wait_for()

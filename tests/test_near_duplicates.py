@@ -149,6 +149,12 @@ def test_close_pairs_are_exactly_the_brute_force_pairs():
         assert (i.tolist(), j.tolist()) == (bi.tolist(), bj.tolist()), (n, d)
         assert dist.tolist() == brute[bi, bj].tolist()
         assert len(i) > 50  # the planted pairs are there: the test compares something
+    # blank images all hash alike: one long run of equal keys (300 equal hashes, 44,850 pairs)
+    hashes = np.concatenate([np.zeros(300, dtype=np.uint64), rng.integers(0, 2**63, size=700, dtype=np.uint64)])
+    i, j, dist = close_pairs(hashes, 6)
+    brute = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    bi, bj = np.nonzero(np.triu(brute <= 6, 1))
+    assert (i.tolist(), j.tolist()) == (bi.tolist(), bj.tolist()) and len(i) >= 300 * 299 // 2
 
 
 def test_groups_are_connected_components_named_by_their_smallest_image_id():

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..near_duplicates import group_of, has_near_duplicates
 from ..propagation import PROPAGATION_DDL
 from ..reviews import CLUSTER_REVIEWS_DDL
 from ..vectors import decode_vector
@@ -642,11 +643,6 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
 # --------------------------------------------------------------------------- near-duplicates
 
 
-def has_near_duplicates(conn: sqlite3.Connection) -> bool:
-    """Whether the catalog has the near_duplicates table (one built before it has not)."""
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is not None
-
-
 def near_duplicate_counts(conn: sqlite3.Connection) -> dict[str, int]:
     """How many near-duplicate groups there are and how many images they hold (0, 0 without the table)."""
     if not has_near_duplicates(conn):
@@ -656,20 +652,10 @@ def near_duplicate_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def near_duplicate_group(conn: sqlite3.Connection, image_id: str, limit: int = 24) -> list[dict]:
-    """The near-duplicate group of one image (:func:`shardlens.near_duplicates.group_of`), the
-    representative first, each with its path, size and distance; at most ``limit`` members
+    """The near-duplicate group of one image (:func:`shardlens.near_duplicates.group_of`: the
+    representative first), each member with its path and size; at most ``limit`` members
     (``group_size`` says how many there are); [] when the image is in none."""
-    if not has_near_duplicates(conn):
-        return []
-    rows = conn.execute(
-        """
-        SELECT n.image_id, n.group_id, n.distance, n.group_size FROM near_duplicates n
-        WHERE n.group_id = (SELECT g.group_id FROM near_duplicates g WHERE g.image_id = ?)
-        ORDER BY n.image_id != n.group_id, n.distance, n.image_id LIMIT ?
-        """,
-        (image_id, int(limit)),
-    ).fetchall()
-    members = [dict(r) for r in rows]
+    members = group_of(conn, image_id, limit)
     info = image_paths(conn, [m["image_id"] for m in members])
     for m in members:
         m.update({k: v for k, v in info.get(m["image_id"], {}).items() if k != "image_id"})
