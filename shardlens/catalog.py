@@ -545,9 +545,9 @@ def import_cache(
         _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
-        regroup = stats["mode"] != "incremental" or bool(stats["loaded"] or stats["removed"])
         distance = distance_setting(conn, near_duplicate_distance, RECORDED)
-        stats["near_duplicates"] = refresh_near_duplicates(conn, distance, changed=regroup)
+        regroup = stats["mode"] != "incremental" or bool(stats["removed"])
+        stats["near_duplicates"] = refresh_near_duplicates(conn, distance, stats["loaded"], full=regroup)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
         conn.execute("COMMIT")
     except BaseException:

@@ -32,6 +32,7 @@ picks ``m`` by an estimate of sorts plus candidates for the number of hashes. Th
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from itertools import combinations
@@ -115,9 +116,11 @@ def _key(hashes: np.ndarray, chunks: list[tuple[int, int]]) -> np.ndarray:
     return key.astype(np.uint16 if offset <= 16 else np.uint32 if offset <= 32 else np.uint64)
 
 
-def close_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def close_pairs(hashes: np.ndarray, max_distance: int, new: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, distance) with i < j for every pair of ``hashes`` (uint64) within ``max_distance``
-    bits, each pair once, sorted by (i, j).
+    bits, each pair once, sorted by (i, j). ``new`` (booleans, one per hash): only the pairs with
+    at least one new hash, looking only into the runs that hold one (an update compares what it
+    brings with everything, not everything with everything again).
 
     For each key: the hashes sorted by it; within each run of equal keys, each hash is compared
     with each later one (in sorted order, so the reads are contiguous), and only the pairs within
@@ -138,10 +141,16 @@ def close_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.n
         starts = np.flatnonzero(boundary)
         ends = np.append(starts[1:], n)
         run_end = np.repeat(ends, ends - starts)
-        active = np.flatnonzero(run_end - positions > 1)  # positions with a later one in their run
+        later = run_end - positions > 1  # positions with a later one in their run
+        if new is not None:
+            sorted_new = new[order]
+            later &= np.repeat(np.add.reduceat(sorted_new.astype(np.int64), starts) > 0, ends - starts)
+        active = np.flatnonzero(later)
         k = 1
         while active.size:
             near = np.bitwise_count(sorted_hashes[active] ^ sorted_hashes[active + k]) <= max_distance
+            if new is not None:
+                near &= sorted_new[active] | sorted_new[active + k]
             if near.any():
                 i, j = order[active[near]], order[active[near] + k]
                 found.append(np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j))
@@ -154,17 +163,34 @@ def close_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.n
     return i, j, np.bitwise_count(hashes[i] ^ hashes[j]).astype(np.int64)
 
 
-def group_hashes(image_ids: list[str], hexes: list[str], max_distance: int) -> list[tuple[str, str, int, int]]:
+def group_hashes(
+    image_ids: list[str],
+    hexes: list[str],
+    max_distance: int,
+    new_ids: set[str] | None = None,
+    known_groups: list[tuple[str, str]] | None = None,
+) -> list[tuple[str, str, int, int]]:
     """The near-duplicate groups of some images: (image_id, group_id, distance to the group's
     representative, group size) for each image in a group of two or more, sorted by image_id.
-    ``image_ids`` are distinct; the result does not depend on their order."""
+    ``image_ids`` are distinct; the result does not depend on their order.
+
+    An update: ``known_groups`` ((image_id, group_id) of the groups computed before, all of
+    whose images are still among ``image_ids``) and ``new_ids`` (every image added since, and
+    maybe some that were there): only pairs with a new image are looked for, and the known groups
+    are joined to them. The result equals grouping everything again, since the close pairs among
+    the other images are the ones the known groups were made of."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     order = sorted(range(len(image_ids)), key=image_ids.__getitem__)
     ids = [image_ids[k] for k in order]
     hashes = hashes_to_array([hexes[k] for k in order])
-    i, j, _ = close_pairs(hashes, max_distance)
+    new = None if new_ids is None else np.array([i in new_ids for i in ids], dtype=bool)
+    i, j, _ = close_pairs(hashes, max_distance, new)
+    if known_groups:
+        index = {image_id: n for n, image_id in enumerate(ids)}
+        i = np.concatenate([i, np.array([index[m] for m, _ in known_groups], dtype=np.int64)])
+        j = np.concatenate([j, np.array([index[g] for _, g in known_groups], dtype=np.int64)])
     if i.size == 0:
         return []
     n = len(ids)
@@ -202,22 +228,41 @@ def has_near_duplicates(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'near_duplicates'").fetchone() is not None
 
 
-def refresh_near_duplicates(conn: sqlite3.Connection, max_distance: int | None, changed: bool) -> int:
-    """Recompute ``near_duplicates`` from the catalog's hashes (inside the caller's transaction)
-    when ``changed`` (shards were loaded or removed) or the distance differs from the one the
-    table was computed with; return the number of images in groups. ``None`` empties it."""
+_HASHED = "FROM paths WHERE status = 'ok' AND image_id IS NOT NULL AND phash IS NOT NULL"
+
+
+def refresh_near_duplicates(conn: sqlite3.Connection, max_distance: int | None, loaded_shards: list[str], full: bool = False) -> int:
+    """Bring ``near_duplicates`` up to date with the catalog's hashes (inside the caller's
+    transaction); return the number of images in groups. ``None`` empties it.
+
+    Nothing to do when no shard was loaded and the distance is the one the table was computed
+    with. An update that only adds images (``loaded_shards``; every image of the table still
+    there) compares the loaded shards' images with all (:func:`group_hashes` with the known
+    groups); ``full`` (a rebuild, removed shards), another distance, or a grouped image gone
+    groups everything again. Either way the table is what grouping everything gives."""
     computed = conn.execute("SELECT value FROM propagation_settings WHERE name = 'near_duplicates_computed_with'").fetchone()
     marker = -1 if max_distance is None else max_distance
-    if not changed and computed is not None and computed[0] == marker:
+    same_distance = computed is not None and computed[0] == marker
+    if same_distance and not full and not loaded_shards:
         return conn.execute("SELECT COUNT(*) FROM near_duplicates").fetchone()[0]
-    conn.execute("DELETE FROM near_duplicates")
     conn.execute("INSERT OR REPLACE INTO propagation_settings (name, value) VALUES ('near_duplicates_computed_with', ?)", (marker,))
     if max_distance is None:
+        conn.execute("DELETE FROM near_duplicates")
         return 0
-    rows = conn.execute(
-        "SELECT image_id, MIN(phash) FROM paths WHERE status = 'ok' AND image_id IS NOT NULL AND phash IS NOT NULL GROUP BY image_id"
-    ).fetchall()
-    groups = group_hashes([r[0] for r in rows], [r[1] for r in rows], max_distance)
+    rows = conn.execute(f"SELECT image_id, MIN(phash) {_HASHED} GROUP BY image_id").fetchall()
+    ids = [r[0] for r in rows]
+    new_ids = known = None
+    if same_distance and not full:
+        known = conn.execute("SELECT image_id, group_id FROM near_duplicates").fetchall()
+        present = set(ids)
+        if all(m in present for m, _ in known):
+            new_ids = {
+                i for (i,) in conn.execute(f"SELECT DISTINCT image_id {_HASHED} AND shard IN (SELECT value FROM json_each(?))", (json.dumps(sorted(loaded_shards)),))
+            }  # fmt: skip
+        else:
+            known = None
+    groups = group_hashes(ids, [r[1] for r in rows], max_distance, new_ids=new_ids, known_groups=known)
+    conn.execute("DELETE FROM near_duplicates")
     conn.executemany("INSERT INTO near_duplicates (image_id, group_id, distance, group_size) VALUES (?, ?, ?, ?)", groups)
     return len(groups)
 

@@ -157,6 +157,30 @@ def test_close_pairs_are_exactly_the_brute_force_pairs():
     assert (i.tolist(), j.tolist()) == (bi.tolist(), bj.tolist()) and len(i) >= 300 * 299 // 2
 
 
+def test_an_update_from_the_known_groups_equals_grouping_everything_again():
+    rng = np.random.default_rng(3)
+    n = 3000
+    hashes = rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2)
+    for _ in range(900):  # chains and pairs across the old and the new images
+        src, dst = rng.integers(n, size=2)
+        hashes[dst] = np.uint64(flipped(int(hashes[src]), rng.choice(64, size=rng.integers(0, 7), replace=False)))
+    ids = [f"{k:064x}" for k in rng.permutation(n)]
+    hexes = [f"{int(h):016x}" for h in hashes]
+    old = 2000
+    known = [(m, g) for m, g, _, _ in group_hashes(ids[:old], hexes[:old], 6)]
+    new_ids = set(ids[old:]) | set(ids[:50])  # an updated shard may also hold images seen before
+    everything = group_hashes(ids, hexes, 6)
+    assert group_hashes(ids, hexes, 6, new_ids=new_ids, known_groups=known) == everything
+    assert len({g for _, g, _, _ in everything}) > 50 and max(size for *_, size in everything) > 2
+    # and close_pairs restricted to the new hashes gives exactly the full pairs that touch one
+    arr = hashes_to_array(hexes)
+    new = np.array([i in new_ids for i in ids])
+    i, j, _ = close_pairs(arr, 6)
+    keep = new[i] | new[j]
+    ni, nj, _ = close_pairs(arr, 6, new)
+    assert (ni.tolist(), nj.tolist()) == (i[keep].tolist(), j[keep].tolist())
+
+
 def test_groups_are_connected_components_named_by_their_smallest_image_id():
     a = 0x0F0F0F0F0F0F0F0F
     b = flipped(a, range(5))  # a~b (5 bits)
@@ -285,6 +309,14 @@ def test_a_new_near_copy_joins_the_group_incrementally_as_a_full_rebuild_finds(t
     full = tmp_path / "full.sqlite"
     build_catalog(run / "cache", full, full=True, log=lambda m: None)
     assert near_rows(full) == got
+    # a grouped image gone: everything is grouped again, as a rebuild does
+    (run / "images" / "dogs" / "dog_contrast.jpg").unlink()
+    catalog_of_folder(run)
+    shrunk = near_rows(db)
+    assert sorted(shrunk) == ["dogs/dog_grey.png", "dogs/dog_half_q30.jpg", "dogs/dog_original.jpg"]
+    assert {n for *_, n in shrunk.values()} == {3}
+    build_catalog(run / "cache", full, full=True, log=lambda m: None)
+    assert near_rows(full) == shrunk
 
 
 # ------------------------------------------------------------- reviews reach the group
