@@ -27,7 +27,9 @@ of 64/7 = 9 bits a million random hashes put ~2,000 in each bucket; more, narrow
 combined into wider keys give far fewer candidates for a few more sorts. :func:`chunk_plan`
 picks ``m`` by an estimate of sorts plus candidates for the number of hashes. The cost is
 ``O(keys * N log N + candidates)``, never ``N^2`` for hashes that are not near each other
-(``bench/near_duplicates_scale.py`` prints the figures).
+(``bench/near_duplicates_scale.py`` prints the figures). A catalog update that only adds images
+compares the loaded shards' images with all and joins the pairs to the known groups
+(:func:`refresh_near_duplicates`).
 """
 
 from __future__ import annotations
