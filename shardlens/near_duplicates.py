@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left
 import sqlite3
 from itertools import combinations
 
@@ -189,10 +190,9 @@ def group_hashes(
     hashes = hashes_to_array([hexes[k] for k in order])
     new = None if new_ids is None else np.array([i in new_ids for i in ids], dtype=bool)
     i, j, _ = close_pairs(hashes, max_distance, new)
-    if known_groups:
-        index = {image_id: n for n, image_id in enumerate(ids)}
-        i = np.concatenate([i, np.array([index[m] for m, _ in known_groups], dtype=np.int64)])
-        j = np.concatenate([j, np.array([index[g] for _, g in known_groups], dtype=np.int64)])
+    if known_groups:  # each known member linked to its representative (ids are sorted: bisect)
+        i = np.concatenate([i, np.array([bisect_left(ids, m) for m, _ in known_groups], dtype=np.int64)])
+        j = np.concatenate([j, np.array([bisect_left(ids, g) for _, g in known_groups], dtype=np.int64)])
     if i.size == 0:
         return []
     n = len(ids)
