@@ -59,14 +59,28 @@ NEAR_DUPLICATES_DDL = (
 )
 
 
+def require_hasher() -> None:
+    """Import the hash's libraries (imagehash, and scipy for its DCT), so that a missing install
+    fails the ingest job at its start with the reason, rather than every file with a null hash.
+    Not at this module's import: the driver environment imports it without them."""
+    try:
+        import imagehash  # noqa: F401
+        import scipy.fftpack  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"the ingest stage's perceptual hash needs imagehash and scipy ({exc}): install the pinned packages "
+            "(`make setup`, or pip install -e .; envs/core.yaml for conda)"
+        ) from exc
+
+
 def perceptual_hash(image) -> str | None:
     """The 64-bit perceptual hash of a decoded PIL image as 16 hex digits, or None when it cannot
-    be computed (a mode the grey conversion refuses, a decoder error on load)."""
+    be computed (a mode the grey conversion refuses, e.g. CIELab; a decoder error on load)."""
     import imagehash
 
     try:
         value = str(imagehash.phash(image, hash_size=8))
-    except Exception:  # noqa: BLE001 - an image that cannot be hashed keeps everything else
+    except (ValueError, OSError, TypeError, MemoryError):  # this image only: everything else about it is kept
         return None
     return value if len(value) == 16 else None
 

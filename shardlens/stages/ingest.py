@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..images import ImageError, Limits, open_image, read_bytes, resolve_inside
 from ..jobs import JobSummary, Progress, job_logger, prefetch
-from ..near_duplicates import perceptual_hash
+from ..near_duplicates import perceptual_hash, require_hasher
 from ..records import SCHEMA_VERSION, write_jsonl
 from ..shards import read_listing
 
@@ -218,6 +218,7 @@ def run_shard(
     content once).
     """
     logger = job_logger("ingest")
+    require_hasher()  # before any file: a missing library is the job's error, not each file's
     limits = limits or Limits()
     root = Path(images_root)
     paths = read_listing(listing)
