@@ -54,7 +54,7 @@ def generate_cache(cache: Path, shards: int, per_shard: int) -> tuple[int, list[
             image_id = hashlib.sha256(f"{shard}/{k}".encode()).hexdigest()
             w, h = 4000, 3000
             ingest.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "path": path, "bytes": int(rng.integers(1e6, 5e6)),
-                           "width": w, "height": h, "format": "JPEG", "status": "ok", "error": None, "error_detail": None})
+                           "width": w, "height": h, "format": "JPEG", "phash": None, "status": "ok", "error": None, "error_detail": None})
             has_text = bool(rng.random() < 0.3)
             gate.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": has_text, "score": round(float(rng.random()), 6),
                          "decision": "ocr" if has_text else "skip", "skip_reason": None if has_text else "no_text_regions",

@@ -230,7 +230,7 @@ def shard_records(shard: str, paths: list[str], texts: TextSource, changed: set[
         out["ingest"].append({
             "schema_version": SCHEMA_VERSION, "image_id": image_id, "path": path, "bytes": size,
             "width": None if error else width, "height": None if error else height, "format": "JPEG",
-            "status": "error" if error else "ok", "error": "truncated" if error else None,
+            "phash": None, "status": "error" if error else "ok", "error": "truncated" if error else None,
             "error_detail": "image file is truncated (54 bytes not processed)" if error else None,
         })  # fmt: skip
         if error:

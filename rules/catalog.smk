@@ -62,6 +62,8 @@ rule catalog:
         reviews=REVIEWS_DB,
         # recorded in the catalog: review imports and the dashboard propagate with it too
         propagate_similarity=config["reviews"]["propagate_similarity"],
+        # recorded in the catalog too: images this close (perceptual hash bits) form a group
+        near_duplicate_distance=config["dedupe"]["max_distance"],
     script:
         "../scripts/catalog.py"
 

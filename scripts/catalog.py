@@ -11,5 +11,6 @@ build_catalog(
     snakemake.output[0],
     reviews_db=snakemake.params.reviews,
     propagate_similarity=snakemake.params.propagate_similarity,
+    near_duplicate_distance=snakemake.params.near_duplicate_distance,
     log=lambda message: print(message, file=sys.stderr),
 )

@@ -24,6 +24,7 @@ from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
+from .near_duplicates import NEAR_DUPLICATES_DDL, distance_setting, refresh_near_duplicates
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
@@ -237,6 +238,8 @@ def connect(db_path: str | Path) -> sqlite3.Connection:
     conn.execute(CLUSTER_REVIEWS_DDL)
     for statement in PROPAGATION_DDL:  # derived: shardlens/propagation.py
         conn.execute(statement)
+    for statement in NEAR_DUPLICATES_DDL:  # derived: shardlens/near_duplicates.py
+        conn.execute(statement)
     _drop_old_cluster_layout(conn)
     conn.executescript(FIXED_DDL)
     for statement in RISK_DDL:  # derived: shardlens/risk.py
@@ -266,7 +269,7 @@ def schema_statements() -> list[str]:
     """Every statement that creates the catalog's tables, views and indexes, in order."""
     return (
         [table_ddl(kind) for kind in STAGE_TABLES]
-        + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL]
+        + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL, *NEAR_DUPLICATES_DDL]
         + _split_sql(FIXED_DDL)
         + list(RISK_DDL)
         + list(AUDITS_DDL)
@@ -528,6 +531,7 @@ def import_cache(
     reviews_db: str | Path | None = None,
     progress: Callable[[dict], None] | None = None,
     propagate_similarity: float | None | str = RECORDED,
+    near_duplicate_distance: int | None | str = RECORDED,
 ) -> dict:
     """Load ``cache_dir`` into the SQLite catalog at ``db_path`` in place; return what changed.
 
@@ -535,7 +539,9 @@ def import_cache(
     manifest are dropped; the clusters, the reviews' copy (from ``reviews_db`` when given) and
     the run follow, and the propagated labels are computed again (:mod:`shardlens.propagation`;
     ``propagate_similarity`` is ``reviews.propagate_similarity``, recorded in the catalog; by
-    default the recorded one). ``full`` (and a changed catalog layout or cache schema hash)
+    default the recorded one), after the near-duplicate groups (:mod:`shardlens.near_duplicates`,
+    regrouped when shards changed or ``near_duplicate_distance``, ``dedupe.max_distance``, did;
+    recorded like the threshold). ``full`` (and a changed catalog layout or cache schema hash)
     empties the catalog first. All of it is one transaction: a reader, or the database after a crash
     (SIGKILL included) or an error at any point, sees the catalog as it was before or as it is
     after, never a mix. A second import into the same database waits for the first (busy
@@ -561,6 +567,9 @@ def import_cache(
         _import_in_transaction(conn, cache_dir, manifest, adapter, stats, log, progress)
         if reviews_db is not None:
             stats["reviews"] = _copy_reviews(conn, reviews_db)
+        distance = distance_setting(conn, near_duplicate_distance, RECORDED)
+        regroup = stats["mode"] != "incremental" or bool(stats["removed"])
+        stats["near_duplicates"] = refresh_near_duplicates(conn, distance, stats["loaded"], full=regroup)
         stats["propagated"] = refresh_propagation(conn, propagate_similarity, changed_shards=stats["loaded"])
         stats["risk"] = refresh_risk(conn, stats["loaded"])
         start_tracking(conn, stats["loaded"])
@@ -776,6 +785,7 @@ def build_catalog(
     log=print,
     full: bool = False,
     propagate_similarity: float | None | str = RECORDED,
+    near_duplicate_distance: int | None | str = RECORDED,
 ) -> dict:
     """Update the catalog at ``db_path`` in place from the cache (the Snakemake rule uses this):
     :func:`import_cache` in one transaction, with people's reviews copied in from the review
@@ -796,7 +806,10 @@ def build_catalog(
         for orphan in (Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
             orphan.unlink(missing_ok=True)
     try:
-        stats = import_cache(cache_dir, db_path, log=log, full=full, reviews_db=reviews_db, propagate_similarity=propagate_similarity)
+        stats = import_cache(
+            cache_dir, db_path, log=log, full=full, reviews_db=reviews_db,
+            propagate_similarity=propagate_similarity, near_duplicate_distance=near_duplicate_distance,
+        )  # fmt: skip
     except BaseException:
         if created:  # nothing was there before: leave nothing (the rule's job holds Snakemake's lock)
             for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
@@ -814,7 +827,8 @@ def build_catalog(
     log(
         f"catalog: {db_path} updated ({stats['mode']}: {stats['reason']}): {stats['rows']} rows from "
         f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed; "
-        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines"
+        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines; "
+        f"{stats['near_duplicates']} images in near-duplicate groups"
     )
     summary.finish()
     return stats

@@ -11,6 +11,20 @@ then a propagated label, then the machine label (``label_source`` 'review' | 'pr
 
 Rules, in this order (an item gets at most one propagated label, from the first that applies):
 
+0. **A reviewed item of a near-duplicate image** (:mod:`shardlens.near_duplicates`: images whose
+   perceptual hashes are within ``dedupe.max_distance`` bits, grouped in the catalog's
+   ``near_duplicates`` table): an item of image B with no review of its own takes the label of
+   the **matching** item of an image A of B's group that a person **accepted or relabeled**
+   (the accepted label, or the new one); ``propagated_from`` is that review's item key,
+   ``similarity`` the two boxes' IoU. Matching means the same place in the picture: the two
+   boxes, each divided by its image's width and height (a resized copy has other pixel
+   coordinates), overlap with IoU >= :data:`NEAR_DUPLICATE_IOU` (0.5); a region must also have
+   the **same machine label** (regions never cross classes, as rule 2 says); an OCR line needs no
+   equal text, since a copy's OCR may read the same line differently, and the line's reviewed
+   label is what that line says. Of several matching reviewed items, the largest IoU wins, then
+   the most recent review, then the smaller item key. It comes first: a person's decision on
+   this very object in this very picture says more than one on a cluster or a look-alike text.
+   Rejections do not propagate (see rule 3), nor do image-level reviews.
 1. **A reviewed cluster** (a row of ``cluster_reviews``, written by
    :func:`shardlens.reviews.record_cluster_review` when a person accepts or relabels a whole
    cluster; ``propagated_from`` is its key, e.g. ``cluster/text/3``) reaches the cluster's member
@@ -46,7 +60,8 @@ Rules, in this order (an item gets at most one propagated label, from the first 
 To undo a propagated label, review the item (a rejection sticks too), or relabel or re-review
 the cluster; to stop similarity propagation, set ``reviews.propagate_similarity: null``.
 
-Cost: rule 3 keeps its pairs of similar texts (``similar_texts``) between refreshes, so a
+Cost: rule 0 starts from the accepted and relabeled reviews of images in a group and reads only
+the items of their groups' other images (an index on ``near_duplicates.group_id``). Rule 3 keeps its pairs of similar texts (``similar_texts``) between refreshes, so a
 refresh compares only what is new: a newly reviewed text with every OCR text (one pass over the
 embeddings, in blocks of :data:`BLOCK`), the texts of newly loaded shards with the reviewed
 texts. A review of a region, or a new label for a text already reviewed, costs no vector work
@@ -61,10 +76,12 @@ import sqlite3
 
 import numpy as np
 
+from .near_duplicates import has_near_duplicates
 from .reviews import Review
 from .table_sync import sync_table
 
 RECORDED = "recorded"  # use the threshold the catalog recorded (or the schema's default)
+NEAR_DUPLICATE_IOU = 0.5  # rule 0: the least IoU of two items' normalised boxes to match
 BLOCK = 4096  # OCR texts compared per block
 
 PROPAGATION_DDL = (
@@ -75,7 +92,7 @@ PROPAGATION_DDL = (
     line_no INTEGER,
     label TEXT NOT NULL,
     propagated_from TEXT NOT NULL,
-    rule TEXT NOT NULL CHECK (rule IN ('cluster', 'similarity')),
+    rule TEXT NOT NULL CHECK (rule IN ('near_duplicate', 'cluster', 'similarity')),
     similarity REAL
 )""",
     """CREATE TABLE IF NOT EXISTS propagation_settings (
@@ -124,10 +141,13 @@ def refresh_propagation(conn: sqlite3.Connection, similarity: float | None | str
     refresh (the catalog import passes them; a review import changes none). A catalog without
     the table (an older layout) is left as it is."""
     if not has_propagation(conn):
-        return {"cluster": 0, "similarity": 0}
+        return {"near_duplicate": 0, "cluster": 0, "similarity": 0}
     threshold = similarity_setting(conn, similarity)
-    rows = _cluster_rows(conn)
-    by_cluster = len(rows)
+    rows = _near_duplicate_rows(conn)
+    by_near_duplicate = len(rows)
+    for key, row in _cluster_rows(conn).items():
+        rows.setdefault(key, row)
+    by_cluster = len(rows) - by_near_duplicate
     if threshold is None:
         conn.execute("DELETE FROM similar_texts")
         conn.execute("DELETE FROM similarity_sources")
@@ -136,7 +156,81 @@ def refresh_propagation(conn: sqlite3.Connection, similarity: float | None | str
         for row in _similarity_rows(conn, threshold, changed_shards):
             rows.setdefault(row[0], row)
     sync_table(conn, "propagated_labels", (rows[key] for key in sorted(rows)))
-    return {"cluster": by_cluster, "similarity": len(rows) - by_cluster}
+    return {"near_duplicate": by_near_duplicate, "cluster": by_cluster, "similarity": len(rows) - by_cluster - by_near_duplicate}
+
+
+# Rule 0's candidates: each accepted or relabeled item of an image in a near-duplicate group with
+# each unreviewed item of another image of its group (regions: of the same machine label), both
+# with their boxes and their images' sizes; the IoU test is in Python. Found from the reviews
+# (few) outwards through the group index, never by scanning the items of every group.
+_NEAR_DUPLICATE_SQL = """
+WITH sources AS (
+    SELECT v.item_key, v.label, v.reviewed_at, v.image_id, 'region' AS item, r.caption AS caption, r.bbox
+    FROM reviews v JOIN regions r ON r.image_id = v.image_id AND r.region_id = v.region_id
+    WHERE v.region_id IS NOT NULL AND v.status IN ('accepted', 'relabeled') AND v.label IS NOT NULL
+      AND v.image_id IN (SELECT image_id FROM near_duplicates)
+    UNION
+    SELECT v.item_key, v.label, v.reviewed_at, v.image_id, 'text', NULL, o.bbox
+    FROM reviews v JOIN ocr_lines o ON o.image_id = v.image_id AND o.line_no = v.line_no
+    WHERE v.line_no IS NOT NULL AND v.status IN ('accepted', 'relabeled') AND v.label IS NOT NULL
+      AND v.image_id IN (SELECT image_id FROM near_duplicates)
+),
+reach AS (
+    SELECT s.*, b.image_id AS target
+    FROM sources s JOIN near_duplicates a ON a.image_id = s.image_id
+    JOIN near_duplicates b ON b.group_id = a.group_id AND b.image_id != s.image_id
+),
+sizes AS (
+    SELECT image_id, MAX(width) AS width, MAX(height) AS height FROM paths
+    WHERE image_id IN (SELECT image_id FROM reach UNION SELECT target FROM reach) GROUP BY image_id
+)
+SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, t.region_id, NULL, t.bbox, ts.width, ts.height
+FROM reach h JOIN regions t ON t.image_id = h.target AND t.caption = h.caption
+JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
+WHERE h.item = 'region' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = t.image_id || '/region/' || t.region_id)
+UNION ALL
+SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, NULL, t.line_no, t.bbox, ts.width, ts.height
+FROM reach h JOIN ocr_lines t ON t.image_id = h.target
+JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
+WHERE h.item = 'text' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = t.image_id || '/line/' || t.line_no)
+"""
+
+
+def normalised_iou(a: list[float], a_size: tuple[int, int], b: list[float], b_size: tuple[int, int]) -> float:
+    """IoU of two boxes ``[x0, y0, x1, y1]``, each divided by its image's (width, height)."""
+    (aw, ah), (bw, bh) = a_size, b_size
+    ax0, ay0, ax1, ay1 = a[0] / aw, a[1] / ah, a[2] / aw, a[3] / ah
+    bx0, by0, bx1, by1 = b[0] / bw, b[1] / bh, b[2] / bw, b[3] / bh
+    iw, ih = min(ax1, bx1) - max(ax0, bx0), min(ay1, by1) - max(ay0, by0)
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _near_duplicate_rows(conn: sqlite3.Connection) -> dict[str, tuple]:
+    """item_key -> row of rule 0 (a catalog without the near_duplicates table has none)."""
+    if not has_near_duplicates(conn):
+        return {}
+    best: dict[str, tuple] = {}
+    for source_key, label, reviewed_at, source_box, sw, sh, image_id, region_id, line_no, box, w, h in conn.execute(_NEAR_DUPLICATE_SQL):
+        if not (source_box and box and sw and sh and w and h):
+            continue
+        iou = normalised_iou(json.loads(source_box), (sw, sh), json.loads(box), (w, h))
+        if iou < NEAR_DUPLICATE_IOU:
+            continue
+        key = _key(image_id, region_id, line_no)
+        # the largest IoU, then the most recent review, then the smaller item key
+        rank = (-iou, _negated(reviewed_at or ""), source_key)
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, (key, image_id, region_id, line_no, label, source_key, "near_duplicate", round(iou, 6)))
+    return {key: best[key][1] for key in sorted(best)}
+
+
+def _negated(text: str) -> tuple[int, ...]:
+    """A key that sorts strings in reverse (the most recent ISO time first)."""
+    return tuple(-ord(c) for c in text) + (1,)
 
 
 # Cluster verdicts with the texts they may reach: for a text cluster every member text, for a

@@ -39,11 +39,18 @@ def build_small_catalog(run: Path) -> Path:
     smooth_image(3, size=(320, 200)).save(root / "plain" / "gradient.jpg", quality=90)
     shutil.copy(root / "photos" / "cat.jpg", root / "plain" / "copy of cat.jpg")
     (root / "plain" / "broken.jpg").write_bytes(b"not a jpeg")
-    (run / "config").mkdir(parents=True)
-    (run / "config" / "config.yaml").write_text(yaml.safe_dump({"images": "images", "shards": {"count": 2}}))
+    return catalog_of_folder(run)
+
+
+def catalog_of_folder(run: Path, shards: int = 2, **config_overrides) -> Path:
+    """The cache and catalog of the images in ``run/images`` (made as :func:`build_small_catalog`
+    makes its own); ``config_overrides`` go into the run's config file."""
+    root = run / "images"
+    (run / "config").mkdir(parents=True, exist_ok=True)
+    (run / "config" / "config.yaml").write_text(yaml.safe_dump({"images": "images", "shards": {"count": shards}, **config_overrides}))
 
     config = load_config(run / "config" / "config.yaml")
-    plan = plan_shards(list_images(root), 2)
+    plan = plan_shards(list_images(root), shards)
     cache = run / "cache"
     write_listings(plan, cache / "shards")
     for shard in plan.names:
@@ -54,6 +61,6 @@ def build_small_catalog(run: Path) -> Path:
         regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"])
     write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
     db = run / "results" / "annotations.sqlite"
-    db.parent.mkdir()
-    build_catalog(cache, db, log=lambda message: None)
+    db.parent.mkdir(exist_ok=True)
+    build_catalog(cache, db, log=lambda message: None, near_duplicate_distance=config["dedupe"]["max_distance"])
     return db

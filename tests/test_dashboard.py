@@ -631,6 +631,22 @@ def propagation_app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def near_duplicate_app(tmp_path_factory):
+    """The dashboard (no token, 127.0.0.1) on a catalog of real photos made by the real stages
+    (tests/test_near_duplicates.py): the quality set's dog photo with a half-size JPEG q30 copy
+    and a contrast-lowered copy (one near-duplicate group of three), a 2% crop (8 bits: in no
+    group) and the giraffe."""
+    browser_or_skip()
+    from test_near_duplicates import dog_run
+
+    run = tmp_path_factory.mktemp("near_duplicate_app") / "run"
+    db = dog_run(run)
+    server = start_dashboard(run, db, run / "reviews" / "reviews.sqlite", run / "images")
+    yield server
+    stop_dashboard(server)
+
+
+@pytest.fixture(scope="module")
 def browser():
     browser_or_skip()
     from playwright.sync_api import sync_playwright
@@ -953,6 +969,76 @@ def test_browser_propagated_labels_filter_and_bulk_accept(propagation_app, brows
     catalog.close()
     assert {r[0]: r[1:] for r in rows if r[0] in keys} == {k: ("exit sign", "review", None) for k in keys}
     assert {r[0]: r[1:] for r in rows}[f"{image_id('e.png')}/line/0"] == ("HELLO", "machine", None)
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_near_duplicate_group_and_a_review_reaching_it(near_duplicate_app, browser):
+    """The image view shows the photo's near-duplicate group (count, the others' thumbnails and
+    links); accepting its dog there shows up on a near copy as propagated from that review; the
+    queue's near-duplicate filter lists only the group's items."""
+    app = near_duplicate_app
+    conn = q.open_catalog(app["db"])
+    ids = {r["path"]: r["image_id"] for r in conn.execute("SELECT path, image_id FROM images")}
+    in_groups = q.count_items(conn, q.ItemFilter(near_duplicates_only=True))
+    group_regions = conn.execute(
+        "SELECT COUNT(*) FROM regions WHERE image_id IN (SELECT image_id FROM near_duplicates)"
+    ).fetchone()[0]
+    all_items = q.count_items(conn, q.ItemFilter())
+    conn.close()
+    original, half = ids["dogs/dog_original.jpg"], ids["dogs/dog_half_q30.jpg"]
+    assert in_groups == group_regions == 18 and all_items == 26  # no OCR lines: the gate skips these photos
+
+    page = open_page(browser, with_token(app, f"/?view=image&image={original}"))
+    group = page.locator("[data-testid='stMain'] .sl-near-duplicates")
+    group.wait_for(state="attached")
+    no_exception(page)
+    assert group.get_attribute("data-count") == "3"
+    page.get_by_text("Near-duplicates: 3 images in this group").wait_for()
+    members = page.locator("[data-testid='stMain'] .sl-near-duplicate")
+    members.nth(1).wait_for(state="attached")
+    images = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
+    images.nth(2).wait_for()  # the image itself and the two others' thumbnails
+    wait_idle(page)
+    shown = members.evaluate_all("els => els.map(e => e.dataset.path)")
+    assert sorted(shown) == ["dogs/dog_contrast.jpg", "dogs/dog_half_q30.jpg"]
+    assert images.count() == 3
+    # the crop (8 bits away) and the giraffe are in no group: their pages show none
+    page.goto(with_token(app, f"/?view=image&image={ids['dogs/dog_crop2.jpg']}"))
+    page.get_by_text("Regions (6)").wait_for()
+    wait_idle(page)
+    assert page.locator("[data-testid='stMain'] .sl-near-duplicates").count() == 0
+    page.close()
+
+    page = open_page(browser, with_token(app, f"/?view=image&image={original}"))
+    page.get_by_role("button", name="Accept region 0").click()
+    page.get_by_text("accepted region 0: 1 review(s) recorded").wait_for()
+    wait_idle(page)
+    no_exception(page)
+    page.get_by_role("button", name="Open dog_half_q30.jpg").click()
+    page.locator("[data-testid='stMain'] h3").get_by_text("dogs/dog_half_q30.jpg").wait_for()
+    marker = page.locator("[data-testid='stMain'] .sl-propagated").first
+    marker.wait_for()
+    wait_idle(page)
+    no_exception(page)
+    assert page.locator("[data-testid='stMain'] .sl-propagated").count() == 1
+    assert (marker.get_attribute("data-from"), marker.get_attribute("data-label")) == (f"{original}/region/0", "dog")
+    assert f"propagated dog from the review of region 0 of image {original[:12]}" in marker.inner_text()
+    catalog = sqlite3.connect(app["db"])
+    row = catalog.execute(
+        "SELECT final_label, label_source, propagated_from FROM final_annotations WHERE image_id = ? AND region_id = 1", (half,)
+    ).fetchone()
+    rule = catalog.execute("SELECT rule FROM propagated_labels WHERE item_key = ?", (f"{half}/region/1",)).fetchone()
+    catalog.close()
+    assert row == ("dog", "propagated", f"{original}/region/0") and rule == ("near_duplicate",)
+    page.close()
+
+    page = open_page(browser, with_token(app, "/?view=review"))
+    page.get_by_text(f"Review queue ({all_items} items)").wait_for()
+    page.locator("[data-testid='stSidebar'] label").filter(has_text="In near-duplicate groups only (3 images)").click()
+    page.get_by_text(f"Review queue ({in_groups} items)").wait_for()
+    wait_idle(page)
+    no_exception(page)
     page.close()
 
 

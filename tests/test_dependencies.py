@@ -30,3 +30,18 @@ def test_model_hashes_in_dependencies_md_are_the_installed_files():
     for name, path in files.items():
         assert name in stated, f"DEPENDENCIES.md does not list {name}"
         assert stated[name] == sha256_file(path), f"DEPENDENCIES.md has a stale sha256 for {name}"
+
+
+def test_the_perceptual_hash_method_names_the_pinned_and_installed_imagehash():
+    """Ingest's records depend on the imagehash release (its param says which): the param, the
+    pin in pyproject.toml (repeated in envs/core.yaml, tests/test_envs.py) and the installed
+    package agree, and DEPENDENCIES.md lists it."""
+    from importlib.metadata import version
+
+    from shardlens.near_duplicates import PHASH_METHOD
+    from test_envs import pyproject_pins
+
+    pinned = pyproject_pins()["imagehash"]
+    assert PHASH_METHOD.startswith(f"imagehash {pinned} phash")
+    assert version("imagehash") == pinned
+    assert f"| imagehash | {pinned} |" in (REPO / "DEPENDENCIES.md").read_text()

@@ -14,7 +14,7 @@ from shardlens.records import SCHEMA_VERSION, file_digest, write_jsonl
 def ingest_records(pairs: list[tuple[str, str]]) -> list[dict]:
     return [
         {"schema_version": SCHEMA_VERSION, "path": path, "image_id": image_id, "bytes": 10, "width": 4, "height": 4,
-         "format": "PNG", "status": "ok", "error": None, "error_detail": None}
+         "format": "PNG", "phash": None, "status": "ok", "error": None, "error_detail": None}
         for image_id, path in pairs
     ]  # fmt: skip
 

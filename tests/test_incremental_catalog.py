@@ -47,7 +47,7 @@ def image_records(name: str, version: str = "") -> dict[str, list[dict]]:
     n = int(image_id[:2], 16)
     out = {
         "ingest": [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "path": name, "bytes": 1000 + n, "width": 640, "height": 480,
-                    "format": "PNG", "status": "ok", "error": None, "error_detail": None}],
+                    "format": "PNG", "phash": None, "status": "ok", "error": None, "error_detail": None}],
         "gate": [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": n % 2 == 0, "score": round(n / 255, 6),
                   "decision": "ocr" if n % 2 == 0 else "skip", "skip_reason": None if n % 2 == 0 else "no_text_regions",
                   "text_regions": 1 if n % 2 == 0 else 0, "gate_version": "test-gate"}],
@@ -440,7 +440,7 @@ def valid_examples() -> dict[str, list[dict]]:
     a, b = image_records("x/a.png"), image_records("x/b.png")
     examples = {
         "ingest": records["ingest"] + [{"schema_version": 1, "image_id": None, "path": "gone.png", "bytes": None, "width": None, "height": None,
-                                        "format": None, "status": "error", "error": "not_found", "error_detail": "gone"}],
+                                        "format": None, "phash": None, "status": "error", "error": "not_found", "error_detail": "gone"}],
         "gate": records["gate"] + a["gate"] + b["gate"],
         "ocr": [r for v in (records, a, b) for r in v["ocr"]],
         "region": [r for v in (records, a, b) for r in v["region"]],

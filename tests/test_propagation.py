@@ -59,7 +59,7 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
         records = shards.setdefault(spec.get("shard", "0000"), {"ingest": [], "gate": [], "ocr": [], "detection": [], "embedding": {}})
         iid = image_id(path)
         records["ingest"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "path": path, "bytes": 1000, "width": 640, "height": 480,
-                                  "format": "PNG", "status": "ok", "error": None, "error_detail": None})
+                                  "format": "PNG", "phash": spec.get("phash"), "status": "ok", "error": None, "error_detail": None})
         records["gate"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "has_text": True, "score": 0.9, "decision": "ocr",
                                 "skip_reason": None, "text_regions": 1, "gate_version": "test-gate"})
         for n, text in enumerate(spec.get("lines", [])):
@@ -171,7 +171,7 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
     clusters2 = [(0, "text", ["EXIT", "EXIT ->", "EXIT >>"]), (1, "region", ["dog", "puppy"])]
     stats = build_catalog(write_cache(tmp / "v2", v2, clusters2, {}), db, reviews_db=store, **QUIET)
     assert stats["mode"] == "incremental" and stats["loaded"] == ["0001"]
-    assert stats["propagated"] == {"cluster": 4, "similarity": 0}  # c.png's EXIT is a look-alike too: the cluster comes first
+    assert stats["propagated"] == {"near_duplicate": 0, "cluster": 4, "similarity": 0}  # c.png's EXIT is a look-alike too: the cluster comes first
     got = labels(db)
     assert got[("c.png", "EXIT")] == ("exit sign", "propagated", "cluster/text/0")
     assert got[("d.png", "EXIT >>")] == ("exit sign", "propagated", "cluster/text/0")
@@ -266,7 +266,7 @@ def test_similar_ocr_lines_take_the_reviewed_label_above_the_threshold(run):
     assert labels(db)[("s.png", "OPEN.")] == ("OPEN.", "review", None)
     # null turns similarity propagation off
     stats = build_catalog(cache, db, reviews_db=store, propagate_similarity=None, **QUIET)
-    assert stats["propagated"] == {"cluster": 0, "similarity": 0} and propagated_rows(db) == {}
+    assert stats["propagated"] == {"near_duplicate": 0, "cluster": 0, "similarity": 0} and propagated_rows(db) == {}
     mirror_reviews(store, db)
     assert propagated_rows(db) == {}
 
@@ -430,6 +430,6 @@ def test_a_catalog_without_the_propagation_tables_is_left_alone(run):
     mirror_reviews(store, db)
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT item_key FROM reviews").fetchall() == [("x/line/0",)]
-    assert refresh_propagation(conn) == {"cluster": 0, "similarity": 0}
+    assert refresh_propagation(conn) == {"near_duplicate": 0, "cluster": 0, "similarity": 0}
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'propagated_labels'").fetchone() is None
     conn.close()

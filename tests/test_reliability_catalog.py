@@ -40,7 +40,7 @@ def synthetic_cache(folder: Path, version: str, shards: int = 6, per_shard: int 
             image_id = hashlib.sha256(f"{shard}/{j}".encode()).hexdigest()
             ingest.append({
                 "schema_version": SCHEMA_VERSION, "image_id": image_id, "path": f"s{shard}/img{j:03d}.png", "bytes": 100 + j,
-                "width": 64, "height": 48, "format": "PNG", "status": "ok", "error": None, "error_detail": None,
+                "width": 64, "height": 48, "format": "PNG", "phash": None, "status": "ok", "error": None, "error_detail": None,
             })
             gate.append({
                 "schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": True, "score": 0.9, "decision": "ocr",

@@ -103,6 +103,7 @@ class Phase1Adapter(CacheAdapter):
             "width": old.get("w") if ok else None,
             "height": old.get("h") if ok else None,
             "format": fmt.upper() if isinstance(fmt, str) else None,
+            "phash": None,  # phase 1 computed none: these images are in no near-duplicate group
             "status": "ok" if ok else "error",
             "error": error,
             "error_detail": detail,

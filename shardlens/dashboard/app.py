@@ -348,6 +348,11 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         st.text_input("Label (machine or reviewed)", key="f_label")
         st.selectbox("Has text", ("any", "with OCR text", "without OCR text"), key="f_has_text")
         st.checkbox("Unreviewed only", key="f_unreviewed")
+        near = q.near_duplicate_counts(conn)
+        st.checkbox(
+            f"In near-duplicate groups only ({near['images']:,} images)", key="f_near", disabled=not near["images"],
+            help="items of images that look like other images (perceptual hash within dedupe.max_distance bits); a review of one reaches its group",
+        )  # fmt: skip
         st.selectbox(
             "Label source", tuple(LABEL_SOURCE_CHOICES), key="f_source",
             help="machine: the item's own label · propagated: a reviewed cluster's or look-alike's label (↻) · reviewed: a person's review",
@@ -371,6 +376,7 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         text_search=(st.session_state.get("f_search") or "").strip() or None,
         item={"regions and lines": None, "regions": "region", "lines": "text"}[st.session_state["f_item"]],
         label_source=LABEL_SOURCE_CHOICES[st.session_state.get("f_source") or "any"],
+        near_duplicates_only=bool(st.session_state.get("f_near")),
     )
 
 
@@ -678,6 +684,7 @@ def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
         f"image {image_id[:16]}… · {info['width']}×{info['height']} {info['format'] or ''} · {info['bytes'] or 0:,} bytes · "
         f"status {info['status']}{' (' + info['error'] + ')' if info['error'] else ''}{copies}"
     )
+    near_duplicates(conn, thumbs, image_id)
     gate = (
         f"text gate: **{info['gate_decision'] or 'not run'}**"
         + (f" — skipped: `{info['skip_reason']}`" if info["skip_reason"] else "")
@@ -729,6 +736,42 @@ def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
         )  # fmt: skip
         for l in lines:
             item_actions(settings, l, f"line {l['line_no']}")
+
+
+NEAR_THUMB = 160  # near-duplicate thumbnails: drawn at 160 px, six in a row
+
+
+def near_duplicates(conn, thumbs: ThumbnailCache, image_id: str) -> None:
+    """The image's near-duplicate group: how many, and each other member's thumbnail with its
+    distance in bits and a button that opens it. A review of one reaches the others (propagated)."""
+    group = q.near_duplicate_group(conn, image_id)
+    if not group:
+        return
+    size, group_id = group[0]["group_size"], group[0]["group_id"]
+    others = [m for m in group if m["image_id"] != image_id]
+    st.markdown(
+        f'<div class="sl-near-duplicates" data-count="{size}" data-group="{html.escape(group_id)}"></div>',
+        unsafe_allow_html=True,
+    )
+    st.markdown(f"#### Near-duplicates: {size} images in this group")
+    st.caption(
+        "images whose perceptual hashes differ in few bits (dedupe.max_distance); accepting or relabeling an item here "
+        "reaches the matching item of each (↻ propagated), unless a person reviewed it"
+    )
+    cols = st.columns(6)
+    for n, member in enumerate(others[:6 * 4]):
+        with cols[n % 6]:
+            path = thumbs.get(member["image_id"], member.get("path"), NEAR_THUMB, (), member.get("width"), member.get("height"))
+            where = "the group's representative" if member["image_id"] == group_id else f"{member['distance']} bits from the representative"
+            st.image(str(path), caption=f"{member.get('path')} · {where}")
+            st.markdown(
+                f'<div class="sl-near-duplicate" data-image-id="{html.escape(member["image_id"])}" data-path="{html.escape(member.get("path") or "")}"></div>',
+                unsafe_allow_html=True,
+            )
+            name = Path(member.get("path") or member["image_id"][:12]).name
+            st.button(f"Open {name}", key=f"nd-open-{member['image_id'][:16]}", on_click=go_image, args=(member["image_id"],))
+    if size > len(group):
+        st.caption(f"… and {size - len(group):,} more")
 
 
 def item_actions(settings: Settings, item: dict, name: str) -> None:
@@ -899,6 +942,8 @@ def init_state() -> None:
             st.session_state["f_cluster"] = int(params["cluster"])
         except ValueError:
             pass
+    if params.get("near", "") in ("1", "true", "yes"):
+        st.session_state["f_near"] = True
     source = params.get("source", "").lower()
     for name, value in LABEL_SOURCE_CHOICES.items():
         if source and source in (name, value):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..near_duplicates import group_of, has_near_duplicates
 from ..propagation import PROPAGATION_DDL
 from ..reviews import CLUSTER_REVIEWS_DDL
 from ..vectors import decode_vector
@@ -304,6 +305,7 @@ class ItemFilter:
     item: str | None = None  # 'region' or 'text'
     image_id: str | None = None
     label_source: str | None = None  # final_annotations' label_source: 'machine', 'propagated' or 'review'
+    near_duplicates_only: bool = False  # the item's image is in a near-duplicate group
 
 
 LABEL_SOURCES = ("machine", "propagated", "review")
@@ -360,6 +362,8 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
             f" OR {x}.image_id IN (SELECT lp.image_id FROM propagated_labels lp WHERE lower(lp.label) = lower(?)))"
         )
         params += [f.label.strip()] * 3
+    if f.near_duplicates_only:
+        clauses.append(f"{x}.image_id IN (SELECT nd.image_id FROM near_duplicates nd)")
     if f.label_source in ("propagated", "review"):  # a superset again: images with such an item
         holding = "propagated_labels" if f.label_source == "propagated" else "reviews"
         clauses.append(f"{x}.image_id IN (SELECT ls.image_id FROM {holding} ls)")
@@ -713,3 +717,25 @@ def cluster_item(conn: sqlite3.Connection, cluster_id: int) -> str | None:
     """The item group of a cluster ('region' or 'text'; None for the bucket or an unknown id)."""
     row = conn.execute("SELECT item FROM clusters WHERE cluster_id = ?", (int(cluster_id),)).fetchone()
     return row[0] if row else None
+
+
+# --------------------------------------------------------------------------- near-duplicates
+
+
+def near_duplicate_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many near-duplicate groups there are and how many images they hold (0, 0 without the table)."""
+    if not has_near_duplicates(conn):
+        return {"groups": 0, "images": 0}
+    row = conn.execute("SELECT COUNT(DISTINCT group_id), COUNT(*) FROM near_duplicates").fetchone()
+    return {"groups": row[0], "images": row[1]}
+
+
+def near_duplicate_group(conn: sqlite3.Connection, image_id: str, limit: int = 24) -> list[dict]:
+    """The near-duplicate group of one image (:func:`shardlens.near_duplicates.group_of`: the
+    representative first), each member with its path and size; at most ``limit`` members
+    (``group_size`` says how many there are); [] when the image is in none."""
+    members = group_of(conn, image_id, limit)
+    info = image_paths(conn, [m["image_id"] for m in members])
+    for m in members:
+        m.update({k: v for k, v in info.get(m["image_id"], {}).items() if k != "image_id"})
+    return members

@@ -1,5 +1,8 @@
 """Ingest stage: hash, size and decode-check every listed file of a shard.
 
+The decoded image also gives its perceptual hash (``phash``, :mod:`shardlens.near_duplicates`),
+computed here where the pixels are already in memory: a function of the file alone.
+
 Every file gets a record: ``status`` ok, or error with a reason code. Nothing a file contains can
 stop its shard: each file is read and decoded in a worker process (:class:`IsolatedIngest`) that
 is given ``limits.decode_timeout_s`` per file, so a decoder that hangs or crashes costs that file
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from ..images import ImageError, Limits, open_image, read_bytes, resolve_inside
 from ..jobs import JobSummary, Progress, job_logger, prefetch
+from ..near_duplicates import perceptual_hash, require_hasher
 from ..records import SCHEMA_VERSION, write_jsonl
 from ..shards import read_listing
 
@@ -57,7 +61,7 @@ def ingest_file(root: Path, rel_path: str, limits: Limits, allow_outside_root: b
     except ImageError as exc:
         record.update(status="error", error=exc.reason, error_detail=exc.detail)
         return record
-    record.update(width=image.width, height=image.height, format=image.format)
+    record.update(width=image.width, height=image.height, format=image.format, phash=perceptual_hash(image))
     return record
 
 
@@ -78,6 +82,7 @@ def _empty_record(rel_path: str) -> dict:
         "width": None,
         "height": None,
         "format": None,
+        "phash": None,
         "status": "ok",
         "error": None,
         "error_detail": None,
@@ -213,6 +218,7 @@ def run_shard(
     content once).
     """
     logger = job_logger("ingest")
+    require_hasher()  # before any file: a missing library is the job's error, not each file's
     limits = limits or Limits()
     root = Path(images_root)
     paths = read_listing(listing)
@@ -220,6 +226,7 @@ def run_shard(
     progress = Progress(logger, f"ingest {shard}", len(paths))
     records = []
     seen_ok: set[str] = set()
+    unhashed = 0  # decoded, but no perceptual hash (a mode it cannot be computed from, e.g. CIELab)
     if limits.decode_timeout_s:
         worker = IsolatedIngest(root, limits, allow_outside_root)
         results = ((p, _safe(worker, p)) for p in paths)
@@ -233,6 +240,8 @@ def run_shard(
                 detail = f"{type(record).__name__}: {record}"
                 record = _empty_record(rel_path) | {"status": "error", "error": "io_error", "error_detail": detail}
             if record["status"] == "ok":
+                if record["phash"] is None:
+                    unhashed += 1
                 if record["image_id"] in seen_ok:
                     summary.skipped += 1
                 else:
@@ -247,8 +256,9 @@ def run_shard(
         if worker is not None:
             worker.close()
     summary.records = write_jsonl(output, "ingest", records)
-    if worker is not None and worker.restarts:
-        summary.extra = {"worker_restarts": worker.restarts}
+    extra = {"worker_restarts": worker.restarts if worker is not None else 0, "no_phash": unhashed}
+    if any(extra.values()):
+        summary.extra = {k: v for k, v in extra.items() if v}
     return summary.finish()
 
 

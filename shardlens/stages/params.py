@@ -11,13 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
 
 # cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
 # -> rule param name -> path of keys into the validated config (defaults applied), or a function
 # of the config for values derived from it (the ontology file's content, the detector's prompts)
 STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
-    "ingest": {"images": ("images",), "limits": ("limits",), "allow_outside_root": ("listing", "allow_outside_root")},
+    # ingest: the perceptual hash's method too, so a new method (or imagehash release) re-runs it
+    "ingest": {
+        "images": ("images",),
+        "limits": ("limits",),
+        "allow_outside_root": ("listing", "allow_outside_root"),
+        "perceptual_hash": lambda config: PHASH_METHOD,
+    },
     "gate": {"images": ("images",), "limits": ("limits",), "options": ("gate",)},
     "ocr": {"images": ("images",), "limits": ("limits",), "options": ("ocr",)},
     # detect: without the vocabulary, with the prompts when the backend takes text
