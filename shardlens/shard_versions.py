@@ -81,6 +81,10 @@ def _triggers() -> list[str]:
 
 TRACKING_DDL = [META_DDL, VERSIONS_DDL, *_triggers()]  # after the tables they watch
 
+# How a catalog came to be (its epoch, how often each shard's rows were written), not what it
+# holds: two catalogs of the same cache differ here and nowhere else.
+TRACKING_TABLES = ("catalog_meta", "shard_versions")
+
 
 def new_epoch(conn: sqlite3.Connection) -> str:
     """Start a new epoch with tracking off (the catalog is about to be loaded from empty)."""

@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator
 from shardlens import catalog
 from shardlens.catalog import build_catalog, catalog_hash, import_cache, keep_path, record_check
 from shardlens.manifest import build_manifest, write_manifest
+from shardlens.shard_versions import TRACKING_TABLES
 from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jsonl
 from shardlens.reviews import Review, connect_store, record_reviews
 
@@ -126,7 +127,7 @@ def dump(db: Path) -> dict:
     conn = sqlite3.connect(db)
     out = {}
     for kind, name in objects(conn):
-        if name in ("runs", "shard_versions", "catalog_meta"):
+        if name in ("runs", *TRACKING_TABLES):
             continue
         out[f"{kind} {name}"] = sorted(conn.execute(f'SELECT * FROM "{name}"').fetchall(), key=repr)
     out["last run"] = conn.execute("SELECT manifest_sha256, schema_hash, catalog_hash FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()

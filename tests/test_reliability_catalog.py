@@ -23,6 +23,7 @@ import pytest
 from shardlens import catalog
 from shardlens.adapters.phase1 import PHASE1_SCHEMA_HASH
 from shardlens.catalog import SCHEMA_ADAPTERS, CatalogError, build_catalog, import_cache
+from shardlens.shard_versions import TRACKING_TABLES
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.records import SCHEMA_VERSION, file_digest, schema_hash, write_jsonl
 
@@ -58,9 +59,10 @@ def synthetic_cache(folder: Path, version: str, shards: int = 6, per_shard: int 
 
 
 def dump(db: Path, skip: tuple[str, ...] = ()) -> dict:
+    """Every table row for row, but ``skip`` and the change tracking (how the catalog got here)."""
     conn = sqlite3.connect(db)
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    out = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables if t not in skip}
+    out = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables if t not in (*skip, *TRACKING_TABLES)}
     conn.close()
     return out
 

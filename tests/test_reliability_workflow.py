@@ -27,6 +27,7 @@ from badinputs import CORPUS_LIMITS, ROTATED_TEXT, UNLISTED, SmallDisk, copy_cor
 from conftest import REPO, copy_tree, snakemake, write_config
 from shardlens.records import read_jsonl
 from shardlens.report import summary_line, write_ingest_report
+from shardlens.shard_versions import TRACKING_TABLES
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,8 @@ def ingest_records(workdir: Path) -> dict[str, dict]:
 
 def snapshot(workdir: Path) -> tuple[dict, dict, list[str]]:
     """Cache files (manifest without generated_at), every catalog table but runs and reviews
-    (timestamps), and the hidden temporary files a killed job may leave."""
+    (timestamps) and the change tracking (the epoch is new with each catalog), and the hidden
+    temporary files a killed job may leave."""
     cache, temporary = {}, []
     for path in sorted((workdir / "cache").rglob("*")):
         rel = path.relative_to(workdir / "cache").as_posix()
@@ -91,7 +93,7 @@ def snapshot(workdir: Path) -> tuple[dict, dict, list[str]]:
             cache[rel] = path.read_bytes()
     conn = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-    db = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables if t not in ("runs", "reviews")}
+    db = {t: sorted(conn.execute(f'SELECT * FROM "{t}"').fetchall(), key=repr) for t in tables if t not in ("runs", "reviews", *TRACKING_TABLES)}
     conn.close()
     return cache, db, temporary
 
