@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS aggregate_files (
     records INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS paths_image ON paths(image_id);
+CREATE INDEX IF NOT EXISTS paths_shard ON paths(shard);
 CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
 CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption);
 CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text);
