@@ -26,7 +26,7 @@ its output (``cache/clusters.state.sqlite``, see :func:`state_path`):
 A fit takes at most ``labels.fit_max_texts`` texts of each item group (the most frequent; ties by
 sha256 of the text): HDBSCAN's time grows faster than the number of texts (BENCHMARKS.md: 5,277
 distinct texts in 3.8 s, 50,343 in 356 s), and the first fit over the ~180,000 distinct OCR texts
-of a million images did not end within an hour on 2 cores.
+of a million images had not ended after 57 minutes on 2 cores.
 The texts past the cap join the fitted clusters at once by assignment, as later texts do, and
 ``auto`` counts only the texts left out since then (``meta.left_out_at_fit``).
 
