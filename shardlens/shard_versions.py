@@ -9,8 +9,9 @@ propagated label of one of its images changes: also when the shard itself was no
 ``shard_versions`` counts, per shard, the writes that touched its rows: SQLite triggers on each
 table the rows are made from (``paths``, ``regions``, ``ocr_lines``, ``cluster_members``,
 ``reviews``, ``propagated_labels``) add one to the version of the shard that holds the first
-path of the image of a changed row (a path row also marks its own shard: a removed copy can
-move an image's rows), in the writer's own transaction. The catalog writes only rows that
+path of the image of a changed row (a path row marks its own shard and every shard listing
+its image: an added or removed copy can move the image's rows to another shard), in the
+writer's own transaction. The catalog writes only rows that
 differ (:mod:`shardlens.table_sync`), so a shard loaded again with the same rows marks nothing. No code path can forget to say what it
 changed, and a rolled-back write leaves the versions as they were. ``region_labels`` has no
 trigger: its rows are written only with their region's (one shard import).
@@ -55,13 +56,19 @@ def _member_shards(row: str) -> str:
     )
 
 
+def _listing_shards(row: str) -> str:
+    """Mark every shard that lists the image: a path added or removed can move the image's first
+    path (and so its rows) from one shard to another."""
+    return f"INSERT INTO shard_versions (shard, version) SELECT shard, 1 FROM paths WHERE image_id = {row}.image_id {_BUMP};"
+
+
 def _own_shard(row: str) -> str:
     return f"INSERT INTO shard_versions (shard, version) VALUES ({row}.shard, 1) {_BUMP};"
 
 
 def _triggers() -> list[str]:
     marks = {  # table -> how a row marks its shards
-        "paths": lambda row: _own_shard(row) + _image_shards(row),
+        "paths": lambda row: _own_shard(row) + _listing_shards(row),
         "regions": _image_shards,
         "ocr_lines": _image_shards,
         "reviews": _image_shards,

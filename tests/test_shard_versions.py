@@ -72,6 +72,29 @@ def test_a_member_moving_cluster_marks_the_shards_of_its_text_and_a_count_marks_
     conn.close()
 
 
+def test_a_copy_whose_path_sorts_first_moves_the_rows_and_both_partitions_are_rewritten(run):
+    """An image's rows live in the partition of its first path: a copy added in another shard
+    under a smaller path moves them, and the shard that held them must be rewritten too."""
+    db, out = run / "results" / "annotations.sqlite", run / "results"
+    export_catalog(db, out, formats=[])
+    conn = sqlite3.connect(db, isolation_level=None)
+    image_id, path = conn.execute(
+        "SELECT p.image_id, p.path FROM paths p JOIN regions r USING (image_id) WHERE p.shard = '0001' ORDER BY p.path LIMIT 1"
+    ).fetchone()
+    before = versions(db)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(paths)")]
+    row = dict(zip(columns, conn.execute("SELECT * FROM paths WHERE path = ?", (path,)).fetchone()))
+    row.update(path="0 first copy/" + path, shard="0000")
+    conn.execute(f"INSERT INTO paths ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", [row[c] for c in columns])
+    conn.close()
+    assert bumped(before, versions(db)) == ["0000", "0001"]
+    result = export_catalog(db, out, formats=[])
+    assert result.dataset.written == ["0000", "0001"]
+    rows = parquet_dataset(result.paths["parquet"]).to_table().to_pylist()
+    mine = [r for r in rows if r["image_id"] == image_id]
+    assert mine and {(r["shard"], r["path"]) for r in mine} == {("0000", "0 first copy/" + path)}
+
+
 def test_a_shard_loaded_again_with_the_same_rows_marks_nothing(run):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db)
