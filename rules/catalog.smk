@@ -1,5 +1,31 @@
 # Aggregates over all shards: the manifest (model hashes, dataset digest, file digests) and the
-# SQLite catalog loaded from the cache.
+# SQLite catalog loaded from the cache; before them, each shard's job record.
+
+
+rule shard_jobs:
+    # A shard is done: the record of its stage jobs (images and seconds from each job's summary
+    # line, wall-clock seconds from its benchmark). The aggregate rules take these records as their
+    # inputs, one per shard; they read the shard's cache files by their fixed names
+    # (docs/adr/0013-shard-job-records.md).
+    input:
+        listing=f"{CACHE}/shards/{{shard}}.tsv",
+        outputs=expand(f"{CACHE}/{{stage}}/{{{{shard}}}}.jsonl", stage=SHARD_STAGES),
+        logs=expand("logs/{stage}/{{shard}}.log", stage=SHARD_STAGES),
+        benchmarks=expand("benchmarks/{stage}/{{shard}}.tsv", stage=SHARD_STAGES),
+    output:
+        f"{CACHE}/jobs/{{shard}}.json",
+    log:
+        "logs/shard_jobs/{shard}.log",
+    benchmark:
+        "benchmarks/shard_jobs/{shard}.tsv"
+    conda:
+        "../envs/core.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/shard_jobs.py"
 
 
 rule manifest:
@@ -9,8 +35,7 @@ rule manifest:
     # deletes a job's outputs before it runs, and update() would copy the whole history aside
     # on every run; entries are written once, atomically, and never rewritten.
     input:
-        shard_files=all_shard_outputs,
-        listings=shard_listings,
+        shards=shard_job_records,
         clusters=f"{CACHE}/clusters.jsonl",
     output:
         f"{CACHE}/manifest.json",
@@ -44,7 +69,7 @@ rule catalog:
     # (docs/adr/0005-incremental-catalog.md).
     input:
         manifest=f"{CACHE}/manifest.json",
-        shard_files=all_shard_outputs,
+        shards=shard_job_records,
         clusters=f"{CACHE}/clusters.jsonl",
     output:
         DATABASE,

@@ -46,6 +46,7 @@ localrules:
     demo_images,
     shard_listing,
     listing_skipped,
+    shard_jobs,
     cluster,
     manifest,
     catalog,
@@ -125,21 +126,11 @@ def embedding_outputs(wildcards=None):
     return shard_outputs("embed")
 
 
-def all_shard_outputs(wildcards=None):
-    """Every per-shard stage output: what the manifest digests."""
-    return [path for stage in SHARD_STAGES for path in shard_outputs(stage)]
-
-
-def stage_logs(wildcards=None):
-    """Every shard job's log: each ends with the job's JSON summary line (images, seconds)."""
-    return expand("logs/{stage}/{shard}.log", stage=SHARD_STAGES, shard=shard_names())
-
-
-def stage_benchmarks(wildcards=None):
-    """Every shard job's benchmark (Snakemake's measure of the whole job), for the report."""
-    return expand(
-        "benchmarks/{stage}/{shard}.tsv", stage=SHARD_STAGES, shard=shard_names()
-    )
+def shard_job_records(wildcards=None):
+    """Every shard's job record (cache/jobs/{shard}.json, written once all its stages are done):
+    the aggregate rules' inputs instead of every stage output, log and benchmark, which Snakemake
+    would check one by one against every job they come from (docs/adr/0013-shard-job-records.md)."""
+    return expand(f"{CACHE}/jobs/{{shard}}.json", shard=shard_names())
 
 
 def final_outputs(wildcards=None):
@@ -187,11 +178,6 @@ def stage_params(stage):
 def shard_count(wildcards=None):
     """The plan's shard count, empty shards included (the manifest records it)."""
     return shard_plan().count
-
-
-def shard_listings(wildcards=None):
-    """Every shard's listing (the manifest records their digests and keeps a copy of each)."""
-    return expand(f"{CACHE}/shards/{{shard}}.tsv", shard=shard_names())
 
 
 def model_fingerprint(stage):

@@ -2,14 +2,13 @@
 # the jobs' timings (matplotlib), and the ingest report as a table. Captions: report/*.rst.
 
 
-# Figures from the catalog, the jobs' summary lines and benchmarks; the ingest report as HTML.
+# Figures from the catalog and the shards' job records; the ingest report as HTML.
 rule report_figures:
     input:
         db=DATABASE,
         ingest_report=INGEST_REPORT,
         listing_skipped=LISTING_SKIPPED,
-        logs=stage_logs,
-        benchmarks=stage_benchmarks,
+        shard_jobs=shard_job_records,
     output:
         gate_scores=report(
             "results/report/gate_scores.png",

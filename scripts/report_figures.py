@@ -9,6 +9,5 @@ run_report_figures(
     gate_threshold=snakemake.params.gate_threshold,
     ingest_report=snakemake.input.ingest_report,
     listing_skipped=snakemake.input.listing_skipped,
-    logs=snakemake.input.logs,
-    benchmarks=snakemake.input.benchmarks,
+    shard_jobs=snakemake.input.shard_jobs,
 )

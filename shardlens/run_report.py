@@ -5,7 +5,7 @@ Not to be confused with :mod:`shardlens.report`, the ingest report (``results/in
 which this module shows as one of its tables.
 
 Each figure has a data function (plain values from the catalog, opened read-only, or from the
-jobs' logs and benchmarks) and a plot function that draws those values with matplotlib's
+shards' job records, :mod:`shardlens.shard_jobs`) and a plot function that draws those values with matplotlib's
 object-oriented API (no pyplot, no global state); :func:`write_run_report` writes them all, the
 ``report_figures`` rule's job. The captions are ``report/*.rst`` beside the rules.
 """
@@ -28,6 +28,7 @@ from .atomic import atomic_open
 from .catalog import connect_readonly
 from .dashboard.queries import IS_CLUSTER
 from .report import ingest_outcomes
+from .shard_jobs import job_summary  # noqa: F401  (the report's readers use it from here too)
 from .spreadsheet import csv_value
 from .stages import SHARD_STAGES
 
@@ -94,54 +95,24 @@ class StageTiming:
         return self.wall_seconds / self.images if self.images and self.wall_seconds is not None else None
 
 
-def job_summary(log: str | Path) -> dict | None:
-    """The JSON summary line a job ends its log with (:class:`shardlens.jobs.JobSummary`), or None."""
-    try:
-        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        line = line.strip()
-        if line.startswith("{") and '"stage"' in line:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "seconds" in record and "images" in record:
-                return record
-    return None
-
-
-def benchmark_seconds(tsv: str | Path) -> float | None:
-    """The wall-clock seconds (column ``s``) of a Snakemake benchmark file (summed over repeats)."""
-    try:
-        with Path(tsv).open(encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-        return sum(float(row["s"]) for row in rows) if rows else None
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def stage_timings(logs: Iterable[str | Path], benchmarks: Iterable[str | Path] = ()) -> list[StageTiming]:
-    """Per shard stage (in run order), the images and seconds of its jobs: from the summary lines of
-    ``logs/{stage}/{shard}.log`` and the benchmarks ``benchmarks/{stage}/{shard}.tsv``."""
+def stage_timings(shard_jobs: Iterable[str | Path]) -> list[StageTiming]:
+    """Per shard stage (in run order), the images and seconds of its jobs: from every shard's
+    ``cache/jobs/{shard}.json`` (:func:`write_shard_jobs`)."""
     images: Counter = Counter()
     seconds: Counter = Counter()
     jobs: Counter = Counter()
-    for log in logs:
-        summary = job_summary(log)
-        if summary is None or summary.get("stage") not in SHARD_STAGES:
-            continue
-        stage = summary["stage"]
-        jobs[stage] += 1
-        images[stage] += int(summary["images"])
-        seconds[stage] += float(summary["seconds"])
     wall: dict[str, float] = {}
-    for tsv in benchmarks:
-        stage = Path(tsv).parent.name
-        value = benchmark_seconds(tsv)
-        if stage in SHARD_STAGES and value is not None:
-            wall[stage] = wall.get(stage, 0.0) + value
+    for path in shard_jobs:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        for stage, job in record["stages"].items():
+            if stage not in SHARD_STAGES:
+                continue
+            if job["images"] is not None:
+                jobs[stage] += 1
+                images[stage] += job["images"]
+                seconds[stage] += job["seconds"]
+            if job["wall_seconds"] is not None:
+                wall[stage] = wall.get(stage, 0.0) + job["wall_seconds"]
     return [
         StageTiming(stage, jobs[stage], images[stage], round(seconds[stage], 3), round(wall[stage], 3) if stage in wall else None)
         for stage in SHARD_STAGES
@@ -355,8 +326,7 @@ def write_run_report(
     gate_threshold: float,
     ingest_report: str | Path,
     listing_skipped: str | Path | None = None,
-    logs: Iterable[str | Path] = (),
-    benchmarks: Iterable[str | Path] = (),
+    shard_jobs: Iterable[str | Path] = (),
 ) -> dict:
     """Write every figure of :data:`FIGURES` and table of :data:`TABLES` to ``outputs[name]``
     (atomically); return the numbers they show (for the log)."""
@@ -371,7 +341,7 @@ def write_run_report(
         confidences = ocr_confidences(conn)
     finally:
         conn.close()
-    timings = stage_timings(logs, benchmarks)
+    timings = stage_timings(shard_jobs)
     _save(plot_gate_scores(scores, gate_threshold), outputs["gate_scores"])
     _save(plot_detections_per_class(classes), outputs["detections_per_class"])
     _save(plot_cluster_sizes(clusters), outputs["cluster_sizes"])

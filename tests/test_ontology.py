@@ -298,7 +298,7 @@ def test_editing_the_ontology_reruns_no_detector(tmp_path, tiny_images):
     # a rename and a merge, a threshold, an exclusion: regions and what reads them, no detector
     others = sorted({r["detector_label"] for r in native} - {"cat", "dog"})
     write(onto, {"classes": {"animal": {"native": ["cat", "dog"], "threshold": 0.05}}, "exclude": others, "unmapped": "drop"})
-    assert planned_jobs(workdir) == {"regions": n, "embed": n, "cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
+    assert planned_jobs(workdir) == {"regions": n, "embed": n, "shard_jobs": n, "cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
     snakemake(workdir, "--cores", "2")
     assert {p.name: p.stat().st_mtime_ns for p in (workdir / "cache" / "detect").glob("*.jsonl")} == detect_mtimes
     assert {c for (c,) in catalog("SELECT caption FROM regions")} == {"animal"}

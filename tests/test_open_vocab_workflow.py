@@ -82,7 +82,7 @@ def test_open_vocabulary_detector_with_crop_classifier(tmp_path, three_images, d
     # a new prompt template re-runs detect and its dependants only
     detect["classifier"]["prompt_template"] = "a picture of a {}"
     write_config(workdir, images=str(three_images), shards={"count": 1}, detect=detect)
-    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, "shard_jobs": 1, **AGGREGATE}
 
 
 def check_ontology_reruns(workdir: Path, images: Path, detect: dict) -> None:
@@ -96,11 +96,11 @@ def check_ontology_reruns(workdir: Path, images: Path, detect: dict) -> None:
     )
     detect = {**detect, "vocabulary": []}
     write_config(workdir, images=str(images), shards={"count": 1}, detect=detect, ontology="config/ontology.yaml")
-    assert planned_jobs(workdir) == {"regions": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"regions": 1, "embed": 1, "shard_jobs": 1, **AGGREGATE}
     (workdir / "config" / "ontology.yaml").write_text(
         yaml.safe_dump({"classes": {"animal": {"prompts": ["cat", "dog"]}, "sign": None, "tableware": {"prompts": ["cup"]}}})
     )
-    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, "shard_jobs": 1, **AGGREGATE}
 
 
 def test_nanodet_with_a_crop_classifier_and_changed_classifier_weights(tmp_path, three_images):
@@ -115,4 +115,4 @@ def test_nanodet_with_a_crop_classifier_and_changed_classifier_weights(tmp_path,
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] + 0.01
     save_file(tensors, weights, metadata={"format": "pt"})
-    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": 1, "regions": 1, "embed": 1, "shard_jobs": 1, **AGGREGATE}

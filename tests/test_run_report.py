@@ -23,6 +23,7 @@ from shardlens import run_report
 from shardlens.catalog import connect
 from shardlens.jobs import JobSummary
 from shardlens.report import write_ingest_report
+from shardlens.shard_jobs import write_shard_jobs
 from shardlens.stages import SHARD_STAGES
 
 
@@ -128,7 +129,17 @@ def test_stage_timings_from_job_summaries_and_benchmarks(tmp_path):
     (tmp_path / "logs/gate/0000.log").write_text("a job that failed before its summary\n")
     _benchmark(tmp_path / "benchmarks/ocr/0000.tsv", 4.0)
     _benchmark(tmp_path / "benchmarks/ocr/0001.tsv", 6.0)
-    timings = run_report.stage_timings(sorted(tmp_path.glob("logs/*/*.log")), sorted(tmp_path.glob("benchmarks/*/*.tsv")))
+    records = []
+    for shard in ("0000", "0001"):
+        stages = [stage for stage in SHARD_STAGES if (tmp_path / f"logs/{stage}/{shard}.log").exists()]
+        logs = {stage: tmp_path / f"logs/{stage}/{shard}.log" for stage in stages}
+        benchmarks = {stage: tmp_path / f"benchmarks/{stage}/{shard}.tsv" for stage in SHARD_STAGES}
+        records.append(tmp_path / f"cache/jobs/{shard}.json")
+        written = write_shard_jobs(records[-1], shard, logs, benchmarks)
+        assert json.loads(records[-1].read_text()) == written
+    assert written["stages"]["ocr"] == {"images": 6, "seconds": 3.0, "wall_seconds": 6.0}
+    assert written["stages"]["ingest"] == {"images": None, "seconds": None, "wall_seconds": None}  # no job ran
+    timings = run_report.stage_timings(records)
     by_stage = {t.stage: t for t in timings}
     assert [t.stage for t in timings] == ["ingest", "ocr"]  # run order; gate has no summary
     assert by_stage["ocr"].images == 10 and by_stage["ocr"].per_image == pytest.approx(0.5)

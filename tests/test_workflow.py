@@ -12,7 +12,7 @@ from conftest import planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
-PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "regions", "embed")
+PER_SHARD = ("shard_listing", "ingest", "gate", "ocr", "detect", "regions", "embed", "shard_jobs")
 AGGREGATE = {"cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
 
 
@@ -69,7 +69,7 @@ def test_rerun_redoes_only_what_changed(tmp_path, tiny_images):
     # an OCR threshold change re-runs OCR for every shard, never ingest or the gate
     write_config(workdir, images=str(tiny_images), shards={"count": 3}, ocr={"text_score": 0.4})
     jobs = planned_jobs(workdir)
-    assert jobs == {"ocr": len(shards), "embed": len(shards), **AGGREGATE}
+    assert jobs == {"ocr": len(shards), "embed": len(shards), "shard_jobs": len(shards), **AGGREGATE}
 
     # adding an image touches one shard only
     write_config(workdir, images=str(tiny_images), shards={"count": 3})
@@ -109,7 +109,7 @@ def test_swapping_the_detector_reruns_only_detect_and_dependants(tmp_path, tiny_
     model = build_owlv2(tmp_path / "owl")
     detect = {"backend": "owlv2", "model": str(model), "vocabulary": ["cat", "sign"], "score_threshold": 0.0, "max_detections": 3}
     write_config(workdir, images=str(tiny_images), shards={"count": 2}, detect=detect)
-    assert planned_jobs(workdir) == {"detect": n, "regions": n, "embed": n, **AGGREGATE}
+    assert planned_jobs(workdir) == {"detect": n, "regions": n, "embed": n, "shard_jobs": n, **AGGREGATE}
     snakemake(workdir, "--cores", "2")
     db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     versions = {row[0].split(":")[0] for row in db.execute("SELECT DISTINCT detector_version FROM regions")}
@@ -132,7 +132,7 @@ def test_switching_the_ocr_engine_reruns_only_ocr_and_dependants(tmp_path, tiny_
     snakemake(workdir, "--cores", "2")
     n = len(shards_of(workdir))
     write_config(workdir, images=str(tiny_images), shards={"count": 2}, ocr={"engine": "paddleocr"})
-    assert planned_jobs(workdir) == {"ocr": n, "embed": n, **AGGREGATE}
+    assert planned_jobs(workdir) == {"ocr": n, "embed": n, "shard_jobs": n, **AGGREGATE}
     snakemake(workdir, "--cores", "2")
     db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     sources = {row[0].split(":")[0].split("-")[0] for row in db.execute("SELECT DISTINCT source FROM ocr_lines")}
