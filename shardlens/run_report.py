@@ -350,8 +350,8 @@ def write_run_report(
     _save(plot_stage_seconds(timings), outputs["stage_seconds"])
 
     outcomes = ingest_outcomes(db, listing_skipped)
-    counts = Counter(row["outcome"] for row in outcomes)
-    reasons = Counter((row["outcome"], row["reason"]) for row in outcomes if row["outcome"] != "processed")
+    counts = Counter({"processed": outcomes.processed}) + Counter(row["outcome"] for row in outcomes.rows)
+    reasons = Counter((row["outcome"], row["reason"]) for row in outcomes.rows)
     rows = ingest_rows(ingest_report)
     with atomic_open(outputs["ingest_table"], "w") as handle:
         handle.write(ingest_table_html(rows, counts, reasons, source=str(ingest_report)))
