@@ -54,7 +54,7 @@ def read_listing_skipped(path: str | Path) -> list[tuple[str, str]]:
 
 # The paths a catalog did not process: failed ingests, and the second and later paths of the same
 # bytes in one shard (the first path, in path order, is processed). Indexed reads and one grouping
-# pass, so a million paths cost no Python row each (ADR 0013's bench: 5.3 s and 1 GB before).
+# pass, so a million paths cost no Python row each (the 1M incremental bench: 5.3 s and 1 GB before).
 _FAILED_SQL = "SELECT shard, path, image_id, bytes, error, error_detail FROM paths WHERE status != 'ok'"
 _DUPLICATES_SQL = """
 SELECT p.shard, p.path, p.image_id, p.bytes, d.first
