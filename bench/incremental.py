@@ -76,7 +76,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from shardlens.catalog import record_check  # noqa: E402
+from shardlens.records import record_check  # noqa: E402
 from shardlens.config import load_config  # noqa: E402
 from shardlens.images import list_images  # noqa: E402
 from shardlens.quality_set import COCO_CLASSES  # noqa: E402

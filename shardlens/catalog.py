@@ -13,7 +13,6 @@ why, and how the Snakemake rule keeps the database that Snakemake deletes before
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -30,7 +29,7 @@ from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store
 from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
 from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
-from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, schema_hash, validate_record
+from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, record_check, schema_hash
 from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
 from .stages import AGGREGATES, SHARD_STAGES
 from .table_sync import sync_table
@@ -391,68 +390,10 @@ def verify_shard_files(cache_dir: Path, shard: str, entry: dict) -> None:
             )
 
 
-# --- record validation: compiled once per kind ----------------------------------------------------
-
-
-def _draft07(schema):
-    """The record schema in the dialect fastjsonschema compiles (draft-07), meaning the same:
-    2020-12's ``prefixItems`` is draft-07's array form of ``items`` (a following ``items`` becomes
-    ``additionalItems``); ``contentEncoding``/``contentMediaType`` are annotations in 2020-12
-    (jsonschema does not assert them) and are dropped, as are ``$id`` and ``$schema``."""
-    if isinstance(schema, list):
-        return [_draft07(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {}
-    for key, value in schema.items():
-        if key in ("$id", "$schema", "contentEncoding", "contentMediaType", "description", "title"):
-            continue
-        if key in ("enum", "const"):
-            out[key] = copy.deepcopy(value)
-        elif key == "properties":
-            out[key] = {name: _draft07(spec) for name, spec in value.items()}
-        else:
-            out[key] = _draft07(value)
-    if "prefixItems" in out:
-        prefix = out.pop("prefixItems")
-        if "items" in out:
-            out["additionalItems"] = out.pop("items")
-        out["items"] = prefix
-    return out
-
-
-@cache
-def record_check(kind: str) -> Callable[[dict], bool]:
-    """A fast yes/no check of one record against its schema: fastjsonschema's compiled code (a
-    pinned dependency). A record it refuses goes through :func:`records.validate_record`, the
-    reference, which raises with the offending field; tests/test_incremental_catalog.py checks
-    that both answer alike on valid records and on thousands of broken ones."""
-    import fastjsonschema
-
-    schema = {"$schema": "http://json-schema.org/draft-07/schema#", **_draft07(load_schema(kind))}
-    compiled = fastjsonschema.compile(schema, use_default=False, use_formats=False)
-    invalid = fastjsonschema.JsonSchemaValueException
-
-    def check(record: dict) -> bool:
-        try:
-            compiled(record)
-        except invalid:
-            return False
-        return True
-
-    return check
-
-
 def read_records(path: Path, kind: str) -> list[dict]:
-    """The records of a cache file, each checked against its schema (fast path above); errors
-    name the file, the line and the field, as :func:`records.read_jsonl` does."""
-    check = record_check(kind)
-    records = []
-    for line_no, record in enumerate(read_jsonl(path, kind, validate=False), start=1):
-        if not check(record):
-            validate_record(kind, record, where=f"{path} line {line_no}")  # raises with the reason
-        records.append(record)
-    return records
+    """The records of a cache file, each checked against its schema; errors name the file, the
+    line and the field (:func:`records.read_jsonl`)."""
+    return list(read_jsonl(path, kind))
 
 
 # --- import ------------------------------------------------------------------------------------------

@@ -6,9 +6,10 @@ write against them, the catalog reads them back through :func:`read_jsonl`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,64 @@ def _validator(kind: str) -> Draft202012Validator:
 
 def validate_record(kind: str, record: dict[str, Any], where: str = "") -> None:
     """Raise :class:`RecordError` naming ``where`` and the first offending field."""
+    if record_check(kind)(record):
+        return
     errors = sorted(_validator(kind).iter_errors(record), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         field = ".".join(str(p) for p in err.absolute_path) or "(record)"
         prefix = f"{where}: " if where else ""
         raise RecordError(f"{prefix}{kind} record field {field!r}: {err.message}")
+
+
+def _draft07(schema):
+    """The record schema in the dialect fastjsonschema compiles (draft-07), meaning the same:
+    2020-12's ``prefixItems`` is draft-07's array form of ``items`` (a following ``items`` becomes
+    ``additionalItems``); ``contentEncoding``/``contentMediaType`` are annotations in 2020-12
+    (jsonschema does not assert them) and are dropped, as are ``$id`` and ``$schema``."""
+    if isinstance(schema, list):
+        return [_draft07(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in ("$id", "$schema", "contentEncoding", "contentMediaType", "description", "title"):
+            continue
+        if key in ("enum", "const"):
+            out[key] = copy.deepcopy(value)
+        elif key == "properties":
+            out[key] = {name: _draft07(spec) for name, spec in value.items()}
+        else:
+            out[key] = _draft07(value)
+    if "prefixItems" in out:
+        prefix = out.pop("prefixItems")
+        if "items" in out:
+            out["additionalItems"] = out.pop("items")
+        out["items"] = prefix
+    return out
+
+
+@cache
+def record_check(kind: str) -> Callable[[dict], bool]:
+    """A fast yes/no check of one record against its schema: fastjsonschema's compiled code (a
+    pinned dependency), 30 to 50 times faster than jsonschema's. :func:`validate_record` asks it
+    first; a record it refuses goes through jsonschema, the reference, which names the offending
+    field. tests/test_incremental_catalog.py checks that both answer alike on valid records and
+    on thousands of broken ones."""
+    import fastjsonschema
+
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", **_draft07(load_schema(kind))}
+    compiled = fastjsonschema.compile(schema, use_default=False, use_formats=False)
+    invalid = fastjsonschema.JsonSchemaValueException
+
+    def check(record: dict) -> bool:
+        try:
+            compiled(record)
+        except invalid:
+            return False
+        return True
+
+    return check
 
 
 def schema_hash() -> str:

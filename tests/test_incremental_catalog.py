@@ -26,7 +26,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from shardlens import catalog
-from shardlens.catalog import build_catalog, catalog_hash, import_cache, keep_path, record_check
+from shardlens.catalog import build_catalog, catalog_hash, import_cache, keep_path
+from shardlens.records import record_check
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.shard_versions import TRACKING_TABLES
 from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jsonl
