@@ -23,13 +23,14 @@ from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
+from .digest_cache import DIGESTS_FILE, DigestCache
 from .near_duplicates import NEAR_DUPLICATES_DDL, distance_setting, refresh_near_duplicates
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
 from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
 from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
 from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
-from .records import SCHEMA_VERSION, RecordError, file_digest, load_schema, read_jsonl, record_check, schema_hash
+from .records import SCHEMA_VERSION, RecordError, load_schema, read_jsonl, record_check, schema_hash
 from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
 from .stages import AGGREGATES, SHARD_STAGES
 from .table_sync import sync_table
@@ -368,8 +369,12 @@ def read_manifest(cache_dir: Path) -> dict:
     return manifest
 
 
-def verify_shard_files(cache_dir: Path, shard: str, entry: dict) -> None:
-    """Raise if a cache file differs from what the manifest recorded (truncated, edited, missing)."""
+def verify_shard_files(cache_dir: Path, shard: str, entry: dict, digests: DigestCache | None = None) -> None:
+    """Raise if a cache file differs from what the manifest recorded (truncated, edited, missing).
+    ``digests``: the manifest rule's digest cache, read-only; a file with the size and mtime it
+    had when the manifest rule read it is not read again (a cut or an edit changes its size or
+    mtime; one that changes neither is caught when the manifest rule digests it anew)."""
+    digests = digests or DigestCache(None)
     for stage, info in entry.items():
         rel = Path(info["file"])
         if rel.is_absolute() or ".." in rel.parts:
@@ -380,7 +385,7 @@ def verify_shard_files(cache_dir: Path, shard: str, entry: dict) -> None:
                 f"{path} is missing but listed in the manifest: run `snakemake --cores all --forcerun {path}` to remake it "
                 "(a plain run does not remake a deleted intermediate file while the files made from it are up to date)"
             )
-        sha, lines = file_digest(path)
+        sha, lines = digests.digest(path)
         if sha != info["sha256"] or lines != info["records"]:
             raise CatalogError(
                 f"{path}: {lines} lines, sha256 {sha[:12]}; the manifest recorded {info['records']} lines, "
@@ -539,12 +544,20 @@ def _checkpoint_and_close(conn: sqlite3.Connection) -> None:
 
 
 def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log, progress=None) -> None:
+    digests = DigestCache(cache_dir / "manifests" / DIGESTS_FILE, read_only=True)  # the manifest rule's history folder
+    try:
+        _import_shards(conn, cache_dir, manifest, adapter, stats, log, progress, digests)
+    finally:
+        digests.close()
+
+
+def _import_shards(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log, progress, digests: DigestCache) -> None:
     loaded = {}
     for shard, stage, sha in conn.execute("SELECT shard, stage, sha256 FROM shard_files"):
         loaded.setdefault(shard, {})[stage] = sha
     total = len(manifest["shards"])
     for n, (shard, entry) in enumerate(sorted(manifest["shards"].items()), start=1):
-        verify_shard_files(cache_dir, shard, entry)
+        verify_shard_files(cache_dir, shard, entry, digests)
         if loaded.get(shard) == {stage: info["sha256"] for stage, info in entry.items()}:
             stats["shards_unchanged"] += 1
             continue
@@ -561,7 +574,7 @@ def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: 
         stats["removed"].append(shard)
     aggregates = manifest.get("aggregates", {})
     for name, info in sorted(aggregates.items()):
-        verify_shard_files(cache_dir, name, {name: info})
+        verify_shard_files(cache_dir, name, {name: info}, digests)
         known = conn.execute("SELECT sha256 FROM aggregate_files WHERE name = ?", (name,)).fetchone()
         if known is None or known[0] != info["sha256"]:
             stats["rows"] += _load_aggregate(conn, cache_dir, name, info)

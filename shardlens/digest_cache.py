@@ -19,6 +19,8 @@ from pathlib import Path
 from .records import file_digest, read_jsonl
 
 _MOD = 1 << 256
+# the cache's file in the manifest history folder (cache/manifests/, the manifest rule's param)
+DIGESTS_FILE = "digests.sqlite"
 
 
 def dataset_share(ingest_file: str | Path) -> int:
@@ -40,11 +42,17 @@ def combine_shares(shares: list[int]) -> str:
 
 
 class DigestCache:
-    """``(sha256, lines)`` and the dataset share of cache files, re-read only when changed."""
+    """``(sha256, lines)`` and the dataset share of cache files, re-read only when changed.
+    ``read_only``: look up what the manifest rule learnt, learn nothing (the catalog verifies the
+    files it is given against the manifest this way); a missing file is an empty cache."""
 
-    def __init__(self, path: str | Path | None):
+    def __init__(self, path: str | Path | None, read_only: bool = False):
         self.conn = None
-        if path is not None:
+        self.read_only = read_only
+        if path is not None and read_only:
+            if Path(path).exists():
+                self.conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        elif path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(path, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -65,7 +73,7 @@ class DigestCache:
         return row[2:]
 
     def _store(self, path: Path, stat: os.stat_result, sha: str, lines: int, share: int | None) -> None:
-        if self.conn is not None:
+        if self.conn is not None and not self.read_only:
             self.conn.execute(
                 "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)",
                 (str(path.resolve()), stat.st_size, stat.st_mtime_ns, sha, lines, None if share is None else f"{share:064x}"),
@@ -99,6 +107,7 @@ class DigestCache:
     def close(self) -> None:
         """Keep what was learnt (a failed run keeps nothing: the next one reads again)."""
         if self.conn is not None:
-            self.conn.execute("COMMIT")
+            if not self.read_only:
+                self.conn.execute("COMMIT")
             self.conn.close()
             self.conn = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import atomic_open
-from .digest_cache import DigestCache, combine_shares
+from .digest_cache import DIGESTS_FILE, DigestCache, combine_shares
 from .records import SCHEMA_VERSION, schema_hash, validate_record, write_json
 from .stages import AGGREGATES, SHARD_STAGES
 from .stages.params import all_stage_params
@@ -201,7 +201,7 @@ def run_manifest(
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="manifest", images=0)
-    digests = DigestCache(Path(history) / "digests.sqlite" if history is not None else None)
+    digests = DigestCache(Path(history) / DIGESTS_FILE if history is not None else None)
     manifest = build_manifest(Path(output).parent, shards, models, config=config, shard_count=shard_count, digests=digests)
     digests.close()
     write_manifest(output, manifest)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+import pytest
+
 from shardlens.digest_cache import DigestCache
 from shardlens.manifest import dataset_digest
 from shardlens.records import SCHEMA_VERSION, file_digest, write_jsonl
@@ -64,3 +66,39 @@ def test_the_dataset_digest_ignores_the_sharding_and_follows_the_content(tmp_pat
     rest = tmp_path / "rest.jsonl"
     write_jsonl(rest, "ingest", ingest_records(pairs[1:]))
     assert dataset_digest([broken]) == dataset_digest([rest]) != digest  # a failed file has no image_id: not part of it
+
+
+def test_a_read_only_cache_learns_nothing_and_a_cut_file_is_caught(tmp_path):
+    """The catalog verifies cache files against the manifest through the manifest rule's digest
+    cache, read-only: files the manifest rule read are not read again, a cut one is."""
+    from shardlens.catalog import CatalogError, verify_shard_files
+
+    cache = tmp_path / "cache"
+    entry = {}
+    for stage in ("ingest", "gate"):
+        path = cache / stage / "0000.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text(f"{stage}\n" * 40)
+        sha, lines = file_digest(path)
+        entry[stage] = {"file": f"{stage}/0000.jsonl", "sha256": sha, "records": lines}
+    store = cache / "manifests" / "digests.sqlite"
+    learnt = DigestCache(store)
+    learnt.digest(cache / "ingest" / "0000.jsonl")  # the manifest rule read one of the two
+    learnt.close()
+
+    reader = DigestCache(store, read_only=True)
+    verify_shard_files(cache, "0000", entry, reader)
+    assert (reader.read, reader.reused) == (1, 1)
+    reader.close()
+    again = DigestCache(store, read_only=True)
+    verify_shard_files(cache, "0000", entry, again)
+    assert (again.read, again.reused) == (1, 1)  # the read-only cache kept nothing new
+
+    target = cache / "ingest" / "0000.jsonl"
+    st = target.stat()
+    target.write_bytes(target.read_bytes()[:-12])
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the time stamp kept: only the size tells
+    with pytest.raises(CatalogError, match=r"ingest/0000\.jsonl: 38 lines.*truncated or changed after the manifest"):
+        verify_shard_files(cache, "0000", entry, DigestCache(store, read_only=True))
+    assert DigestCache(tmp_path / "absent.sqlite", read_only=True).conn is None
+    assert not (tmp_path / "absent.sqlite").exists()
