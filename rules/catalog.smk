@@ -22,8 +22,8 @@ rule shard_jobs:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
     script:
         "../scripts/shard_jobs.py"
 
@@ -47,8 +47,8 @@ rule manifest:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     params:
         shards=shard_names,
         shard_count=shard_count,
@@ -81,8 +81,8 @@ rule catalog:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=attempt_scaled(2000),
+        runtime=attempt_scaled(30),
     params:
         reviews=REVIEWS_DB,
         # recorded in the catalog: review imports and the dashboard propagate with it too
@@ -107,7 +107,7 @@ rule ingest_report:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
     script:
         "../scripts/ingest_report.py"

@@ -60,6 +60,13 @@ _shard_plan = None
 _listing_skipped = None
 
 
+def attempt_scaled(base):
+    """A resource (MB of memory, minutes) that grows with each try: base, 2 x base, 3 x base
+    (the Slurm profile retries twice). The rules are the one place that sizes jobs; profiles keep
+    site settings, GPUs and grouping."""
+    return lambda wildcards, attempt: base * attempt
+
+
 def uses_demo_images():
     return os.path.abspath(config["images"]) == os.path.abspath(DEMO_DIR)
 

@@ -13,7 +13,7 @@ checkpoint demo_images:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     script:
         "../scripts/demo_images.py"

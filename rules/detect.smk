@@ -16,8 +16,8 @@ rule detect:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(60),
         gpu=1,
     params:
         **stage_params("detect"),
@@ -39,8 +39,8 @@ rule regions:
         "../envs/torch.yaml"  # the detect.vocabulary shorthand maps classes with MiniLM (onnxruntime)
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     params:
         **stage_params("regions"),
         model=model_fingerprint("regions"),

@@ -15,8 +15,8 @@ rule embed:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=3000,
-        runtime=30,
+        mem_mb=attempt_scaled(3000),
+        runtime=attempt_scaled(30),
         gpu=1,
     params:
         **stage_params("embed"),

@@ -15,8 +15,8 @@ rule shard_listing:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
     params:
         listing=shard_listing,
     script:
@@ -37,8 +37,8 @@ rule listing_skipped:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=attempt_scaled(500),
+        runtime=attempt_scaled(5),
     params:
         entries=skipped_entries,
     script:
@@ -58,8 +58,8 @@ rule ingest:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=30,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(30),
     params:
         **stage_params("ingest"),
     script:

@@ -15,8 +15,8 @@ rule cluster:
         "../envs/torch.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(60),
     params:
         **stage_params("clusters"),
     script:
@@ -41,8 +41,8 @@ rule export:
         "../envs/torch.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=attempt_scaled(2000),
+        runtime=attempt_scaled(30),
     params:
         label_studio_url_prefix=config["export"]["label_studio_url_prefix"],
         # the script reads the whole config; these are here so that changing them re-exports
@@ -68,8 +68,8 @@ rule import_reviews:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     params:
         store=REVIEWS_DB,
     script:

@@ -14,8 +14,8 @@ rule gate:
         "../envs/ocr.yaml"
     threads: 2
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=attempt_scaled(2000),
+        runtime=attempt_scaled(30),
     params:
         **stage_params("gate"),
         model=model_fingerprint("gate"),
@@ -37,8 +37,8 @@ rule ocr:
         ocr_environment()
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(60),
     params:
         **stage_params("ocr"),
         model=model_fingerprint("ocr"),

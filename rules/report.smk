@@ -60,8 +60,8 @@ rule report_figures:
         "../envs/core.yaml"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=attempt_scaled(1000),
+        runtime=attempt_scaled(10),
     params:
         gate_threshold=config["gate"]["score_threshold"],
     script:

@@ -66,6 +66,10 @@ def test_workflow_on_slurm_matches_a_local_run(slurm, tmp_path, tiny_images):  #
     cpu_job = slurm.show_job(groups["group_shard_cpu_gate_ingest_ocr"][0])
     assert "gpu:1" in gpu_job.get("TresPerJob", ""), gpu_job
     assert "gpu" not in cpu_job.get("TresPerJob", ""), cpu_job
+    # memory and time come from the rules (the profile sizes nothing): the CPU group asks for the
+    # memory of its largest member (rules/ocr.smk: 4000 MB) and the minutes of all its members
+    assert cpu_job.get("MinMemoryNode") == "4000M", cpu_job
+    assert gpu_job.get("MinMemoryNode") == "4000M", gpu_job  # rules/detect.smk
     # the aggregate rules ran on the submitting host, not through sbatch
     assert "localrule catalog" in log and "localrule manifest" in log
 
