@@ -337,7 +337,7 @@ def mirror_models_cmd(
     ),
     root: Path = typer.Option(Path("models/mirror"), help="mirror folder; mirror.lock.json records every file's sha256"),
 ) -> None:
-    """Copy hub models into a local mirror (the draft's "keep a local mirror") and pin their hashes.
+    """Copy hub models into a local mirror and pin their hashes.
 
     Point detect.model / detect.classifier.model at ROOT/NAME afterwards: every run then checks
     the files against the lock and refuses changed weights (detect.allow_changed_weights)."""

@@ -44,13 +44,14 @@ from .weights import sha256_file
 
 log = logging.getLogger(__name__)
 
-# backend -> (model class, processor class, accepted config model_type)
-DETECTOR_BACKENDS: dict[str, tuple[str, str, str]] = {
+# transformers classes of each hub backend: backend -> (model class, processor class, accepted
+# config model_type). The list of detector backends is models/detectors.py's DETECTOR_BACKENDS.
+HUB_DETECTOR_CLASSES: dict[str, tuple[str, str, str]] = {
     "owlv2": ("Owlv2ForObjectDetection", "Owlv2Processor", "owlv2"),
     "owlvit": ("OwlViTForObjectDetection", "OwlViTProcessor", "owlvit"),
     "grounding-dino": ("GroundingDinoForObjectDetection", "GroundingDinoProcessor", "grounding-dino"),
 }
-CLASSIFIER_BACKENDS: dict[str, tuple[str, str, str]] = {
+HUB_CLASSIFIER_CLASSES: dict[str, tuple[str, str, str]] = {
     "siglip": ("SiglipModel", "SiglipProcessor", "siglip"),
     "clip": ("CLIPModel", "CLIPProcessor", "clip"),
 }
@@ -307,7 +308,7 @@ class HFOpenVocabDetector:
         self.batch_size = int(batch_size)
         self.device = _pick_device(device)
         network, self.processor, self.weight_files = _load(
-            "detector", backend, DETECTOR_BACKENDS, self.model_id, local_files_only
+            "detector", backend, HUB_DETECTOR_CLASSES, self.model_id, local_files_only
         )
         self.model = network.to(self.device).eval()
         self.version = model_version(backend, self.model_id, self.weight_files)
@@ -488,7 +489,7 @@ class HFCropClassifier:
         self.batch_size = int(batch_size)
         self.device = _pick_device(device)
         network, self.processor, self.weight_files = _load(
-            "classifier", backend, CLASSIFIER_BACKENDS, self.model_id, local_files_only
+            "classifier", backend, HUB_CLASSIFIER_CLASSES, self.model_id, local_files_only
         )
         self.model = network.to(self.device).eval()
         self.version = model_version(backend, self.model_id, self.weight_files)

@@ -40,5 +40,6 @@ def rapidocr_model(name: str) -> Path:
 
 
 def short_version(backend: str, path: Path) -> str:
-    """``backend:file-stem@sha8``: names a model and the exact weights in one string."""
+    """``backend:file-stem@sha12`` (the first 12 hex digits of the sha256): names a model and the
+    exact weights in one string."""
     return f"{backend}:{path.stem}@{sha256_file(path)[:12]}"
