@@ -201,7 +201,7 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
             conn.executemany(f"INSERT INTO {table} ({', '.join(cols[kind])}) VALUES ({marks})", rows[kind])
         conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", region_labels)
         conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", cluster_rows)
-        conn.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?, ?, ?)", members)
+        conn.executemany("INSERT INTO cluster_members (item, text, cluster_id, kinds, count, probability, membership) VALUES (?, ?, ?, ?, ?, ?, ?)", members)
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
     finally:

@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS cluster_members (
     count INTEGER NOT NULL,
     probability REAL NOT NULL,
     membership TEXT NOT NULL,
+    outlier_score REAL, -- GLOSH (cluster.schema.json); NULL from a clusters file written before it
     PRIMARY KEY (item, text)
 );
 CREATE TABLE IF NOT EXISTS aggregate_files (
@@ -610,7 +611,9 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
     for record in read_records(cache_dir / info["file"], "cluster"):
         clusters[record["cluster_id"]] = (record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"])
         for m in record["members"]:
-            members[(m["item"], m["text"])] = (m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"])
+            members[(m["item"], m["text"])] = (
+                m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"], m.get("outlier_score"),
+            )  # fmt: skip
     conn.execute("SAVEPOINT aggregate")
     try:
         written = sync_table(conn, "clusters", clusters.values())

@@ -9,7 +9,11 @@ its output (``cache/clusters.state.sqlite``, see :func:`state_path`):
 - ``contributions``: what each file adds (item group, text, kind, occurrences).
 - ``texts``: each distinct (item group, text) with its vector, its cluster, its membership
   (``fitted``: placed by the last HDBSCAN fit, noise included; ``assigned``: joined later by
-  nearest exemplar, or left unclustered) and its probability.
+  nearest exemplar, or left unclustered), its probability and its outlier score (GLOSH); a
+  fitted text also keeps what scoring a later one needs: the lambda_max of the tree node it
+  leaves, its core distance and how many copies of it the fit had.
+- ``fit_spaces``: per item group, the space of the last fit (the PCA's mean and axes) and
+  HDBSCAN's effective ``min_samples``.
 - ``clusters``: each cluster's id, item group and name; ``meta``: the fit options, the next free
   cluster id and the state's version.
 
@@ -30,9 +34,24 @@ of a million images had not ended after 57 minutes on 2 cores.
 The texts past the cap join the fitted clusters at once by assignment, as later texts do, and
 ``auto`` counts only the texts left out since then (``meta.left_out_at_fit``).
 
-A run without a state, or whose fit options differ from the state's, fits from scratch. A new
-text's assignment depends only on the fitted members, never on the other new texts, so the same
-sequence of runs gives the same clusters.
+A run without a state, or whose fit options differ from the state's, fits from scratch; so does
+one whose state an older shardlens wrote (version 1 had no outlier scores: the columns are added
+and the run refits, reading no embedding file again). A new text's assignment depends only on
+the fitted members, never on the other new texts, so the same sequence of runs gives the same
+clusters.
+
+**Outlier scores.** A fitted text has HDBSCAN's ``outlier_scores_`` (:mod:`shardlens.labels`).
+The state keeps no HDBSCAN model, so a text that joins later gets the score
+``hdbscan.prediction.approximate_predict_scores`` gives a new point, computed from what the state
+keeps, against the fitted member its assignment looked at (its nearest fitted, clustered member:
+the one whose cluster it joins, or would have joined) rather than against its nearest neighbour
+by mutual reachability in the fit space: lambda = 1 / the mutual reachability distance between
+the text and that member in the fit space (the text projected with the fit's PCA; its core
+distance is the distance to its ``min_samples``-th nearest fitted copy, as the fit counts a
+member's), scored against the lambda_max of the node that member leaves
+(:func:`labels.glosh`). So the score, like the cluster, depends on the fit alone and not on the
+other new texts or their order. A text of a group without fitted clusters scores 1 (hdbscan
+predicts every new point an outlier when there is no cluster).
 
 Ids and names stay stable. A refit matches its clusters to the previous ones by shared
 occurrences (largest overlap first) and keeps their ids; a cluster with no match takes the next id
@@ -51,11 +70,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import ITEM_OF_KIND, UNCLUSTERED, TextPoint, build_clusters, cluster_points
+from .labels import ITEM_OF_KIND, UNCLUSTERED, FitSpace, TextPoint, build_clusters, fit_points, glosh
 from .records import read_jsonl
 from .vectors import decode_vector
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: outlier scores (texts' outlier_score, lambda_max, core_distance, copies; fit_spaces)
+# what a state of an older version lacks, added in place (the run then refits)
+UPGRADES = {1: ["ALTER TABLE texts ADD COLUMN outlier_score REAL", "ALTER TABLE texts ADD COLUMN lambda_max REAL",
+                "ALTER TABLE texts ADD COLUMN core_distance REAL", "ALTER TABLE texts ADD COLUMN copies INTEGER"]}  # fmt: skip
 REFIT_MODES = ("always", "auto", "never")
 # the options that change what a fit gives; the others only change what happens between fits
 FIT_OPTIONS = ("min_cluster_size", "min_samples", "pca_dims", "selection_epsilon", "min_similarity", "fit_max_texts")
@@ -71,8 +93,10 @@ CREATE INDEX IF NOT EXISTS contributions_text ON contributions(item, text);
 CREATE TABLE IF NOT EXISTS texts (
     item TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL,
     cluster_id INTEGER, membership TEXT, probability REAL NOT NULL DEFAULT 0,
+    outlier_score REAL, lambda_max REAL, core_distance REAL, copies INTEGER,
     PRIMARY KEY (item, text)
 );
+CREATE TABLE IF NOT EXISTS fit_spaces (item TEXT PRIMARY KEY, mean BLOB, axes BLOB, min_samples INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS clusters (cluster_id INTEGER PRIMARY KEY, item TEXT NOT NULL, name TEXT NOT NULL);
 """
 
@@ -114,10 +138,15 @@ class ClusterState:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         version = self._meta_raw("version")
-        if version is not None and int(version) != STATE_VERSION:
+        if version is not None and int(version) != STATE_VERSION and int(version) not in UPGRADES:
             self.close()
             self.path.unlink()
             self.conn = sqlite3.connect(self.path, isolation_level=None)
+        elif version is not None and int(version) in UPGRADES:
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(texts)")}
+            for statement in UPGRADES[int(version)]:
+                if statement.split()[5] not in columns:  # idempotent: a run that failed after it
+                    self.conn.execute(statement)
         self.conn.executescript(STATE_DDL)
         self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(STATE_VERSION),))
 
@@ -198,13 +227,29 @@ class ClusterState:
             for item, text, blob, kinds, count in rows
         ]
 
-    def assignments(self) -> dict[tuple[str, str], tuple[int, str, float]]:
+    def assignments(self) -> dict[tuple[str, str], tuple[int, str, float, float]]:
+        """(item, text) -> (cluster, membership, probability, outlier score) of every placed text."""
         return {
-            (item, text): (cluster, membership, probability)
-            for item, text, cluster, membership, probability in self.conn.execute(
-                "SELECT item, text, cluster_id, membership, probability FROM texts WHERE cluster_id IS NOT NULL"
+            (item, text): (cluster, membership, probability, score)
+            for item, text, cluster, membership, probability, score in self.conn.execute(
+                "SELECT item, text, cluster_id, membership, probability, outlier_score FROM texts WHERE cluster_id IS NOT NULL"
             )
         }
+
+    def older_version(self) -> int | None:
+        """The version of a state an older shardlens wrote (upgraded in place, not yet refit)."""
+        version = int(self.meta("version", str(STATE_VERSION)))
+        return version if version != STATE_VERSION else None
+
+    def fit_space(self, item: str) -> FitSpace | None:
+        row = self.conn.execute("SELECT mean, axes, min_samples FROM fit_spaces WHERE item = ?", (item,)).fetchone()
+        if row is None:
+            return None
+        mean, axes, min_samples = row
+        if mean is None:
+            return FitSpace(None, None, min_samples)
+        mean = np.frombuffer(mean, dtype="<f8")
+        return FitSpace(mean, np.frombuffer(axes, dtype="<f8").reshape(len(mean), -1), min_samples)
 
     # --- fitting and assigning ----------------------------------------------------------------
 
@@ -214,7 +259,7 @@ class ClusterState:
         nearest fitted member (:meth:`assign_new`), as texts of later runs do."""
         everything = self.points()
         points = fit_sample(everything, options.get("fit_max_texts"))
-        labels, probs = cluster_points(
+        fit = fit_points(
             points,
             min_cluster_size=options["min_cluster_size"],
             min_samples=options["min_samples"],
@@ -223,13 +268,29 @@ class ClusterState:
             min_similarity=options["min_similarity"],
             threads=threads,
         )
-        previous = {key: cluster for key, (cluster, _, _) in self.assignments().items() if cluster != UNCLUSTERED}
+        labels = fit.labels
+        previous = {key: cluster for key, (cluster, *_) in self.assignments().items() if cluster != UNCLUSTERED}
         ids = self._match_ids(points, labels, previous)
         old_names = dict(self.conn.execute("SELECT cluster_id, name FROM clusters"))
-        self.conn.execute("UPDATE texts SET cluster_id = NULL, membership = NULL, probability = 0")
+        self.conn.execute(
+            "UPDATE texts SET cluster_id = NULL, membership = NULL, probability = 0, outlier_score = NULL, lambda_max = NULL, core_distance = NULL, copies = NULL"
+        )
         self.conn.executemany(
-            "UPDATE texts SET cluster_id = ?, membership = 'fitted', probability = ? WHERE item = ? AND text = ?",
-            [(ids.get(int(label), UNCLUSTERED), round(float(prob), 6), p.item, p.text) for p, label, prob in zip(points, labels, probs)],
+            "UPDATE texts SET cluster_id = ?, membership = 'fitted', probability = ?, outlier_score = ?, lambda_max = ?, core_distance = ?, copies = ? "
+            "WHERE item = ? AND text = ?",
+            [
+                (ids.get(int(fit.labels[i]), UNCLUSTERED), round(float(fit.probabilities[i]), 6), round(float(fit.outlier_scores[i]), 6),
+                 float(fit.lambda_max[i]), float(fit.core_distances[i]), int(fit.copies[i]), p.item, p.text)
+                for i, p in enumerate(points)
+            ],  # fmt: skip
+        )
+        self.conn.execute("DELETE FROM fit_spaces")
+        self.conn.executemany(
+            "INSERT INTO fit_spaces VALUES (?, ?, ?, ?)",
+            [
+                (item, None if space.mean is None else space.mean.astype("<f8").tobytes(), None if space.axes is None else space.axes.astype("<f8").tobytes(), space.min_samples)
+                for item, space in sorted(fit.spaces.items())
+            ],
         )
         self.conn.execute("DELETE FROM clusters")
         members: dict[int, list[int]] = {}
@@ -247,6 +308,7 @@ class ClusterState:
         next_id = max([int(self.meta("next_cluster_id", "0")), *(c + 1 for c in members)])
         self.set_meta("next_cluster_id", str(next_id))
         self.set_meta("fit", _fit_digest(options))
+        self.set_meta("version", str(STATE_VERSION))
         if len(points) < len(everything):
             self.assign_new(options, info if info is not None else RunInfo(mode="always"))
         self.set_meta("left_out_at_fit", str(self._left_out()))
@@ -278,7 +340,8 @@ class ClusterState:
         return ids
 
     def assign_new(self, options: dict, info: RunInfo) -> None:
-        """Each text without a cluster joins its nearest fitted member's cluster, or stays out."""
+        """Each text without a cluster joins its nearest fitted member's cluster, or stays out;
+        either way it gets its outlier score against that member (:class:`OutlierScorer`)."""
         new = self.points("WHERE t.cluster_id IS NULL")
         info.new_texts = len(new)
         if not new:
@@ -288,13 +351,16 @@ class ClusterState:
         for item in sorted({p.item for p in new}):
             group = [p for p in new if p.item == item]
             fitted = self.conn.execute(
-                "SELECT cluster_id, vector FROM texts WHERE item = ? AND membership = 'fitted' AND cluster_id >= 0 ORDER BY text", (item,)
+                "SELECT cluster_id, vector, lambda_max, core_distance FROM texts WHERE item = ? AND membership = 'fitted' AND cluster_id >= 0 ORDER BY text",
+                (item,),
             ).fetchall()
-            if not fitted:
-                updates += [(UNCLUSTERED, 0.0, p.item, p.text) for p in group]
+            space = self.fit_space(item)
+            if not fitted or space is None:
+                updates += [(UNCLUSTERED, 0.0, 1.0, p.item, p.text) for p in group]
                 continue
-            owners = np.array([cluster for cluster, _ in fitted])
-            matrix = np.stack([np.frombuffer(blob, dtype="<f4") for _, blob in fitted])
+            owners = np.array([row[0] for row in fitted])
+            matrix = np.stack([np.frombuffer(row[1], dtype="<f4") for row in fitted])
+            scorer = OutlierScorer(self.conn, item, space, matrix, [(row[2], row[3]) for row in fitted])
             name_vectors = {
                 cid: np.frombuffer(self.conn.execute("SELECT vector FROM texts WHERE item = ? AND text = ?", (item, name)).fetchone()[0], dtype="<f4")
                 for cid, (group_item, name) in names.items()
@@ -308,8 +374,15 @@ class ClusterState:
                     similarity = float(sims[k, best[k]])
                     cluster = int(owners[best[k]])
                     joins = similarity >= options["assign_similarity"] and float(point.vector @ name_vectors[cluster]) >= options["min_similarity"]
-                    updates.append((cluster, round(min(max(similarity, 0.0), 1.0), 6), point.item, point.text) if joins else (UNCLUSTERED, 0.0, point.item, point.text))
-        self.conn.executemany("UPDATE texts SET cluster_id = ?, membership = 'assigned', probability = ? WHERE item = ? AND text = ?", updates)
+                    score = round(scorer.score(point.vector, int(best[k])), 6)
+                    updates.append(
+                        (cluster, round(min(max(similarity, 0.0), 1.0), 6), score, point.item, point.text) if joins else (UNCLUSTERED, 0.0, score, point.item, point.text)
+                    )
+        self.conn.executemany(
+            "UPDATE texts SET cluster_id = ?, membership = 'assigned', probability = ?, outlier_score = ?, lambda_max = NULL, core_distance = NULL, copies = NULL "
+            "WHERE item = ? AND text = ?",
+            updates,
+        )
         info.assigned = sum(1 for u in updates if u[0] != UNCLUSTERED)
         info.left_unclustered = len(updates) - info.assigned
 
@@ -347,8 +420,44 @@ class ClusterState:
         labels = np.array([assigned[(p.item, p.text)][0] for p in points], dtype=int)
         probs = np.array([assigned[(p.item, p.text)][2] for p in points])
         membership = [assigned[(p.item, p.text)][1] for p in points]
+        scores = np.array([assigned[(p.item, p.text)][3] for p in points], dtype=float)
         names = {cid: name for cid, name in self.conn.execute("SELECT cluster_id, name FROM clusters")}
-        return build_clusters(points, labels, probs, names=names, membership=membership)
+        return build_clusters(points, labels, probs, names=names, membership=membership, outlier_scores=scores)
+
+
+class OutlierScorer:
+    """The outlier score of a text that joins after the fit (module docstring, "Outlier scores"):
+    GLOSH against the fitted, clustered member its assignment looked at. Every vector is
+    projected on its own (:meth:`FitSpace.point`), so a text's score does not depend on which
+    other texts arrive with it."""
+
+    def __init__(self, conn: sqlite3.Connection, item: str, space: FitSpace, members: np.ndarray, member_fit: list[tuple[float, float]]):
+        self.space = space
+        self.members = np.stack([space.point(v) for v in members])  # the candidates' rows, fit space
+        self.member_fit = member_fit  # (lambda_max, core distance) per candidate
+        self.everyone = self.copies = None
+        if space.min_samples > 1:  # a core distance beyond the nearest fitted copy: every fitted text counts
+            rows = conn.execute("SELECT vector, copies FROM texts WHERE item = ? AND membership = 'fitted' AND copies IS NOT NULL ORDER BY text", (item,)).fetchall()
+            self.everyone = np.stack([space.point(np.frombuffer(blob, dtype="<f4")) for blob, _ in rows])
+            self.copies = np.array([copies for _, copies in rows])
+
+    def core_distance(self, q: np.ndarray) -> float:
+        """Distance from ``q`` (fit space) to its ``min_samples``-th nearest fitted copy; with
+        min_samples 1 that is at most the distance to the member scored against, so 0 stands in."""
+        k = self.space.min_samples
+        if self.everyone is None:
+            return 0.0
+        distances = np.sqrt(((self.everyone - q) ** 2).sum(axis=1))  # elementwise: the same whatever else arrives
+        order = np.argsort(distances, kind="stable")[:k]
+        reached = np.cumsum(self.copies[order])
+        return float(distances[order[min(int(np.searchsorted(reached, k)), len(order) - 1)]])
+
+    def score(self, vector: np.ndarray, member: int) -> float:
+        q = self.space.point(vector)
+        lambda_max, member_core = self.member_fit[member]
+        distance = float(np.sqrt(((q - self.members[member]) ** 2).sum()))
+        reach = max(distance, member_core, self.core_distance(q))
+        return glosh(np.inf if reach <= 0 else 1.0 / reach, lambda_max)
 
 
 def fit_sample(points: list[TextPoint], limit: int | None) -> list[TextPoint]:
@@ -391,6 +500,8 @@ def update_clusters(
             info.refit, info.reason = True, "no earlier fit"
         elif state.meta("fit") != _fit_digest(options):
             info.refit, info.reason = True, "the fit options changed"
+        elif state.older_version() is not None:
+            info.refit, info.reason = True, f"the state was written by an older shardlens: version {state.older_version()}, without outlier scores"
         else:
             state.assign_new(options, info)
             share = state.unassigned_share()

@@ -10,6 +10,14 @@ Deterministic for the same input: texts are sorted, PCA is exact, HDBSCAN has no
 Identical texts are one point; a text seen ``n`` times is repeated ``min(n, min_cluster_size)``
 times so that a frequent caption ("person" in 40 images) forms its own cluster instead of being
 noise, while the cost stays bounded. Noise goes to an explicit ``unclustered`` bucket (-1).
+
+Each point also gets HDBSCAN's **outlier score** (GLOSH, ``outlier_scores_``): 1 - lambda_p /
+lambda_max, where lambda_p = 1 / the distance at which the point leaves the cluster tree and
+lambda_max the largest lambda in the node it leaves (and below). Noise has one too. The copies of
+a repeated text are at distance 0, so their lambda is infinite: hdbscan scores such a point 0, and
+a point whose node holds one gets NaN from hdbscan ((inf - lambda_p) / inf); it is given the
+limit, 1, as hdbscan's ``probabilities_`` give such a point 0. :func:`glosh` is the formula, and
+:class:`Fit` keeps what scoring a later text needs (:mod:`shardlens.cluster_state`).
 """
 
 from __future__ import annotations
@@ -25,6 +33,10 @@ from .records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from .vectors import decode_vector
 
 UNCLUSTERED = -1
+
+# what the members' outlier_score is: a clusters-stage param (shardlens/stages/params.py), so a
+# clusters file written without it, or by another method, is made again
+OUTLIER_SCORE_METHOD = "GLOSH: hdbscan outlier_scores_ for fitted texts, approximate_predict_scores' formula for later texts at their nearest fitted member"
 
 # embedding kind -> the item group its texts are clustered in (item_annotations' ``item``)
 ITEM_OF_KIND = {"caption": "region", "label": "region", "ocr": "text"}
@@ -63,17 +75,80 @@ def load_points(embed_files: list[str | Path]) -> list[TextPoint]:
     return [points[k] for k in sorted(points)]
 
 
-def reduce_dimensions(vectors: np.ndarray, dims: int) -> np.ndarray:
-    """Exact PCA to ``dims`` through the d x d covariance (cheap for any number of texts,
-    deterministic), re-normalised so distances stay cosine-like."""
+@dataclass
+class FitSpace:
+    """What one item group's fit was made in: the exact PCA (``mean``, ``axes``; None when the
+    vectors were used as they are) and HDBSCAN's effective ``min_samples`` (neighbours counted in
+    a core distance)."""
+
+    mean: np.ndarray | None
+    axes: np.ndarray | None
+    min_samples: int
+
+    def point(self, vector: np.ndarray) -> np.ndarray:
+        """One vector in the fit space, computed on its own: the same whatever else is projected."""
+        v = np.asarray(vector, dtype=np.float64)
+        if self.axes is None:
+            return v
+        reduced = (v - self.mean) @ self.axes
+        return reduced / max(float(np.linalg.norm(reduced)), 1e-12)
+
+
+def pca_axes(vectors: np.ndarray, dims: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, axes) of the exact PCA to ``dims`` through the d x d covariance (cheap for any number
+    of texts, deterministic); None when there is nothing to reduce."""
     if vectors.shape[0] <= dims or vectors.shape[1] <= dims:
-        return vectors
-    centred = vectors - vectors.mean(axis=0, keepdims=True)
+        return None
+    mean = vectors.mean(axis=0, keepdims=True)
+    centred = vectors - mean
     eigvals, eigvecs = np.linalg.eigh(centred.T @ centred)
-    axes = eigvecs[:, np.argsort(eigvals)[::-1][:dims]]
-    reduced = centred @ axes
+    return mean[0], eigvecs[:, np.argsort(eigvals)[::-1][:dims]]
+
+
+def reduce_dimensions(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """Exact PCA to ``dims`` (:func:`pca_axes`), re-normalised so distances stay cosine-like."""
+    pca = pca_axes(vectors, dims)
+    if pca is None:
+        return vectors
+    reduced = (vectors - pca[0]) @ pca[1]
     norms = np.linalg.norm(reduced, axis=1, keepdims=True)
     return reduced / np.maximum(norms, 1e-12)
+
+
+def glosh(lambda_p: float, lambda_max: float) -> float:
+    """GLOSH outlier score in [0, 1]: (lambda_max - lambda_p) / lambda_max, as hdbscan computes
+    ``outlier_scores_``; an infinite lambda_p (a point at distance 0) scores 0, a finite one under
+    an infinite lambda_max the limit 1, and a lambda_p above lambda_max (a later text denser than
+    the fit's densest point) 0."""
+    if lambda_max == 0.0 or np.isinf(lambda_p):
+        return 0.0
+    if np.isinf(lambda_max):
+        return 1.0
+    return float(min(1.0, max(0.0, (lambda_max - lambda_p) / lambda_max)))
+
+
+@dataclass
+class Fit:
+    """What a fit gives each point (arrays in the points' order) and each item group.
+
+    ``lambdas``: 1 / the distance at which the point leaves the cluster tree; ``lambda_max``: the
+    largest lambda of the node it leaves, and below (GLOSH's lambda_max); ``core_distances``:
+    HDBSCAN's core distance in the fit space (to the ``min_samples``-th nearest other copy);
+    ``copies``: how often it was repeated. NaN where the group was too small to fit."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    outlier_scores: np.ndarray
+    lambdas: np.ndarray
+    lambda_max: np.ndarray
+    core_distances: np.ndarray
+    copies: np.ndarray
+    spaces: dict[str, FitSpace]
+
+    @classmethod
+    def empty(cls, n: int) -> Fit:
+        nan = np.full(n, np.nan)
+        return cls(np.full(n, UNCLUSTERED), np.zeros(n), np.ones(n), nan, nan.copy(), nan.copy(), np.ones(n, dtype=int), {})
 
 
 def cluster_points(
@@ -85,24 +160,39 @@ def cluster_points(
     min_similarity: float = 0.5,
     threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) per point; -1 is noise. Each item group is clustered on its own.
+    """(labels, probabilities) per point of :func:`fit_points`."""
+    fit = fit_points(points, min_cluster_size, min_samples, pca_dims, selection_epsilon, min_similarity, threads)
+    return fit.labels, fit.probabilities
+
+
+def fit_points(
+    points: list[TextPoint],
+    min_cluster_size: int = 2,
+    min_samples: int | None = 1,
+    pca_dims: int = 32,
+    selection_epsilon: float = 0.0,
+    min_similarity: float = 0.5,
+    threads: int = 1,
+) -> Fit:
+    """Labels (-1 is noise), probabilities and outlier scores per point. Each item group is
+    clustered on its own.
 
     HDBSCAN finds density, not meaning: on few texts it happily pairs "person" with "chair". A
     member whose cosine similarity (full 384-d embedding) to its cluster's representative text is
-    below ``min_similarity`` is moved to the unclustered bucket.
+    below ``min_similarity`` is moved to the unclustered bucket (its outlier score stays the fit's).
     """
-    labels = np.full(len(points), UNCLUSTERED)
-    probs = np.zeros(len(points))
+    fit = Fit.empty(len(points))
     offset = 0
     for item in sorted({p.item for p in points}):
         idx = [i for i, p in enumerate(points) if p.item == item]
-        group_labels, group_probs = _cluster_group(
-            [points[i] for i in idx], min_cluster_size, min_samples, pca_dims, selection_epsilon, min_similarity, threads
-        )
-        labels[idx] = np.where(group_labels >= 0, group_labels + offset, UNCLUSTERED)
-        probs[idx] = group_probs
-        offset += int(group_labels.max(initial=-1)) + 1
-    return _renumber(labels, points), probs
+        group = _cluster_group([points[i] for i in idx], min_cluster_size, min_samples, pca_dims, selection_epsilon, min_similarity, threads)
+        fit.labels[idx] = np.where(group.labels >= 0, group.labels + offset, UNCLUSTERED)
+        for name in ("probabilities", "outlier_scores", "lambdas", "lambda_max", "core_distances", "copies"):
+            getattr(fit, name)[idx] = getattr(group, name)
+        fit.spaces.update(group.spaces)
+        offset += int(group.labels.max(initial=-1)) + 1
+    fit.labels = _renumber(fit.labels, points)
+    return fit
 
 
 def _cluster_group(
@@ -113,21 +203,21 @@ def _cluster_group(
     selection_epsilon: float,
     min_similarity: float,
     threads: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Fit:
     """HDBSCAN over the points of one item group; labels not yet renumbered."""
     n = len(points)
-    if n == 0:
-        return np.zeros(0, int), np.zeros(0)
-    if n == 1:
-        return np.array([UNCLUSTERED]), np.zeros(1)
+    fit = Fit.empty(n)
+    if n <= 1:
+        return fit
     import hdbscan
 
-    vectors = reduce_dimensions(np.stack([p.vector for p in points]).astype(np.float64), pca_dims)
+    raw = np.stack([p.vector for p in points]).astype(np.float64)
+    vectors = reduce_dimensions(raw, pca_dims)
     repeats = np.array([min(p.count, min_cluster_size) for p in points])
     expanded = np.repeat(vectors, repeats, axis=0)
     owner = np.repeat(np.arange(n), repeats)
     if len(expanded) < max(min_cluster_size, 2):
-        return np.full(n, UNCLUSTERED), np.zeros(n)
+        return fit
     model = hdbscan.HDBSCAN(
         min_cluster_size=min_cluster_size,
         min_samples=min_samples,
@@ -137,18 +227,45 @@ def _cluster_group(
         approx_min_span_tree=False,
     )
     model.fit(expanded)
-    labels = np.full(n, UNCLUSTERED)
-    probs = np.zeros(n)
+    labels, probs = fit.labels, fit.probabilities
     first = np.searchsorted(owner, np.arange(n))  # copies of a point agree; read the first
     labels[:] = model.labels_[first]
     probs[:] = np.where(labels >= 0, model.probabilities_[first], 0.0)
+    scores = model.outlier_scores_[first]
+    fit.outlier_scores[:] = np.where(np.isnan(scores), 1.0, scores)  # NaN: lambda_max infinite, the limit is 1
+    lambdas, deaths = _tree_lambdas(model.condensed_tree_._raw_tree, len(expanded))
+    fit.lambdas[:], fit.lambda_max[:] = lambdas[first], deaths[first]
+    # hdbscan's own min_samples: clamped to the points there are; a core distance counts the point itself
+    k = max(1, min(len(expanded) - 1, min_samples or min_cluster_size))
+    from sklearn.neighbors import KDTree
+
+    fit.core_distances[:] = KDTree(expanded).query(expanded[first], k=k + 1)[0][:, -1]
+    fit.copies[:] = repeats
+    pca = pca_axes(raw, pca_dims)
+    fit.spaces[points[0].item] = FitSpace(None, None, k) if pca is None else FitSpace(pca[0], pca[1], k)
     for cluster in sorted(set(labels.tolist()) - {UNCLUSTERED}):
         members = [int(i) for i in np.nonzero(labels == cluster)[0]]
         rep_vector = points[_representative_index(members, points)].vector
         for i in members:
             if float(points[i].vector @ rep_vector) < min_similarity:
                 labels[i], probs[i] = UNCLUSTERED, 0.0
-    return labels, probs
+    return fit
+
+
+def _tree_lambdas(tree: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per point of a condensed tree: the lambda at which it leaves, and the largest lambda of the
+    node it leaves and its descendants (hdbscan's ``outlier_scores``, step by step)."""
+    parent, child, lam = tree["parent"], tree["child"], tree["lambda_val"]
+    deaths = np.zeros(int(parent.max()) + 1)
+    np.maximum.at(deaths, parent, lam)
+    for row in range(len(tree) - 1, -1, -1):  # children come after their parents: bottom up
+        if deaths[child[row]] > deaths[parent[row]]:
+            deaths[parent[row]] = deaths[child[row]]
+    lambdas, point_deaths = np.full(n, np.nan), np.full(n, np.nan)
+    rows = child < n
+    lambdas[child[rows]] = lam[rows]
+    point_deaths[child[rows]] = deaths[parent[rows]]
+    return lambdas, point_deaths
 
 
 def _renumber(labels: np.ndarray, points: list[TextPoint]) -> np.ndarray:
@@ -214,11 +331,17 @@ def display_name(members: list[int], points: list[TextPoint]) -> str:
 
 
 def build_clusters(
-    points: list[TextPoint], labels: np.ndarray, probs: np.ndarray, names: dict[int, str] | None = None, membership: list[str] | None = None
+    points: list[TextPoint],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    names: dict[int, str] | None = None,
+    membership: list[str] | None = None,
+    outlier_scores: np.ndarray | None = None,
 ) -> list[dict]:
     """Cluster records. ``names`` keeps given clusters' names (else :func:`display_name`);
     ``membership`` says per point whether a fit placed it (``fitted``, the default) or it joined
-    later (``assigned``, :mod:`shardlens.cluster_state`)."""
+    later (``assigned``, :mod:`shardlens.cluster_state`); ``outlier_scores``, when given, go to
+    the members' ``outlier_score``."""
     names = names or {}
     membership = membership or ["fitted"] * len(points)
     groups: dict[int, list[int]] = {}
@@ -239,6 +362,7 @@ def build_clusters(
                 "size": int(sum(points[i].count for i in idx)),
                 "members": [
                     {"text": points[i].text, "item": points[i].item, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6), "membership": membership[i]}
+                    | ({} if outlier_scores is None else {"outlier_score": round(float(outlier_scores[i]), 6)})
                     for i in sorted(idx, key=lambda i: (-points[i].count, points[i].item, points[i].text))
                 ],
             }

@@ -20,10 +20,17 @@ component          items         value
 ``ocr``            OCR lines     1 - the recogniser's confidence
 ``exemplar``       clustered     1 - cosine(item text, the cluster's name text), clipped to
                                  [0, 1]
-``outlier``        clustered     1 - membership probability (HDBSCAN's strength for a fitted
-                                 text, the similarity to its nearest fitted member for an
-                                 assigned one)
+``outlier``        clustered     the member's outlier score: HDBSCAN's GLOSH (``outlier_scores_``
+                                 for a fitted text; for an assigned one the score of a new
+                                 point against the fit, :mod:`shardlens.cluster_state`); for a
+                                 clusters file written before outlier scores, 1 - membership
+                                 probability
 =================  ============  ===========================================================
+
+The outlier part was 1 - membership probability until GLOSH replaced it: the probability is
+relative to the densest point of the member's *cluster*, and an assigned member's was its cosine
+similarity to its nearest fitted member, a different scale; GLOSH is one density-based measure for
+both (BENCHMARKS.md, "Review effort", gives both runs).
 
 **Formula**: an item's risk is the plain mean of its components (clustered regions: 5,
 clustered OCR lines: 3; unclustered items only their own: 3 and 1). Each component is a
@@ -45,7 +52,8 @@ text): the expected risk of an item drawn at random from it, which is what an au
   components and their sum ``own_sum``/count ``own_n``;
 - ``text_risk`` (per distinct clustered text, written in the aggregate refresh): exemplar and
   outlier; recomputed only when the clusters' file changed (``risk_state`` records which one
-  it was computed from), so an import that changes no cluster decodes no vector;
+  it was computed from), and then only the rows whose cluster, outlier score, probability or
+  cluster name changed, so an import that changes no cluster decodes no vector;
 - ``cluster_risk`` (per cluster, refreshed on every import: one GROUP BY);
 - view ``item_risk``: item_signals joined with text_risk and the risk itself.
 """
@@ -82,8 +90,9 @@ RISK_DDL = (
     PRIMARY KEY (shard, item_key)
 )""",
     "CREATE INDEX IF NOT EXISTS item_signals_text ON item_signals(item, text)",
-    # probability and name: what the row was computed from, so a refresh recomputes only rows
-    # whose cluster, membership probability or cluster name changed (or whose text was loaded again)
+    # outlier_score, probability and name: what the row was computed from, so a refresh
+    # recomputes only rows whose cluster, outlier score, membership probability (the outlier part
+    # of a member without a score) or cluster name changed (or whose text was loaded again)
     """CREATE TABLE IF NOT EXISTS text_risk (
     item TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -92,6 +101,7 @@ RISK_DDL = (
     outlier REAL NOT NULL,
     probability REAL NOT NULL,
     name TEXT NOT NULL,
+    outlier_score REAL,
     PRIMARY KEY (item, text)
 )""",
     """CREATE TABLE IF NOT EXISTS cluster_risk (
@@ -133,11 +143,12 @@ def line_components(line: dict) -> dict[str, float]:
     return {"ocr": _clip(1.0 - line["confidence"])}
 
 
-def cluster_components(exemplar_cosine: float | None, probability: float) -> dict[str, float]:
-    """Exemplar distance and outlier score of a clustered item (``exemplar_cosine`` None: its
-    cluster's name has no embedding, the distance counts as 1)."""
+def cluster_components(exemplar_cosine: float | None, outlier_score: float | None, probability: float = 0.0) -> dict[str, float]:
+    """Exemplar distance and outlier part of a clustered item (``exemplar_cosine`` None: its
+    cluster's name has no embedding, the distance counts as 1; ``outlier_score`` None: a member
+    of a clusters file written before outlier scores, the part is 1 - ``probability``)."""
     exemplar = 1.0 if exemplar_cosine is None else _clip(1.0 - exemplar_cosine)
-    return {"exemplar": exemplar, "outlier": _clip(1.0 - probability)}
+    return {"exemplar": exemplar, "outlier": _clip(1.0 - probability if outlier_score is None else outlier_score)}
 
 
 def item_risk(components: dict[str, float]) -> float:
@@ -192,10 +203,10 @@ def _vectors(conn: sqlite3.Connection, item: str, texts: set[str]) -> dict[str, 
 
 def _text_risk_rows(conn: sqlite3.Connection, changed_shards: list[str]) -> tuple[list[tuple], int]:
     """Every clustered text's row, and how many were computed: a row is kept when its cluster,
-    probability and cluster name are those it was computed from and neither its text nor the
-    name was loaded again (``changed_shards``: a new embedding model changes vectors)."""
+    outlier score, probability and cluster name are those it was computed from and neither its
+    text nor the name was loaded again (``changed_shards``: a new embedding model changes vectors)."""
     names = {cid: (item, name) for cid, item, name in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
-    kept = {(row[0], row[1]): row for row in conn.execute("SELECT item, text, cluster_id, exemplar, outlier, probability, name FROM text_risk")}
+    kept = {(row[0], row[1]): row for row in conn.execute("SELECT item, text, cluster_id, exemplar, outlier, probability, name, outlier_score FROM text_risk")}
     reloaded: set[tuple[str, str]] = set()
     if changed_shards:
         kinds = {kind: item for item, group in _EMBEDDING_KINDS.items() for kind in group}
@@ -204,24 +215,26 @@ def _text_risk_rows(conn: sqlite3.Connection, changed_shards: list[str]) -> tupl
                 reloaded.add((kinds[kind], text))
     rows: dict[tuple[str, str], tuple] = {}
     todo: list[tuple] = []
-    for item, text, cluster_id, probability in conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members WHERE cluster_id >= 0"):
+    for item, text, cluster_id, probability, score in conn.execute(
+        "SELECT item, text, cluster_id, probability, outlier_score FROM cluster_members WHERE cluster_id >= 0"
+    ):
         if cluster_id not in names:
             continue
         name = names[cluster_id][1]
         old = kept.get((item, text))
-        if old is not None and old[2] == cluster_id and old[5] == probability and old[6] == name and (item, text) not in reloaded and (item, name) not in reloaded:
+        if old is not None and (old[2], old[5], old[6], old[7]) == (cluster_id, probability, name, score) and (item, text) not in reloaded and (item, name) not in reloaded:
             rows[(item, text)] = old
         else:
-            todo.append((item, text, cluster_id, probability, name))
+            todo.append((item, text, cluster_id, probability, name, score))
     for item in ("region", "text"):
         group = [t for t in todo if t[0] == item]
         if not group:
             continue
         vectors = _vectors(conn, item, {t[1] for t in group} | {t[4] for t in group})
-        for _, text, cluster_id, probability, name in group:
+        for _, text, cluster_id, probability, name, score in group:
             a, b = vectors.get(text), vectors.get(name)
-            c = cluster_components(float(a @ b) if a is not None and b is not None else None, probability)
-            rows[(item, text)] = (item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6), probability, name)
+            c = cluster_components(float(a @ b) if a is not None and b is not None else None, score, probability)
+            rows[(item, text)] = (item, text, cluster_id, round(c["exemplar"], 6), round(c["outlier"], 6), probability, name, score)
     return [rows[key] for key in sorted(rows)], len(todo)
 
 

@@ -75,7 +75,8 @@ def _triggers() -> list[str]:
         "propagated_labels": _image_shards,
         "cluster_members": _member_shards,
     }
-    # a member's count (how often its text occurs) is in no exported row
+    # a member's count (how often its text occurs) is in no exported row, nor is its outlier_score
+    # (it feeds the risk scores, which the dashboard reads and no export holds)
     update_when = {"cluster_members": "(OLD.cluster_id IS NOT NEW.cluster_id OR OLD.probability IS NOT NEW.probability OR OLD.text IS NOT NEW.text OR OLD.item IS NOT NEW.item)"}
     statements = []
     for table, mark in marks.items():

@@ -8,6 +8,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import one_line_error, shardlens_cli
 
@@ -207,3 +208,109 @@ def test_fit_max_texts_fits_the_most_frequent_texts_and_the_rest_join_by_assignm
     # `always`: the same capped fit
     always, stats = run(tmp_path / "a", files, "always", fit_max_texts=4)
     assert stats["refit"] and partition(always) == partition(capped)
+
+
+def scores(records: list[dict]) -> dict[tuple[str, str], tuple[str, float]]:
+    return {(m["item"], m["text"]): (m["membership"], m["outlier_score"]) for r in records for m in r["members"]}
+
+
+# OCR texts seen once each, no two sharing a vector (the embedder is uncased: "EXIT" and "Exit"
+# would), so that no fitted point is infinitely dense and the outlier scores are graded
+ONCE = {"0000": {"ocr": {t: 1 for t in ("OPEN 24 HOURS", "open all night", "open daily", "EXIT", "EMERGENCY EXIT", "fire exit", "Main Street", "Main St", "High Street")}}}
+ONCE_ADDED = [{"ocr": {"OPEN 24 HRS": 1, "Quantum chromodynamics lecture": 1}}, {"ocr": {"exit only": 1, "Main Road": 1}}]
+
+
+def test_assigned_texts_get_an_outlier_score_whatever_the_order_they_arrive_in(tmp_path, embed):
+    """Every member has an outlier score in [0, 1], noise included; a text that joins without a
+    refit gets one against the fit, the same whether it arrives with the others or alone, in
+    either order; the fitted texts keep theirs."""
+    together = tmp_path / "together"
+    fitted, _ = run(together, write_shards(together, ONCE, embed), "never")
+    after, _ = run(together, write_shards(together, {"0001": {"ocr": {**ONCE_ADDED[0]["ocr"], **ONCE_ADDED[1]["ocr"]}}}, embed), "never")
+
+    apart = tmp_path / "apart"  # the same new texts in two later runs, the second half first
+    run(apart, write_shards(apart, ONCE, embed), "never")
+    run(apart, write_shards(apart, {"0002": ONCE_ADDED[1]}, embed), "never")
+    alone, _ = run(apart, write_shards(apart, {"0001": ONCE_ADDED[0]}, embed), "never")
+
+    got = scores(after)
+    assert all(0.0 <= s <= 1.0 for _, s in got.values())
+    assert any(r["cluster_id"] == -1 and r["members"] for r in after)  # noise is scored too
+    assigned = {key: s for key, (how, s) in got.items() if how == "assigned"}
+    assert set(assigned) == {("text", t) for half in ONCE_ADDED for t in half["ocr"]}
+    assert {key: s for key, (how, s) in scores(alone).items() if how == "assigned"} == assigned
+    assert {key: v for key, v in got.items() if v[0] == "fitted"} == scores(fitted)  # joining changes no fitted score
+    assert any(0.0 < s < 1.0 for s in assigned.values())  # graded, not a flag
+
+    # with a repeated text in the fit (here "person", "cat", "car" and texts that differ in case
+    # only): such a node's lambda_max is infinite, and a later text under it scores the limit 1
+    files = write_shards(tmp_path / "repeated", FIRST, embed)
+    run(tmp_path / "repeated", files, "never")
+    repeated, _ = run(tmp_path / "repeated", write_shards(tmp_path / "repeated", ADDED, embed), "never")
+    assert {k: s for k, (how, s) in scores(repeated).items() if how == "assigned" and k[1] in ("cats", "OPEN 24 HRS")} == {
+        ("region", "cats"): 1.0, ("text", "OPEN 24 HRS"): 1.0
+    }
+
+
+def test_the_outlier_score_of_an_assigned_text_is_hdbscans_formula_at_its_nearest_fitted_member(tmp_path, embed):
+    """The score of a text that joins later, recomputed from a direct hdbscan fit of the fitted
+    texts: its mutual reachability distance to the member it joins (with that member's core
+    distance), against the largest lambda of the tree node that member leaves and below."""
+    import hdbscan
+
+    from shardlens.labels import glosh
+
+    run(tmp_path, write_shards(tmp_path, ONCE, embed), "never")
+    new = {**ONCE_ADDED[0]["ocr"], **ONCE_ADDED[1]["ocr"]}
+    records, _ = run(tmp_path, write_shards(tmp_path, {"0001": {"ocr": new}}, embed), "never")
+    texts = sorted(ONCE["0000"]["ocr"])  # the fit's order; each text once: one copy each
+    vectors = np.stack(embed(texts)).astype(np.float64)  # 9 texts: fewer than pca_dims, no PCA
+    model = hdbscan.HDBSCAN(min_cluster_size=2, min_samples=1, approx_min_span_tree=False).fit(vectors)
+    tree = model.condensed_tree_._raw_tree
+    clustered = [texts.index(m["text"]) for r in records if r["cluster_id"] >= 0 for m in r["members"] if m["membership"] == "fitted"]
+    got = {m["text"]: m["outlier_score"] for r in records for m in r["members"] if m["membership"] == "assigned"}
+    expected = {}
+    for text, vector in zip(sorted(new), embed(sorted(new))):
+        vector = vector.astype(np.float64)
+        nearest = max(clustered, key=lambda i: float(vectors[i] @ vector))  # the assignment's choice
+        node = tree["parent"][tree["child"] == nearest][0]
+        below, frontier = {node}, [node]  # the node and its descendants
+        while frontier:
+            frontier = [c for c in tree["child"][np.isin(tree["parent"], frontier)] if c >= len(texts)]
+            below.update(frontier)
+        lambda_max = tree["lambda_val"][np.isin(tree["parent"], list(below))].max()
+        core = np.sort(np.linalg.norm(vectors - vectors[nearest], axis=1))[1]  # min_samples 1: its nearest other point
+        reach = max(float(np.linalg.norm(vector - vectors[nearest])), core)
+        expected[text] = glosh(1.0 / reach, lambda_max)
+    assert got == pytest.approx(expected, abs=2e-6)
+    assert any(0.0 < s < 1.0 for s in got.values())
+
+
+def test_a_state_written_before_outlier_scores_is_upgraded_and_refit_in_one_line(tmp_path, embed):
+    """A version-1 state (no outlier columns, no fit spaces): the run adds them, refits without
+    reading an embedding file again, says why in its one log line, and keeps ids and names."""
+    import sqlite3
+
+    files = write_shards(tmp_path, FIRST, embed)
+    before, _ = run(tmp_path, files, "never")
+    conn = sqlite3.connect(state_path(tmp_path / "clusters.jsonl"))
+    conn.execute("DROP TABLE fit_spaces")
+    for column in ("outlier_score", "lambda_max", "core_distance", "copies"):
+        conn.execute(f"ALTER TABLE texts DROP COLUMN {column}")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'version'")
+    conn.commit()
+    conn.close()
+    lines: list[str] = []
+    stats = run_clustering(files, tmp_path / "clusters.jsonl", {**OPTIONS, "refit": "never"}, log=lines.append)
+    assert stats["refit"] and stats["refit_reason"] == "the state was written by an older shardlens: version 1, without outlier scores"
+    assert stats["embedding_files_read"] == 0
+    assert [line for line in lines if "refit" in line] == [
+        line for line in lines if line.startswith("cluster [never]") and "refit (the state was written by an older shardlens" in line
+    ] != []
+    after = list(read_jsonl(tmp_path / "clusters.jsonl", "cluster"))
+    assert [(r["cluster_id"], r["label"], [m["text"] for m in r["members"]]) for r in after] == [
+        (r["cluster_id"], r["label"], [m["text"] for m in r["members"]]) for r in before
+    ]
+    assert scores(after) == scores(before)
+    again = run_clustering(files, tmp_path / "clusters.jsonl", {**OPTIONS, "refit": "never"}, log=lambda _m: None)
+    assert not again["refit"]  # upgraded once

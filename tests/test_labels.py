@@ -100,3 +100,67 @@ def test_an_object_cluster_is_named_by_its_most_frequent_label():
 def test_a_point_cannot_mix_item_groups():
     with pytest.raises(ValueError, match="mixes item groups"):
         TextPoint("orange", {"caption", "ocr"}, 2, np.ones(2))
+
+
+# OCR-like texts in a few themes, enough (> pca_dims) for the fit to run in the PCA space
+SIGNS = [
+    "OPEN 24 HOURS", "Open 24 hours", "open 24h", "OPEN 24 HRS", "Open all night", "OPEN DAILY", "Open 7 days",
+    "EXIT", "EMERGENCY EXIT", "Fire exit", "Exit only", "NO EXIT", "Way out", "EXIT HERE",
+    "Main Street", "Main St", "MAIN ST.", "High Street", "Station Road", "Bahnhofstraße 12", "Church Lane",
+    "NO PARKING", "No parking any time", "PARKING", "Car park", "Parking for customers only", "Free parking",
+    "SALE", "50% OFF", "Big sale today", "Clearance sale", "Everything must go", "Half price",
+    "Pharmacy", "PHARMACY", "Chemist", "Bakery", "Fresh bread", "Coffee", "COFFEE SHOP", "Espresso bar",
+    "Quantum chromodynamics lecture", "tax return form 1040",
+]  # fmt: skip
+
+
+def direct_fit(points, min_cluster_size=2, min_samples=1):
+    """hdbscan on the same points, as labels.py prepares them (PCA, a text repeated per occurrence)."""
+    import hdbscan
+
+    from shardlens.labels import reduce_dimensions
+
+    vectors = reduce_dimensions(np.stack([p.vector for p in points]).astype(np.float64), 32)
+    repeats = [min(p.count, min_cluster_size) for p in points]
+    model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, approx_min_span_tree=False).fit(np.repeat(vectors, repeats, axis=0))
+    first = np.cumsum([0, *repeats[:-1]])
+    return model, first
+
+
+@pytest.mark.parametrize("repeated", [False, True], ids=["each text once", "frequent texts repeated"])
+def test_fitted_points_carry_hdbscans_outlier_scores(embed, repeated):
+    """Each point's outlier score is outlier_scores_ of a direct hdbscan fit on the same points
+    (noise included); where hdbscan gives NaN (a repeated text makes lambda_max infinite) it is the
+    limit 1. glosh() on the kept lambdas gives the same scores: what scoring a later text uses."""
+    from shardlens.labels import fit_points, glosh
+
+    counts = {t: (1 + (i % 4 == 0) * 3 if repeated else 1) for i, t in enumerate(SIGNS)}
+    points = sorted((TextPoint(t, {"ocr"}, counts[t], v) for t, v in zip(SIGNS, embed(SIGNS))), key=lambda p: p.text)
+    fit = fit_points(points, min_cluster_size=2, min_samples=1, min_similarity=-1.0)
+    model, first = direct_fit(points)
+    expected = model.outlier_scores_[first]
+    assert np.isnan(expected).any() or not repeated  # (texts that differ in case only share a vector: NaN too)
+    assert fit.outlier_scores.tolist() == np.where(np.isnan(expected), 1.0, expected).tolist()
+    graded = ((fit.outlier_scores > 0) & (fit.outlier_scores < 1)).sum()
+    if repeated:  # the copies of a repeated text are at distance 0: infinitely dense, score 0
+        assert all(s == 0.0 for p, s in zip(points, fit.outlier_scores) if p.count > 1)
+    else:
+        assert graded >= 5  # a graded score, not 0/1 flags
+    assert (fit.labels == -1).any() and not np.isnan(fit.outlier_scores[fit.labels == -1]).any()  # noise has one too
+    assert [glosh(l, m) for l, m in zip(fit.lambdas, fit.lambda_max)] == pytest.approx(fit.outlier_scores.tolist(), abs=1e-12)
+    assert fit.spaces["text"].axes.shape == (384, 32) and fit.spaces["text"].min_samples == 1
+    # the fit space of a later text is the fit's: a fitted text projected on its own lands on its fitted point
+    from shardlens.labels import reduce_dimensions
+
+    reduced = reduce_dimensions(np.stack([p.vector for p in points]).astype(np.float64), 32)
+    assert fit.spaces["text"].point(points[3].vector) == pytest.approx(reduced[3], abs=1e-9)
+
+
+def test_glosh_conventions():
+    from shardlens.labels import glosh
+
+    assert glosh(2.0, 8.0) == 0.75
+    assert glosh(np.inf, np.inf) == 0.0  # a copy of a repeated text: as dense as it gets
+    assert glosh(2.0, np.inf) == 1.0  # the limit of (inf - 2) / inf, where hdbscan gives NaN
+    assert glosh(9.0, 8.0) == 0.0  # a later text denser than the fit's densest point
+    assert glosh(2.0, 0.0) == 0.0  # hdbscan's convention for an empty node

@@ -321,7 +321,7 @@ def phase1_cache(folder: Path, ocr_lines: list[dict] | None = None) -> Path:
 def test_registry_has_the_current_version_and_one_adapter_per_older_one():
     assert SCHEMA_ADAPTERS[schema_hash()] is None
     older = {h: a for h, a in SCHEMA_ADAPTERS.items() if a is not None}
-    assert [a.name for a in older.values()] == ["phase1"]
+    assert [a.name for a in older.values()] == ["phase1", "pre-outlier-scores"]
     assert all(h == a.schema_hash for h, a in older.items())
 
 

@@ -30,33 +30,34 @@ def test_component_values():
     # the classifier votes 0.6 for another class than the detector's 0.8: disagreement 0.75
     assert region_components(region(0.8, [("dog", 0.8, "detector"), ("cat", 0.6, "classifier")]))["disagreement"] == pytest.approx(0.75)
     assert line_components({"confidence": 0.93}) == pytest.approx({"ocr": 0.07})
-    assert cluster_components(0.9, 0.75) == pytest.approx({"exemplar": 0.1, "outlier": 0.25})
-    assert cluster_components(None, 0.0) == {"exemplar": 1.0, "outlier": 1.0}  # a name without embedding
-    assert cluster_components(-0.2, 1.0) == {"exemplar": 1.0, "outlier": 0.0}  # clipped to [0, 1]
+    assert cluster_components(0.9, 0.3, 0.95) == pytest.approx({"exemplar": 0.1, "outlier": 0.3})  # the outlier score itself
+    assert cluster_components(0.9, None, 0.75) == pytest.approx({"exemplar": 0.1, "outlier": 0.25})  # no score (an older file): 1 - probability
+    assert cluster_components(None, 1.0) == {"exemplar": 1.0, "outlier": 1.0}  # a name without embedding
+    assert cluster_components(-0.2, 0.0) == {"exemplar": 1.0, "outlier": 0.0}  # clipped to [0, 1]
     assert item_risk({"score": 0.2, "margin": 0.5, "disagreement": 0.0, "exemplar": 0.1, "outlier": 0.2}) == pytest.approx(0.2)
 
 
 def test_risk_never_falls_when_a_signal_gets_worse():
-    def risk(score=0.8, second=0.3, other_source=None, cosine=0.9, probability=0.9) -> float:
+    def risk(score=0.8, second=0.3, other_source=None, cosine=0.9, outlier=0.1) -> float:
         labels = [("dog", 0.8, "detector"), ("cat", second, "detector")]
         if other_source is not None:
             labels.append(("wolf", other_source, "classifier"))
-        return item_risk({**region_components(region(score, labels)), **cluster_components(cosine, probability)})
+        return item_risk({**region_components(region(score, labels)), **cluster_components(cosine, outlier)})
 
     base = risk()
     assert risk(score=0.5) > base
     assert risk(second=0.7) > base  # smaller margin
     assert risk(other_source=0.2) > base  # the classifier votes for another class
     assert risk(cosine=0.5) > base
-    assert risk(probability=0.4) > base
+    assert risk(outlier=0.6) > base
     scores = [risk(score=s) for s in np.linspace(1.0, 0.0, 11)]
     assert scores == sorted(scores)
-    texts = [item_risk({**line_components({"confidence": c}), **cluster_components(0.9, 0.9)}) for c in np.linspace(1.0, 0.0, 11)]
+    texts = [item_risk({**line_components({"confidence": c}), **cluster_components(0.9, 0.1)}) for c in np.linspace(1.0, 0.0, 11)]
     assert texts == sorted(texts)
 
 
-def records(folder: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines() if line.strip()]
+def records(folder: Path, pattern: str = "*.jsonl") -> list[dict]:
+    return [json.loads(line) for path in sorted(folder.glob(pattern)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def vectors(cache: Path) -> dict[tuple[str, str], np.ndarray]:
@@ -70,13 +71,17 @@ def vectors(cache: Path) -> dict[tuple[str, str], np.ndarray]:
 @pytest.mark.slow
 def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
     """Every item's risk in the catalog equals the formula on its cache record, its cluster's
-    name and its membership probability; each cluster's risk is its items' mean."""
+    name and its member's outlier score (the outlier part is that score); each cluster's risk is
+    its items' mean."""
     cache = demo_run / "cache"
     db = tmp_path / "catalog.sqlite"
     stats = import_cache(cache, db, log=lambda m: None)
     assert stats["risk"]["texts"] > 0
     conn = sqlite3.connect(db)
-    members = {(i, t): (c, p) for i, t, c, p in conn.execute("SELECT item, text, cluster_id, probability FROM cluster_members")}
+    members = {(i, t): (c, s) for i, t, c, s in conn.execute("SELECT item, text, cluster_id, outlier_score FROM cluster_members")}
+    assert members and all(s is not None and 0.0 <= s <= 1.0 for _, s in members.values())
+    in_file = {(m["item"], m["text"]): m["outlier_score"] for r in records(cache, "clusters.jsonl") for m in r["members"]}
+    assert {k: s for k, (_, s) in members.items()} == in_file
     names = {c: (i, n) for c, i, n in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
     vec = vectors(cache)
     expected: dict[str, tuple[int, float]] = {}
@@ -84,15 +89,18 @@ def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
         for r in recs:
             own = region_components(r) if item == "region" else line_components(r)
             text = r["caption"] if item == "region" else r["text"]
-            cluster, probability = members.get((item, text), (-1, 0.0))
+            cluster, score = members.get((item, text), (-1, None))
             if cluster >= 0:  # an unclustered item: its own components only
-                own |= cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), probability)
+                own |= cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), score)
             key = item_key(r["image_id"], r.get("region_id") if item == "region" else None, r.get("line_no") if item == "text" else None)
             expected[key] = (cluster, item_risk(own))
     got = {k: (c, r) for k, c, r in conn.execute("SELECT item_key, cluster_id, risk FROM item_risk")}
     assert got.keys() == expected.keys()
     assert {k: c for k, (c, _) in got.items()} == {k: c for k, (c, _) in expected.items()}
     assert [got[k][1] for k in sorted(got)] == pytest.approx([expected[k][1] for k in sorted(expected)], abs=1e-5)
+    # the outlier part is the member's stored score
+    parts = conn.execute("SELECT r.outlier, m.outlier_score FROM item_risk r JOIN cluster_members m ON m.item = r.item AND m.text = r.text WHERE r.cluster_id >= 0").fetchall()
+    assert parts and all(part == pytest.approx(score, abs=1e-6) for part, score in parts)
     clustered = [c for c, _ in expected.values() if c >= 0]
     assert clustered, "the demo run clusters nothing"
     for cluster_id, items, risk in conn.execute("SELECT cluster_id, items, risk FROM cluster_risk"):
@@ -131,3 +139,34 @@ def test_a_removed_shard_takes_its_signals_along(small_catalog, tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM item_signals WHERE shard = ?", (shard,)).fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM item_risk").fetchone()[0] == conn.execute("SELECT COUNT(*) FROM item_annotations").fetchone()[0]
     conn.close()
+
+
+@pytest.mark.slow
+def test_a_cache_written_before_outlier_scores_loads_with_the_probability_as_outlier_part(demo_run, tmp_path):
+    """A cache of the release before outlier scores (its schema hash, clusters without
+    ``outlier_score``) is read through its adapter: the members load with a NULL score, and
+    their outlier part is 1 - membership probability, as it was then."""
+    from shardlens.adapters.pre_outlier_scores import PRE_OUTLIER_SCORES_SCHEMA_HASH
+    from shardlens.records import file_digest
+
+    cache = shutil.copytree(demo_run / "cache", tmp_path / "cache")
+    clusters = records(cache, "clusters.jsonl")
+    for record in clusters:
+        for member in record["members"]:
+            del member["outlier_score"]
+    (cache / "clusters.jsonl").write_text("".join(json.dumps(r) + "\n" for r in clusters))
+    manifest = json.loads((cache / "manifest.json").read_text())
+    sha, lines = file_digest(cache / "clusters.jsonl")
+    manifest["aggregates"]["clusters"].update(sha256=sha, records=lines)
+    manifest["schema_hash"] = PRE_OUTLIER_SCORES_SCHEMA_HASH
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    db = tmp_path / "catalog.sqlite"
+    stats = import_cache(cache, db, log=lambda m: None)
+    assert stats["mode"] == "new" and stats["risk"]["texts"] > 0
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*), COUNT(outlier_score) FROM cluster_members").fetchone()[1] == 0
+    parts = conn.execute(
+        "SELECT r.outlier, m.probability FROM item_risk r JOIN cluster_members m ON m.item = r.item AND m.text = r.text WHERE r.cluster_id >= 0"
+    ).fetchall()
+    conn.close()
+    assert parts and all(part == pytest.approx(1.0 - probability, abs=1e-6) for part, probability in parts)

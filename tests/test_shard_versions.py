@@ -53,21 +53,23 @@ def test_a_review_marks_the_shard_of_its_images_first_path_only(run):
     assert bumped(before, versions(db)) == [shard]
 
 
-def test_a_member_moving_cluster_marks_the_shards_of_its_text_and_a_count_marks_none(run):
+def test_a_member_moving_cluster_marks_the_shards_of_its_text_and_a_count_or_outlier_score_marks_none(run):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db, isolation_level=None)
     text, = conn.execute("SELECT text FROM ocr_lines ORDER BY text LIMIT 1").fetchone()
     holders = sorted({first_path_shard(conn, i) for (i,) in conn.execute("SELECT image_id FROM ocr_lines WHERE text = ?", (text,))})
     before = versions(db)
-    conn.execute("INSERT INTO cluster_members VALUES ('text', ?, 3, '[\"ocr\"]', 1, 0.9, 'fitted')", (text,))
+    conn.execute("INSERT INTO cluster_members VALUES ('text', ?, 3, '[\"ocr\"]', 1, 0.9, 'fitted', 0.2)", (text,))
     assert bumped(before, versions(db)) == holders != []
     before = versions(db)
     conn.execute("UPDATE cluster_members SET count = count + 5 WHERE item = 'text' AND text = ?", (text,))
     assert versions(db) == before  # how often a text occurs is in no exported row
+    conn.execute("UPDATE cluster_members SET outlier_score = 0.7 WHERE item = 'text' AND text = ?", (text,))
+    assert versions(db) == before  # nor is its outlier score (it changes the risk, which no export holds)
     conn.execute("UPDATE cluster_members SET cluster_id = 4 WHERE item = 'text' AND text = ?", (text,))
     assert bumped(before, versions(db)) == holders
     before = versions(db)
-    conn.execute("INSERT INTO cluster_members VALUES ('region', 'no such class', 5, '[]', 1, 0.9, 'fitted')")
+    conn.execute("INSERT INTO cluster_members VALUES ('region', 'no such class', 5, '[]', 1, 0.9, 'fitted', 0.0)")
     assert versions(db) == before  # no region of that class: no exported row changed
     conn.close()
 

@@ -43,5 +43,6 @@ class CacheAdapter:
 def known_adapters() -> list[CacheAdapter]:
     """Every adapter this release ships, oldest first."""
     from .phase1 import Phase1Adapter
+    from .pre_outlier_scores import PreOutlierScoresAdapter
 
-    return [Phase1Adapter()]
+    return [Phase1Adapter(), PreOutlierScoresAdapter()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..labels import OUTLIER_SCORE_METHOD
 from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
 
@@ -32,7 +33,9 @@ STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
     # regions: the ontology file's content (not its path), or the vocabulary shorthand
     "regions": {"options": regions_options},
     "embed": {"options": ("embed",)},
-    "clusters": {"options": ("labels",)},
+    # clusters: how members' outlier scores are computed too, so a clusters file written before
+    # (or by another method) is made again with them
+    "clusters": {"options": ("labels",), "outlier_score": lambda config: OUTLIER_SCORE_METHOD},
 }
 
 
