@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from pathlib import Path
 
 from .records import file_digest, read_jsonl
+from .sqlite_connect import connect_writer
 
 _MOD = 1 << 256
 
@@ -45,9 +45,7 @@ class DigestCache:
     def __init__(self, path: str | Path | None):
         self.conn = None
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn = connect_writer(path)
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
                 "sha256 TEXT NOT NULL, lines INTEGER NOT NULL, share TEXT)"

@@ -19,13 +19,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
 from .atomic import atomic_open
 from .records import read_jsonl
 from .spreadsheet import csv_cell
+from .sqlite_connect import connect_reader
 
 REPORT_COLUMNS = ("path", "outcome", "reason", "detail", "image_id", "bytes", "shard")
 LISTING_SKIPPED_HEADER = "path\treason\n"
@@ -52,7 +52,7 @@ def read_listing_skipped(path: str | Path) -> list[tuple[str, str]]:
 
 
 def _ingest_rows_from_db(db: Path) -> list[dict]:
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)  # read-only; the path is %-quoted
+    conn = connect_reader(db)
     try:
         cursor = conn.execute("SELECT shard, path, image_id, bytes, status, error, error_detail FROM paths ORDER BY shard, path")
         names = [d[0] for d in cursor.description]
