@@ -286,19 +286,12 @@ def diff_cmd(
 
 
 def _config_error(exc: Exception) -> str:
-    """One line for a workflow config that does not load; a schema violation names its key."""
-    import re
-
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """One line for a workflow config that does not load; a schema violation names its key
+    (:class:`shardlens.config.ConfigError`)."""
     mark = getattr(exc, "problem_mark", None)
     if getattr(exc, "problem", None) and mark is not None:  # yaml's MarkedYAMLError
         return f"YAML syntax: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    problem = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ValidationError:")), None)
-    if problem is None:
-        return " ".join(str(exc).split())
-    where = next((line for line in lines if line.startswith("On instance")), "")
-    key = ".".join(re.findall(r"\[['\"]?([^'\"\]]+)['\"]?\]", where))
-    return f"{key}: {problem}" if key else problem
+    return " ".join(str(exc).split())
 
 
 def _hub_models_of_config(path: Path) -> list[tuple[str, str]]:
@@ -313,7 +306,7 @@ def _hub_models_of_config(path: Path) -> list[tuple[str, str]]:
         named = config_models(load_config(path))
     except MirrorError as exc:
         fail(f"{path}: {exc}")
-    except Exception as exc:  # YAML syntax, schema validation (snakemake's WorkflowError), not a mapping
+    except Exception as exc:  # YAML syntax, schema validation, not a mapping
         fail(f"{path}: {_config_error(exc)}")
     hub = []
     for key, model in named:
