@@ -697,6 +697,16 @@ def generate_demo(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     return ground_truth
 
 
+def run_demo_images(out_dir: str | Path) -> dict:
+    """The workflow's demo_images job: :func:`generate_demo`, then the job's JSON summary line."""
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="demo_images")
+    truth = generate_demo(out_dir)
+    summary.images = summary.ok = summary.records = len(truth)
+    return summary.finish()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the shardlens demo image collection.")
     parser.add_argument("out_dir", type=Path, help="output directory (created if missing)")

@@ -426,6 +426,21 @@ def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: st
     return _store_reviews(reviews, catalog_db, store_db, source)
 
 
+def run_import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path, receipt: str | Path) -> int:
+    """The workflow's import_reviews job: :func:`import_reviews`, then its receipt (JSON: the
+    file, the count, the store; written atomically) and one line on stderr."""
+    import json
+    import sys
+
+    from .atomic import atomic_open
+
+    count = import_reviews(path, catalog_db, store_db)
+    with atomic_open(receipt, "w") as handle:
+        json.dump({"csv": path, "reviews": count, "store": store_db}, handle, indent=2)
+    print(f"import_reviews: {count} reviews from {path}", file=sys.stderr)
+    return count
+
+
 def import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
     """Import a review file, the format picked by its suffix: ``.json`` is a Label Studio JSON
     export (:func:`shardlens.label_studio.import_label_studio`), anything else the annotation
