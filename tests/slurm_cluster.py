@@ -184,10 +184,10 @@ def _read_state() -> dict | None:
 
 
 def _write_state(state: dict) -> None:
-    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = STATE_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(STATE_FILE)
+    from shardlens.atomic import atomic_open
+
+    with atomic_open(STATE_FILE, "w") as handle:
+        handle.write(json.dumps(state, indent=1))
 
 
 # --------------------------------------------------------------------------- #
