@@ -281,7 +281,8 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
 
     from playwright.sync_api import sync_playwright
 
-    from shardlens.dashboard.launch import CHROMIUM_ARGS, dashboard_command
+    from shardlens.dashboard.launch import dashboard_command
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
     from shardlens.dashboard import queries as q
 
@@ -307,7 +308,7 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
             time.sleep(0.1)
         figures["server_ready_s"] = time.perf_counter() - t0
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            ctx = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
             ctx.set_default_timeout(timeout * 1000)
             for _ in range(loads):
                 page = ctx.new_page()

@@ -110,7 +110,7 @@ def main() -> None:
             pairs_s = time.perf_counter() - start
             found = set(zip(i.tolist(), j.tolist()))
             start = time.perf_counter()
-            groups = group_hashes(ids, hexes, d)
+            group_hashes(ids, hexes, d)
             group_s = time.perf_counter() - start
             refresh = update = "skipped"
             if not args.no_catalog:

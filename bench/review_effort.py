@@ -40,7 +40,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import REPO, command_line, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
+from _common import command_line, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 from quality import QUALITY, BenchError, run_workflow, sha256, write_workdir_config
 
 from shardlens.audits import draw_sample, wilson

@@ -1,10 +1,6 @@
 from shardlens.jobs import log_job
 
 log_job(snakemake.log[0], snakemake.rule)
-from shardlens.demo import generate_demo
-from shardlens.jobs import JobSummary
+from shardlens.demo import run_demo_images
 
-summary = JobSummary(shard="all", stage="demo_images")
-truth = generate_demo(snakemake.output[0])
-summary.images = summary.ok = summary.records = len(truth)
-summary.finish()
+run_demo_images(snakemake.output[0])

@@ -1,12 +1,16 @@
 """Atomic writes, one way for every file shardlens writes: a temporary file beside the target,
 renamed over it only when complete, so that a reader sees the old file or the whole new one and
 an interrupted job leaves nothing half-written. The temporary file is created like any file the
-user's programs create (mode 0666 less the umask; ``tempfile.mkstemp`` would force 0600)."""
+user's programs create (mode 0666 less the umask; ``tempfile.mkstemp`` would force 0600).
+A whole folder (a model mirror, the prepared Paddle models) is built in :func:`staging_folder`
+beside its target and renamed into place by the caller."""
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +75,22 @@ def atomic_open(path: str | Path, mode: str = "w", durable: bool = True, **kwarg
                 os.fsync(handle.fileno())
     if durable:
         _fsync_dir(Path(path).parent)
+
+
+@contextmanager
+def staging_folder(target: str | Path) -> Iterator[Path]:
+    """A fresh empty folder beside ``target`` (mode 0755: model folders are shared) in which to
+    build a whole folder that the caller renames into place (``os.replace``, atomic on one file
+    system). Whatever is left of it when the block ends (an error, a rename that lost a race) is
+    removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it 0700
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _process_gone(pid: int) -> bool:

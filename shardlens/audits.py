@@ -48,6 +48,7 @@ from .reviews import (
     record_cluster_review,
     record_reviews,
 )
+from .sqlite_connect import connect_reader
 
 Z95 = 1.959964
 
@@ -253,7 +254,7 @@ def review_audit_item(
     if found is None:
         raise ReviewError(source, [f"{key}: {item} is not in the audit's sample"])
     if status == "accepted" and label is None:
-        catalog = sqlite3.connect(f"file:{Path(catalog_db).resolve()}?mode=ro", uri=True)
+        catalog = connect_reader(catalog_db)
         try:
             row = catalog.execute(
                 "SELECT machine_label FROM item_annotations WHERE image_id = ? AND region_id IS ? AND line_no IS ?",

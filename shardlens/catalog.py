@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -30,7 +29,8 @@ from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store
 from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
 from .reviews import COLUMNS as REVIEW_COLUMNS
 from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
-from .records import SCHEMA_VERSION, RecordError, load_schema, read_jsonl, record_check, schema_hash
+from .records import SCHEMA_VERSION, RecordError, load_schema, read_jsonl, schema_hash
+from .sqlite_connect import connect_reader, connect_writer
 from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
 from .stages import AGGREGATES, SHARD_STAGES
 from .table_sync import sync_table
@@ -211,28 +211,9 @@ def table_ddl(kind: str) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, PRIMARY KEY ({', '.join(key)}))"
 
 
-def _set_wal(conn: sqlite3.Connection, wait_s: float = 60.0) -> None:
-    """Switch to WAL. Changing the journal mode needs the database to itself, and SQLite answers
-    'database is locked' at once (its busy handler is not asked) while another process opens the
-    same new catalog: wait until the switch goes through, up to ``wait_s``."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
 def connect(db_path: str | Path) -> sqlite3.Connection:
     """Open (and create) the catalog: WAL journal and a busy timeout so concurrent writers wait."""
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=60000")
-    _set_wal(conn)
+    conn = connect_writer(db_path)
     conn.execute("PRAGMA foreign_keys=ON")
     for kind in STAGE_TABLES:
         conn.execute(table_ddl(kind))
@@ -315,7 +296,7 @@ def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
     db_path = Path(db_path)
     if not db_path.is_file():
         raise CatalogError(f"{db_path}: no such catalog (the workflow builds it; or `shardlens import-cache CACHE {db_path}`)")
-    conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    conn = connect_reader(db_path)
     try:
         conn.execute("SELECT 1 FROM images LIMIT 1").fetchall()
     except sqlite3.DatabaseError as exc:
@@ -408,11 +389,7 @@ def read_records(path: Path, kind: str) -> list[dict]:
 def _open(db_path: Path) -> sqlite3.Connection:
     """A writer's connection: WAL (readers go on reading while it writes), busy timeout, no DDL:
     the tables are created or rebuilt inside the import's transaction."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=60000")
-    _set_wal(conn)
-    return conn
+    return connect_writer(db_path)
 
 
 def _rebuild_reason(conn: sqlite3.Connection, manifest: dict, full: bool) -> tuple[str, str]:
@@ -775,7 +752,9 @@ def build_catalog(
         raise
     _keep_second_name(db_path, log)
     os.utime(db_path)  # the WAL may hold the commit: the output is newer than its inputs either way
-    conn = sqlite3.connect(db_path)
+    # a writer's connection, though it only counts: closing the last one checkpoints the WAL and
+    # removes the -wal and -shm files (a read-only one leaves them beside the catalog)
+    conn = connect_writer(db_path, wal=False)
     summary.images = conn.execute("SELECT COUNT(*) FROM paths").fetchone()[0]
     summary.ok = conn.execute("SELECT COUNT(*) FROM paths WHERE status = 'ok'").fetchone()[0]
     summary.errors = summary.images - summary.ok

@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(help="shardlens: image shards to reviewable annotations.", no_args_is_help=True, add_completion=False)
+
+def fail(message: object) -> NoReturn:
+    """How every command refuses: ``error: MESSAGE`` on stderr and exit code 2, no traceback.
+    MESSAGE is one line naming the file and the reason (a rejected review file lists its
+    problems on the lines below it: :class:`shardlens.reviews.ReviewError`)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@contextmanager
+def refusing(*kinds: type[BaseException], where: object = None, then: str = "") -> Iterator[None]:
+    """An exception of ``kinds`` raised in the block ends the command through :func:`fail`:
+    ``error: WHERE: REASON THEN`` (``where``: the file it concerns, where the reason does not
+    name it already)."""
+    try:
+        yield
+    except kinds as exc:
+        fail(f"{where}: {exc}{then}" if where is not None else f"{exc}{then}")
+
+
+class _Commands(TyperGroup):
+    """The command group: a file a command cannot read or write (missing, a folder, no
+    permission, the disk full) ends it like any refusal, naming the file and the reason."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # stdout closed early (`shardlens stats | head`): click's own quiet exit
+            raise
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            files = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+            fail(f"{files}: {reason}" if files else reason)
+
+
+app = typer.Typer(
+    cls=_Commands, help="shardlens: image shards to reviewable annotations.", no_args_is_help=True, add_completion=False
+)
 
 
 def _print_version(value: bool) -> None:
@@ -39,14 +80,8 @@ def import_cache_cmd(
     from .catalog import CatalogError, import_cache
     from .records import RecordError
 
-    try:
+    with refusing(CatalogError, RecordError), refusing(sqlite3.Error, where=db, then=" (the catalog is as it was before this import)"):
         stats = import_cache(cache_dir, db, log=lambda msg: typer.echo(msg, err=True), full=full, reviews_db=reviews)
-    except (CatalogError, RecordError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-    except sqlite3.Error as exc:
-        typer.echo(f"error: {db}: {exc} (the catalog is as it was before this import)", err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(
         f"{db}: {stats['mode']} ({stats['reason']}): {stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, "
         f"{stats['shards_removed']} removed, {stats['rows']} rows written"
@@ -68,13 +103,9 @@ def import_reviews_cmd(
     from .reviews import ReviewError, import_reviews
 
     if not db.exists():
-        typer.echo(f"error: catalog {db} does not exist: run `snakemake` first", err=True)
-        raise typer.Exit(code=2)
-    try:
+        fail(f"catalog {db} does not exist: run `snakemake` first")
+    with refusing(ReviewError):
         count = import_reviews(csv_file, db, store)
-    except ReviewError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(f"{csv_file}: {count} reviews stored in {store} (and mirrored into {db})")
 
 
@@ -116,21 +147,14 @@ def export_cmd(
     from .coco import LABEL_MODES
 
     if coco_labels is not None and coco_labels not in LABEL_MODES:
-        typer.echo(f"error: --coco-labels {coco_labels!r}: expected one of {', '.join(LABEL_MODES)}", err=True)
-        raise typer.Exit(code=2)
+        fail(f"--coco-labels {coco_labels!r}: expected one of {', '.join(LABEL_MODES)}")
     if formats is not None:
         from .export_formats import check_formats
 
-        try:
+        with refusing(ValueError, where="--formats"):
             config["export"]["formats"] = check_formats(name.strip() for name in formats.split(",") if name.strip())
-        except ValueError as exc:
-            typer.echo(f"error: --formats: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-    try:
+    with refusing(CatalogError):
         paths = export_all(db, out_dir, config=config, images_root=images, coco_labels=coco_labels)
-    except CatalogError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     for kind, path in paths.items():
         typer.echo(f"{kind}: {path}")
 
@@ -142,8 +166,7 @@ def _workflow_config(config_file: Path | None) -> dict:
     from .ontology import config_ontology
 
     if config_file is not None and not config_file.is_file():
-        typer.echo(f"error: config file {config_file} not found", err=True)
-        raise typer.Exit(code=2)
+        fail(f"config file {config_file} not found")
     default_config = Path("config/config.yaml")
     config_path = config_file or (default_config if default_config.is_file() else None)
     try:
@@ -151,8 +174,7 @@ def _workflow_config(config_file: Path | None) -> dict:
         config_ontology(config)  # the ontology file it names, checked as the workflow checks it
         return config
     except Exception as exc:  # YAML syntax, schema validation, not a mapping
-        typer.echo(f"error: {config_path}: {_config_error(exc)}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(f"{config_path}: {_config_error(exc)}")
 
 
 @app.command("recluster")
@@ -171,16 +193,13 @@ def recluster_cmd(
     from .stages.params import stage_params
 
     config = _workflow_config(config_file)
-    try:
+    with refusing(CatalogError, RecordError):
         manifest = read_manifest(cache_dir)
         files = [cache_dir / entry["embed"]["file"] for _, entry in sorted(manifest["shards"].items()) if "embed" in entry]
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise CatalogError(f"{missing[0]} does not exist ({len(missing)} embedding files missing): run `snakemake` first")
         stats = run_clustering(files, cache_dir / "clusters.jsonl", stage_params(config, "clusters")["options"], log=lambda m: typer.echo(m, err=True), refit="always")
-    except (CatalogError, RecordError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(
         f"{cache_dir / 'clusters.jsonl'}: {stats['clusters']} clusters over {stats['texts']} texts ({stats['unclustered_texts']} unclustered); "
         "run `snakemake` to update the catalog and the exports"
@@ -192,11 +211,8 @@ def _read_catalog(db: Path):
     from .catalog import CatalogError
     from .catalog_queries import open_catalog
 
-    try:
+    with refusing(CatalogError):
         return open_catalog(db)
-    except CatalogError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
 
 
 @app.command("stats")
@@ -215,8 +231,7 @@ def stats_cmd(
     try:
         stats = catalog_stats(conn)
     except sqlite3.Error as exc:
-        typer.echo(f"error: {db}: not a complete shardlens catalog ({exc})", err=True)
-        raise typer.Exit(code=2) from None
+        fail(f"{db}: not a complete shardlens catalog ({exc})")
     finally:
         conn.close()
     typer.echo(json.dumps(stats, indent=2, ensure_ascii=False) if as_json else format_stats(stats, db))
@@ -239,11 +254,9 @@ def show_cmd(
     try:
         annotation = image_annotation(conn, path)
     except UnknownPath as exc:
-        typer.echo(f"error: {db}: {exc}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(f"{db}: {exc}")
     except sqlite3.Error as exc:
-        typer.echo(f"error: {db}: not a complete shardlens catalog ({exc})", err=True)
-        raise typer.Exit(code=2) from None
+        fail(f"{db}: not a complete shardlens catalog ({exc})")
     finally:
         conn.close()
     typer.echo(json.dumps(annotation, indent=2, ensure_ascii=False) if as_json else format_annotation(annotation))
@@ -263,32 +276,22 @@ def diff_cmd(
 
     from .provenance import ProvenanceError, diff_paths, format_diff, last_two_runs
 
-    try:
+    with refusing(ProvenanceError):
         if old is None and new is None:
             old, new = last_two_runs(cache_dir)
         elif new is None:
             raise ProvenanceError("give two manifests (shardlens diff OLD NEW), or none to compare the last two runs")
         diff = diff_paths(old, new, limit=limit)
-    except ProvenanceError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(json.dumps(diff, indent=2, ensure_ascii=False) if as_json else format_diff(diff))
 
 
 def _config_error(exc: Exception) -> str:
-    """One line for a workflow config that does not load; a schema violation names its key."""
-    import re
-
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """One line for a workflow config that does not load; a schema violation names its key
+    (:class:`shardlens.config.ConfigError`)."""
     mark = getattr(exc, "problem_mark", None)
     if getattr(exc, "problem", None) and mark is not None:  # yaml's MarkedYAMLError
         return f"YAML syntax: {exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
-    problem = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ValidationError:")), None)
-    if problem is None:
-        return " ".join(str(exc).split())
-    where = next((line for line in lines if line.startswith("On instance")), "")
-    key = ".".join(re.findall(r"\[['\"]?([^'\"\]]+)['\"]?\]", where))
-    return f"{key}: {problem}" if key else problem
+    return " ".join(str(exc).split())
 
 
 def _hub_models_of_config(path: Path) -> list[tuple[str, str]]:
@@ -298,16 +301,13 @@ def _hub_models_of_config(path: Path) -> list[tuple[str, str]]:
     from .models.mirror import MirrorError, config_models
 
     if not path.is_file():
-        typer.echo(f"error: config file {path} not found (--from-config reads workflow configs; the default is config/config.yaml)", err=True)
-        raise typer.Exit(code=2)
+        fail(f"config file {path} not found (--from-config reads workflow configs; the default is config/config.yaml)")
     try:
         named = config_models(load_config(path))
     except MirrorError as exc:
-        typer.echo(f"error: {path}: {exc}", err=True)
-        raise typer.Exit(code=2) from None
-    except Exception as exc:  # YAML syntax, schema validation (snakemake's WorkflowError), not a mapping
-        typer.echo(f"error: {path}: {_config_error(exc)}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(f"{path}: {exc}")
+    except Exception as exc:  # YAML syntax, schema validation, not a mapping
+        fail(f"{path}: {_config_error(exc)}")
     hub = []
     for key, model in named:
         if Path(model).expanduser().is_dir():
@@ -349,16 +349,12 @@ def mirror_models_cmd(
             for key, model in _hub_models_of_config(Path(config)):
                 todo.setdefault(model, key)
     elif not sources:
-        typer.echo("error: name hub ids or local model folders, or use --from-config [CONFIG]", err=True)
-        raise typer.Exit(code=2)
+        fail("name hub ids or local model folders, or use --from-config [CONFIG]")
     else:
         todo = dict.fromkeys(sources)
     for source, key in todo.items():
-        try:
+        with refusing(MirrorError, OSError, ValueError, where=source):
             entry = mirror_model(source, root)
-        except (MirrorError, OSError, ValueError) as exc:
-            typer.echo(f"error: {source}: {exc}", err=True)
-            raise typer.Exit(code=2) from None
         typer.echo(f"{source} -> {entry['path']} ({len(entry['files'])} files pinned)")
         if key:
             typer.echo(f"  then set {key}: {entry['path']}")
@@ -373,11 +369,8 @@ def verify_mirror_cmd(
     """Rehash a mirrored model against mirror.lock.json."""
     from .models.mirror import MirrorError, verify_mirror
 
-    try:
+    with refusing(MirrorError):
         folder = verify_mirror(root, name, allow_changed=allow_changed)
-    except MirrorError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(f"{folder}: matches mirror.lock.json")
 
 
@@ -418,11 +411,8 @@ def review_cmd(
     """Open the review dashboard (Streamlit): triage clusters, override labels, see boxes and OCR."""
     from .dashboard.launch import DashboardError, run_dashboard
 
-    try:
+    with refusing(DashboardError):
         code = run_dashboard(db, store, host=host, port=port, headless=not open_browser, images=images, token=token)
-    except DashboardError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from None
     raise typer.Exit(code=code)
 
 
@@ -445,13 +435,11 @@ def ontology_suggest_cmd(
     config = _workflow_config(config_file)
     terms = list(vocabulary or config["detect"]["vocabulary"])
     if not terms:
-        typer.echo("error: no terms: give --vocabulary TERM (repeat for each) or set detect.vocabulary in the config", err=True)
-        raise typer.Exit(code=2)
+        fail("no terms: give --vocabulary TERM (repeat for each) or set detect.vocabulary in the config")
     try:
         typer.echo(suggest_ontology(config, terms, threshold=threshold), nl=False)
     except (OntologyError, OSError) as exc:  # a term the file format refuses; the embedder not set up
-        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
-        raise typer.Exit(code=2) from None
+        fail(" ".join(str(exc).split()))
 
 
 if __name__ == "__main__":

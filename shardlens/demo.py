@@ -38,8 +38,9 @@ import functools
 import importlib.util
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -102,7 +103,7 @@ def source_label(name: str) -> str:
     return f"{package}/{relative}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_source(name: str) -> Image.Image:
     """Decode a bundled image as RGB or L, without any metadata."""
     with Image.open(source_path(name)) as img:
@@ -115,7 +116,7 @@ def _strip(img: Image.Image) -> Image.Image:
     return Image.frombytes(img.mode, img.size, img.tobytes())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def font(style: str, size: int) -> ImageFont.FreeTypeFont:
     """DejaVu font shipped by matplotlib; ``style`` is a key of ``FONT_FILES``."""
     path = _package_dir("matplotlib") / "mpl-data" / "fonts" / "ttf" / FONT_FILES[style]
@@ -695,6 +696,16 @@ def generate_demo(out_dir: str | Path) -> dict[str, dict[str, Any]]:
     write_atomic(out / "ground_truth.json", text.encode("utf-8"))
     write_atomic(out / "CREDITS.md", CREDITS.encode("utf-8"))
     return ground_truth
+
+
+def run_demo_images(out_dir: str | Path) -> dict:
+    """The workflow's demo_images job: :func:`generate_demo`, then the job's JSON summary line."""
+    from .jobs import JobSummary
+
+    summary = JobSummary(shard="all", stage="demo_images")
+    truth = generate_demo(out_dir)
+    summary.images = summary.ok = summary.records = len(truth)
+    return summary.finish()
 
 
 def main(argv: list[str] | None = None) -> None:

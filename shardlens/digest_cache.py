@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from pathlib import Path
 
 from .records import file_digest, read_jsonl
+from .sqlite_connect import connect_writer
 
 _MOD = 1 << 256
 # the cache's file in the manifest history folder (cache/manifests/, the manifest rule's param)
@@ -50,12 +50,10 @@ class DigestCache:
         self.conn = None
         self.read_only = read_only
         if path is not None and read_only:
-            if Path(path).exists():
-                self.conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            if Path(path).exists():  # a writer's connection that writes nothing: the last to close
+                self.conn = connect_writer(path)  # removes the -wal and -shm files, a reader's cannot
         elif path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn = connect_writer(path)
             self.conn.execute(
                 "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
                 "sha256 TEXT NOT NULL, lines INTEGER NOT NULL, share TEXT)"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 from .atomic import atomic_open
 from .records import read_jsonl
 from .spreadsheet import csv_cell
+from .sqlite_connect import connect_reader
 
 REPORT_COLUMNS = ("path", "outcome", "reason", "detail", "image_id", "bytes", "shard")
 LISTING_SKIPPED_HEADER = "path\treason\n"
@@ -75,7 +75,7 @@ def _failed_row(shard: str, path: str, image_id: str, size: int, error: str, det
 
 
 def _outcomes_from_db(db: Path) -> tuple[int, list[dict]]:
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)  # read-only; the path is %-quoted
+    conn = connect_reader(db)
     try:
         rows = [_failed_row(*row) for row in conn.execute(_FAILED_SQL)]
         rows += [_duplicate_row(*row) for row in conn.execute(_DUPLICATES_SQL)]

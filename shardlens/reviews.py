@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .spreadsheet import csv_value
+from .sqlite_connect import connect_writer
 from .table_sync import sync_table
 
 STATUSES = ("accepted", "relabeled", "rejected")
@@ -141,11 +142,7 @@ def cluster_key(item: str, cluster_id: int) -> str:
 
 
 def connect_store(path: str | Path) -> sqlite3.Connection:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=60000")
+    conn = connect_writer(path)
     conn.execute(STORE_DDL)
     conn.execute(CLUSTER_REVIEWS_DDL)  # added to stores written before cluster reviews existed
     for statement in AUDITS_DDL:  # and audits
@@ -429,6 +426,21 @@ def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: st
     return _store_reviews(reviews, catalog_db, store_db, source)
 
 
+def run_import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path, receipt: str | Path) -> int:
+    """The workflow's import_reviews job: :func:`import_reviews`, then its receipt (JSON: the
+    file, the count, the store; written atomically) and one line on stderr."""
+    import json
+    import sys
+
+    from .atomic import atomic_open
+
+    count = import_reviews(path, catalog_db, store_db)
+    with atomic_open(receipt, "w") as handle:
+        json.dump({"csv": path, "reviews": count, "store": store_db}, handle, indent=2)
+    print(f"import_reviews: {count} reviews from {path}", file=sys.stderr)
+    return count
+
+
 def import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
     """Import a review file, the format picked by its suffix: ``.json`` is a Label Studio JSON
     export (:func:`shardlens.label_studio.import_label_studio`), anything else the annotation
@@ -487,7 +499,7 @@ def mirror_reviews(store_db: str | Path, catalog_db: str | Path) -> int:
     (replacing the old copies) and refresh the propagated labels, in one transaction."""
     from .propagation import refresh_propagation
 
-    catalog = sqlite3.connect(catalog_db, timeout=60, isolation_level=None)
+    catalog = connect_writer(catalog_db, wal=False)  # the catalog's own journal mode stays
     try:
         catalog.execute(STORE_DDL)
         catalog.execute(CLUSTER_REVIEWS_DDL)

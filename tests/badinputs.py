@@ -452,7 +452,7 @@ class SmallDisk:
         if self.kind == "tmpfs":
             subprocess.run(["umount", "-l", str(self.path)], check=True)
 
-    def __enter__(self) -> "SmallDisk":
+    def __enter__(self) -> SmallDisk:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -68,7 +68,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 CONF_DIR = Path("/etc/slurm")
 MANAGED_CONF_FILES = ("slurm.conf", "gres.conf", "cgroup.conf")
@@ -184,10 +184,10 @@ def _read_state() -> dict | None:
 
 
 def _write_state(state: dict) -> None:
-    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = STATE_FILE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(STATE_FILE)
+    from shardlens.atomic import atomic_open
+
+    with atomic_open(STATE_FILE, "w") as handle:
+        handle.write(json.dumps(state, indent=1))
 
 
 # --------------------------------------------------------------------------- #
@@ -579,7 +579,7 @@ PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINI
             f"timed out after {timeout}s waiting for {what}\n{self.logs()}"
         )
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         r = self.root
         for sub in ("munge", "state", "spool/slurmd", "run", "log"):
             (r / sub).mkdir(parents=True, exist_ok=True)
@@ -690,7 +690,7 @@ def _acquire_lock(timeout: float) -> int:
                 os.close(fd)
                 raise SlurmHarnessError(
                     f"another test Slurm cluster is running (lock {LOCK_FILE} held)"
-                )
+                ) from None
             time.sleep(0.5)
 
 

@@ -23,3 +23,16 @@ def test_export_of_a_missing_catalog_is_one_line_and_creates_nothing(tmp_path):
 def test_cli_version():
     proc = subprocess.run([sys.executable, "-m", "shardlens.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == f"shardlens {version('shardlens')}"
+
+
+def test_a_file_a_command_cannot_write_is_one_line_naming_it(small_catalog, tmp_path):
+    """Every command shares one error handler: an OSError (here the output folder is a file)
+    ends it with one line naming the file and the reason, exit 2, no traceback."""
+    from conftest import one_line_error, shardlens_cli
+
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the export folder should be")
+    proc = shardlens_cli("export", str(small_catalog), str(blocker), "--formats", "csv", cwd=tmp_path)
+    one_line_error(proc, str(blocker))
+    assert proc.stderr.rstrip().endswith(("File exists", "Not a directory")), proc.stderr
+    assert blocker.read_text() == "a file where the export folder should be"

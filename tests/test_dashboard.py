@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import CHROMIUM, CHROMIUM_ARGS
 from conftest import REPO, skip_unless_available, smooth_image, snakemake, text_image, write_config
 from shardlens.dashboard import queries as q
 from shardlens.dashboard.launch import (
-    CHROMIUM_ARGS,
     MIN_TOKEN_LENGTH,
     TOKEN_ENV,
     DashboardError,
@@ -46,7 +46,6 @@ from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_di
 from shardlens.exports import export_all
 from shardlens.reviews import Review, connect_store, record_reviews
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "docs" / "dashboard.png"
 VIEW_COLUMNS = (
     "image_id, item, region_id, line_no, bbox, text, score, cluster_id, machine_label, confidence, review_status, review_label, final_label, "

@@ -93,6 +93,8 @@ def test_a_read_only_cache_learns_nothing_and_a_cut_file_is_caught(tmp_path):
     again = DigestCache(store, read_only=True)
     verify_shard_files(cache, "0000", entry, again)
     assert (again.read, again.reused) == (1, 1)  # the read-only cache kept nothing new
+    again.close()
+    assert sorted(p.name for p in store.parent.iterdir()) == ["digests.sqlite"]  # no -wal, -shm left
 
     target = cache / "ingest" / "0000.jsonl"
     st = target.stat()

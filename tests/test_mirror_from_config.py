@@ -136,7 +136,7 @@ def test_bad_config_is_a_one_line_error(tmp_path, case, expected):
     result = invoke("--from-config", str(path), "--root", str(tmp_path / "mirror"))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: ") and expected in lines[0], result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.output
     assert str(path) in lines[0]
     assert not (tmp_path / "mirror").exists()
 

@@ -180,7 +180,7 @@ def test_cluster_starts_runs_gpu_job_and_restores_etc_slurm(tmp_path):
             sentinel.unlink(missing_ok=True)
 
 
-def test_snakemake_slurm_profile_groups_and_gpu(slurm, tmp_path):
+def test_snakemake_slurm_profile_groups_and_gpu(slurm, tmp_path):  # noqa: F811 (the fixture imported above)
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     cmd = [
         sys.executable,

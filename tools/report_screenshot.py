@@ -11,13 +11,13 @@ saves the page::
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from shardlens.dashboard.launch import CHROMIUM_ARGS
-
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests/browser.py
+from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--category", default="Text gate", help="the Results category to show")
     args = parser.parse_args()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1560, "height": 760})
         page.goto(args.report.resolve().as_uri())
         page.get_by_text("Results", exact=True).first.click()

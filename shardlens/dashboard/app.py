@@ -37,11 +37,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:
-    import shardlens  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import streamlit as st
 
 from shardlens.dashboard import queries as q

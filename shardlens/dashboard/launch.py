@@ -27,20 +27,6 @@ import yaml
 
 APP = Path(__file__).resolve().with_name("app.py")
 
-# Flags for Debian's chromium run headless as root (tests, benchmark, screenshots); the
-# profile (--user-data-dir) is a fresh temporary folder each time, given by the caller.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 TOKEN_ENV = "SHARDLENS_REVIEW_TOKEN"
 MIN_TOKEN_LENGTH = 16
 TOKEN_HINT = "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'"

