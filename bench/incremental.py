@@ -8,7 +8,7 @@ and shard count the workflow derives: `shards.size`, default from config/schema.
 listed paths at size 500 are 2,048 shards) it writes the shard listing, the six cache files
 (ingest, gate, OCR, detect, regions, embed; records checked against shardlens/contracts), each job's log
 (ending with its JSON summary line) and benchmark TSV, with modification times in stage order, and
-then the shard's job record (`cache/jobs/{shard}.json`, as its shard_jobs job writes it).
+then the shard's job record (`logs/jobs/{shard}.json`, as its shard_jobs job writes it).
 Snakemake keeps no metadata for files it did not write, so only its mtime trigger applies to
 them, and the outputs are newer than their inputs: the first `snakemake --cores 2` (the "full
 build") runs the aggregate jobs only. The bench stops a run whose job stats name a per-shard
@@ -325,7 +325,7 @@ def job_files(work: Path, stage: str, shard: str, summary: dict, mtime_ns: int) 
 def write_shard(work: Path, shard: str, paths: list[str], texts: TextSource, base_ns: int, changed: set[str] = frozenset(), distinct: dict[str, set] | None = None, job_record: bool = True) -> dict[str, int]:
     """Write one shard's stage outputs, logs and benchmarks, with modification times in stage
     order from ``base_ns`` (1 ms apart), then (``job_record``) the shard's job record
-    ``cache/jobs/{shard}.json`` as its shard_jobs job writes it; return records per stage. Every
+    ``logs/jobs/{shard}.json`` as its shard_jobs job writes it; return records per stage. Every
     record is checked against its contract (the catalog's compiled check; jsonschema names the
     field of a miss). ``distinct`` collects the distinct texts per item group (OCR lines, region
     labels)."""
@@ -351,7 +351,7 @@ def write_shard(work: Path, shard: str, paths: list[str], texts: TextSource, bas
         for path in [target, *job_files(work, stage, shard, summary, stamp)]:
             os.utime(path, ns=(stamp, stamp))
     if job_record:
-        record = work / "cache" / "jobs" / f"{shard}.json"
+        record = work / "logs" / "jobs" / f"{shard}.json"
         record.parent.mkdir(parents=True, exist_ok=True)
         logs = {stage: work / "logs" / stage / f"{shard}.log" for stage in STAGE_ORDER}
         write_shard_jobs(record, shard, logs, {stage: work / "benchmarks" / stage / f"{shard}.tsv" for stage in STAGE_ORDER})

@@ -13,7 +13,7 @@ rule shard_jobs:
         logs=expand("logs/{stage}/{{shard}}.log", stage=SHARD_STAGES),
         benchmarks=expand("benchmarks/{stage}/{{shard}}.tsv", stage=SHARD_STAGES),
     output:
-        f"{CACHE}/jobs/{{shard}}.json",
+        "logs/jobs/{shard}.json",
     log:
         "logs/shard_jobs/{shard}.log",
     benchmark:

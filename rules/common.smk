@@ -134,11 +134,11 @@ def embedding_outputs(wildcards=None):
 
 
 def shard_job_records(wildcards=None):
-    """Every shard's job record (cache/jobs/{shard}.json, written once all its stages are done):
+    """Every shard's job record (logs/jobs/{shard}.json, written once all its stages are done):
     the aggregate rules' inputs instead of every stage output, log and benchmark, which Snakemake
     would check one by one against every job they come from (docs/adr/0013-shard-job-records.md).
     """
-    return expand(f"{CACHE}/jobs/{{shard}}.json", shard=shard_names())
+    return expand("logs/jobs/{shard}.json", shard=shard_names())
 
 
 def final_outputs(wildcards=None):

@@ -97,7 +97,7 @@ class StageTiming:
 
 def stage_timings(shard_jobs: Iterable[str | Path]) -> list[StageTiming]:
     """Per shard stage (in run order), the images and seconds of its jobs: from every shard's
-    ``cache/jobs/{shard}.json`` (:func:`write_shard_jobs`)."""
+    ``logs/jobs/{shard}.json`` (:func:`write_shard_jobs`)."""
     images: Counter = Counter()
     seconds: Counter = Counter()
     jobs: Counter = Counter()

@@ -1,4 +1,4 @@
-"""One shard's job record, ``cache/jobs/{shard}.json``: what its stage jobs reported (the images
+"""One shard's job record, ``logs/jobs/{shard}.json``: what its stage jobs reported (the images
 and seconds of each job's closing summary line, the wall-clock seconds of its Snakemake benchmark).
 
 The ``shard_jobs`` rule writes it once every stage of the shard is done, from the shard's logs and
@@ -62,7 +62,7 @@ def shard_jobs_record(shard: str, logs: Mapping[str, str | Path], benchmarks: Ma
 
 
 def write_shard_jobs(out: str | Path, shard: str, logs: Mapping[str, str | Path], benchmarks: Mapping[str, str | Path]) -> dict:
-    """The shard_jobs rule: ``cache/jobs/{shard}.json``, the record of :func:`shard_jobs_record`
+    """The shard_jobs rule: ``logs/jobs/{shard}.json``, the record of :func:`shard_jobs_record`
     (written atomically). The aggregate rules take these files as inputs, one per shard, instead of
     every stage output, log and benchmark (docs/adr/0013-shard-job-records.md)."""
     record = shard_jobs_record(shard, logs, benchmarks)

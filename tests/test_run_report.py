@@ -134,7 +134,7 @@ def test_stage_timings_from_job_summaries_and_benchmarks(tmp_path):
         stages = [stage for stage in SHARD_STAGES if (tmp_path / f"logs/{stage}/{shard}.log").exists()]
         logs = {stage: tmp_path / f"logs/{stage}/{shard}.log" for stage in stages}
         benchmarks = {stage: tmp_path / f"benchmarks/{stage}/{shard}.tsv" for stage in SHARD_STAGES}
-        records.append(tmp_path / f"cache/jobs/{shard}.json")
+        records.append(tmp_path / f"logs/jobs/{shard}.json")
         written = write_shard_jobs(records[-1], shard, logs, benchmarks)
         assert json.loads(records[-1].read_text()) == written
     assert written["stages"]["ocr"] == {"images": 6, "seconds": 3.0, "wall_seconds": 6.0}
