@@ -203,10 +203,11 @@ def draw_audit(catalog_db: str | Path, store_db: str | Path, cluster_id: int, si
     if not unreviewed:
         raise ReviewError(source, [f"cluster {cluster_id}: every item is reviewed already; nothing to audit"])
     if not audit_saves_actions(len(unreviewed), size):
-        raise ReviewError(source, [
+        why = (
             f"cluster {cluster_id}: {len(unreviewed)} unreviewed item(s); an audit of {int(size)} and the bulk accept would cost "
             f"{int(size) + 1} actions, no fewer than reviewing them: review its items one by one"
-        ])  # fmt: skip
+        )
+        raise ReviewError(source, [why])
     store = connect_store(store_db)
     try:
         store.execute("BEGIN IMMEDIATE")
