@@ -75,3 +75,24 @@ def test_a_bulk_accept_fixes_nothing(bench):
     assert ("x5", None, 0) not in sample, "the wrong item must escape the audit for this test"
     r, accepted = bench.triage(its, {0: 0.1}, 3, 0.999, interleave=True)
     assert r.actions == 4 and r.precision == pytest.approx(0.95) and accepted[0]["right"] == 19
+
+
+def test_the_calibration_curves_are_maximum_likelihood_fits(monkeypatch):
+    """bench/fit_risk_calibration.py, which writes shardlens.risk.CALIBRATION: with a two-valued
+    part the maximum-likelihood curve passes through the two observed rates of wrong labels."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    fit = importlib.import_module("fit_risk_calibration")
+    # x = 0: 1 of 2 wrong (logit 0); x = 1: 3 of 4 wrong (logit ln 3)
+    a, b = fit.fit_logistic(np.array([0, 0, 1, 1, 1, 1.0]), np.array([0, 1, 0, 1, 1, 1.0]))
+    assert (a, b) == pytest.approx((0.0, np.log(3)), abs=1e-9)
+    assert fit.fit_logistic(np.array([0.5, 0.5]), np.array([0, 1.0])) is None  # a constant part: no curve
+    # a part whose slope comes out < 0 gets no curve (a worse signal must never lower the risk)
+    bench = importlib.import_module("review_effort")
+    its = [bench.Item((f"i{n}", None, n), "text", "p", "t", 0.5, 0.0, -1, right) for n, right in enumerate([True, False, False, True])]
+    parts = {i.key: {"ocr": x} for i, x in zip(its, [0.9, 0.1, 0.2, 0.8])}  # the wrong ones read *higher* confidence
+    its.append(bench.Item(("r", 0, None), "region", "p", "dog", 0.5, 0.0, -1, False))
+    parts[("r", 0, None)] = {"score": 0.5, "margin": 0.5}
+    model = fit.fit(its, parts)
+    assert model["text"] == {"prior": 0.5} and model["region"] == {"prior": 1.0}
