@@ -73,8 +73,12 @@ def synthesize(db: Path, store: Path, texts: int, regions: int, reviews: int, se
         "INSERT INTO regions (shard, image_id, region_id, bbox, score, labels, caption, detector_label, detector_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         region_rows,
     )
-    conn.execute("INSERT INTO clusters VALUES (0, 'region', 'class 0', '[]', ?)", (regions,))
-    conn.executemany("INSERT INTO cluster_members VALUES ('region', ?, 0, '[\"caption\"]', 1, 0.9)", [(f"class {c}",) for c in range(10)])
+    conn.execute("INSERT INTO clusters (cluster_id, item, label, keywords, size) VALUES (0, 'region', 'class 0', '[]', ?)", (regions,))
+    conn.executemany(
+        "INSERT INTO cluster_members (item, text, cluster_id, kinds, count, probability, membership, outlier_score) "
+        "VALUES ('region', ?, 0, '[\"caption\"]', 1, 0.9, 'fitted', 0.1)",
+        [(f"class {c}",) for c in range(10)],
+    )
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()

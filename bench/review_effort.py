@@ -19,9 +19,11 @@ soon as precision reaches ``--target`` (0.98):
 - ``triage``: clusters by cluster risk, riskiest first; each is audited with k of its items drawn
   as the dashboard draws them (``shardlens.audits.draw_sample``, audit 1): k actions, then 1 bulk
   accept when all k were right (the cluster's wrong items that were not drawn stay wrong), else
-  the rest of the cluster item by item, riskiest first. The unclustered items, item by item by
-  risk, come either after all clusters, or in the same queue as the clusters (a cluster ranks
-  by its risk, an unclustered item by its own): both are printed, the second is the triage the
+  the rest of the cluster item by item, riskiest first. Only a cluster the dashboard offers an
+  audit for is audited (``shardlens.audits.audit_saves_actions``: more than k + 1 items); a
+  smaller cluster's items are reviewed item by item like unclustered ones. Those items, item by
+  item by risk, come either after the audited clusters, or in the same queue as the clusters (a
+  cluster ranks by its risk, an item by its own): both are printed, the second is the triage the
   target is checked on.
 
 Also printed: the full pass (every item once) and, for triage, the audits' precision estimate of
@@ -43,7 +45,7 @@ from pathlib import Path
 from _common import command_line, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 from quality import QUALITY, BenchError, run_workflow, sha256, write_workdir_config
 
-from shardlens.audits import draw_sample, wilson
+from shardlens.audits import audit_saves_actions, draw_sample, wilson
 from shardlens.catalog import import_cache
 from shardlens.config import schema_default
 from shardlens.evaluation import line_verdicts, region_verdicts
@@ -105,15 +107,17 @@ def one_by_one(items: list[Item], order: list[Item], target: float) -> Reviewer:
 
 def triage(items: list[Item], cluster_risk: dict[int, float], audit_size: int, target: float, interleave: bool = False) -> tuple[Reviewer, list[dict]]:
     """Clusters riskiest first, each audited, then bulk-accepted or reviewed item by item
-    (riskiest first); the unclustered items by risk after the clusters, or with ``interleave``
-    in the same queue (a cluster ranks by its risk, an unclustered item by its own). Returns the
-    reviewer and one row per bulk-accepted cluster (audit figures)."""
+    (riskiest first); a cluster too small for an audit to save actions (the dashboard's rule,
+    ``audit_saves_actions``) and the unclustered items go item by item by risk, after the audited
+    clusters, or with ``interleave`` in the same queue (a cluster ranks by its risk, an item by
+    its own). Returns the reviewer and one row per bulk-accepted cluster (audit figures)."""
     reviewer = Reviewer(items, target)
     members: dict[int, list[Item]] = {}
     for item in items:
         members.setdefault(item.cluster_id, []).append(item)
-    units = [(cluster_risk.get(c, 0.0), 0, c, None) for c in members if c >= 0]
-    singles = [(i.risk, 1, -1, i) for i in members.get(-1, [])]
+    audited = {c for c, group in members.items() if c >= 0 and audit_saves_actions(len(group), audit_size)}
+    units = [(cluster_risk.get(c, 0.0), 0, c, None) for c in sorted(audited)]
+    singles = [(i.risk, 1, -1, i) for c, group in members.items() if c not in audited for i in group]
     if interleave:
         queue = sorted(units + singles, key=lambda u: (-u[0], u[1], u[2], u[3].key if u[3] else ()))
     else:

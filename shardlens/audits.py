@@ -4,6 +4,13 @@ A cluster can be accepted in one action (:func:`shardlens.reviews.record_cluster
 after an **audit**: k of its unreviewed items (``reviews.audit_size``, default 5) are drawn at
 random and reviewed one by one first, as normal item reviews.
 
+**When an audit is offered** (:func:`audit_saves_actions`, the one place for the rule; the
+dashboard and ``bench/review_effort.py`` follow it): only when the cluster has more than k + 1
+unreviewed items. An audit and its bulk accept cost k + 1 actions where reviewing the n
+unreviewed items one by one costs n, so the expected saving is P(pass) x (n - k - 1), never
+positive for n <= k + 1; a failed audit saves nothing (its k reviews are item reviews, the rest
+is reviewed item by item). A smaller cluster is reviewed item by item.
+
 - :func:`draw_audit` draws the sample: ``random.Random(seed)`` over the unreviewed member items in
   key order, the seed derived from the cluster (item group and id) and the audit's number, so the
   same catalog and store give the same sample. A cluster has at most one open audit; asking again
@@ -113,6 +120,12 @@ def draw_sample(item: str, cluster_id: int, audit_no: int, unreviewed: list, siz
     return sorted(random.Random(audit_seed(item, cluster_id, audit_no)).sample(pool, min(int(size), len(pool))))
 
 
+def audit_saves_actions(unreviewed: int, size: int) -> bool:
+    """Whether an audit of ``size`` items and a bulk accept (size + 1 actions) can cost fewer
+    actions than reviewing the cluster's ``unreviewed`` items one by one: unreviewed > size + 1."""
+    return int(unreviewed) > int(size) + 1
+
+
 def wilson(accepted: int, audited: int, z: float = Z95) -> tuple[float | None, float | None]:
     """The Wilson score interval of a proportion (None, None without observations)."""
     if audited == 0:
@@ -174,7 +187,8 @@ def open_audit(store_db: str | Path, item: str, cluster_id: int) -> Audit | None
 
 def draw_audit(catalog_db: str | Path, store_db: str | Path, cluster_id: int, size: int | None = None, reviewer: str | None = None, source: str = "api") -> Audit:
     """Draw (or return the open) audit of a cluster: ``size`` (default ``reviews.audit_size``)
-    of its unreviewed items at random, seeded by :func:`audit_seed`."""
+    of its unreviewed items at random, seeded by :func:`audit_seed`. Refused (ReviewError) when
+    the cluster has no more than size + 1 unreviewed items (:func:`audit_saves_actions`)."""
     if size is None:
         from .config import schema_default
 
@@ -189,6 +203,12 @@ def draw_audit(catalog_db: str | Path, store_db: str | Path, cluster_id: int, si
     unreviewed = [(i, r, n) for i, r, n, _, reviewed in members if reviewed is None]
     if not unreviewed:
         raise ReviewError(source, [f"cluster {cluster_id}: every item is reviewed already; nothing to audit"])
+    if not audit_saves_actions(len(unreviewed), size):
+        why = (
+            f"cluster {cluster_id}: {len(unreviewed)} unreviewed item(s); an audit of {int(size)} and the bulk accept would cost "
+            f"{int(size) + 1} actions, no fewer than reviewing them: review its items one by one"
+        )
+        raise ReviewError(source, [why])
     store = connect_store(store_db)
     try:
         store.execute("BEGIN IMMEDIATE")

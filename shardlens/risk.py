@@ -32,24 +32,40 @@ relative to the densest point of the member's *cluster*, and an assigned member'
 similarity to its nearest fitted member, a different scale; GLOSH is one density-based measure for
 both (BENCHMARKS.md, "Review effort", gives both runs).
 
-**Formula**: an item's risk is the plain mean of its components (clustered regions: 5,
-clustered OCR lines: 3; unclustered items only their own: 3 and 1). Each component is a
-monotone function of its signal, so the risk never falls when a signal gets worse (a lower
-score, a smaller margin, a farther exemplar ...). Equal weights: no signal is calibrated against
-another, and the mean keeps every risk in [0, 1].
+**Formula**: an item's risk is an estimate of the probability that its machine label is wrong,
+from its **own** parts (those that speak about the label itself: ``score`` and ``margin`` for a
+region, ``ocr`` for a line), each turned into a calibrated probability and the probabilities
+combined in log-odds:
 
-An unclustered item has no cluster components, rather than the worst ones: most unique texts
-(a shop's name on one sign) are unclustered and right, so "no cluster" says little about the
-label. (A first version counted unclustered as exemplar = outlier = 1; on the quality set that
-ranked every unclustered OCR line above most wrong regions: BENCHMARKS.md, review effort.)
+    p_c = sigmoid(a_c + b_c * x_c)          (the part's calibration curve, per item kind)
+    logit(risk) = logit(prior) + sum_c (logit(p_c) - logit(prior))
+
+``prior`` is the kind's base rate of wrong labels; each part adds the evidence it carries over the
+prior (Bayes' rule with the parts independent given right/wrong). Why this and not the plain mean
+used before: the parts are on different scales (a wrong OCR line reads 1 - confidence 0.3, a
+right region 1 - score 0.5), and averaging diluted the strongest part with weak ones; a part
+without evidence (p_c = prior) adds nothing here instead of pulling the risk towards its own
+value. The curves (``CALIBRATION``) were fitted on the quality set by
+``bench/fit_risk_calibration.py`` (maximum likelihood, one curve per part; ADR 0011 gives the
+values and the held-out check); every slope b_c is > 0, so a worse signal never lowers the risk.
+They describe the default detector and OCR models: other models keep the order within a kind
+but their items' probabilities are only approximate.
+
+Not in the risk: ``disagreement`` (0 on the quality set, which has no crop classifier: nothing
+to calibrate it on) and the cluster parts ``exemplar`` and ``outlier``. Those measure how well
+an item fits its *cluster*, not whether its own label is right (a bulk accept accepts each
+item's own label); measured on the quality set they carry no evidence about it on regions (area
+under the ROC curve 0.51 and 0.50). They are kept and shown in ``item_risk``.
+
+An unclustered item has the same risk as a clustered one with the same parts.
 
 **Cluster risk**: the mean risk of the cluster's items (every occurrence, not every distinct
-text): the expected risk of an item drawn at random from it, which is what an audit draws.
+text): the expected share of wrong labels among items an audit draws.
 
 **Where it is computed** (the catalog stays incremental, see :mod:`shardlens.catalog`):
 
 - ``item_signals`` (per shard, written with the shard's rows at import): the item's own
-  components and their sum ``own_sum``/count ``own_n``;
+  components and its ``risk``;
 - ``text_risk`` (per distinct clustered text, written in the aggregate refresh): exemplar and
   outlier; recomputed only when the clusters' file changed (``risk_state`` records which one
   it was computed from), and then only the rows whose cluster, outlier score, probability or
@@ -62,6 +78,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import sqlite3
 
 import numpy as np
@@ -71,6 +88,16 @@ from .table_sync import sync_table
 
 REGION_COMPONENTS = ("score", "margin", "disagreement", "exemplar", "outlier")
 TEXT_COMPONENTS = ("ocr", "exemplar", "outlier")
+
+# The parts with a calibration curve, per item kind, and the curves: {"prior": base rate of wrong
+# labels, part: (a, b) of P(wrong | part x) = sigmoid(a + b x)}. Written by
+# bench/fit_risk_calibration.py (fitted on all 96 images of tests/quality, default models); see
+# the module's docstring and ADR 0011 (values, and the figures held out by image).
+CALIBRATED_PARTS = {"region": ("score", "margin"), "text": ("ocr",)}
+CALIBRATION: dict[str, dict] = {
+    "region": {"prior": 0.5462, "score": (-5.324, 10.6667), "margin": (-4.3362, 6.261)},
+    "text": {"prior": 0.1168, "ocr": (-3.7683, 20.9822)},
+}
 
 RISK_DDL = (
     """CREATE TABLE IF NOT EXISTS item_signals (
@@ -85,8 +112,7 @@ RISK_DDL = (
     margin_risk REAL,
     disagreement REAL,
     ocr_risk REAL,
-    own_sum REAL NOT NULL,
-    own_n INTEGER NOT NULL,
+    risk REAL NOT NULL,
     PRIMARY KEY (shard, item_key)
 )""",
     "CREATE INDEX IF NOT EXISTS item_signals_text ON item_signals(item, text)",
@@ -110,18 +136,16 @@ RISK_DDL = (
     risk REAL NOT NULL
 )""",
     "CREATE TABLE IF NOT EXISTS risk_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # an item's risk: its own components and, when its text is clustered (a text_risk row), the
-    # cluster components; an unclustered item has its own only (exemplar and outlier NULL)
+    # an item's parts, its cluster's parts when its text is clustered (a text_risk row; NULL
+    # otherwise) and its risk (from its own parts: item_signals.risk)
     """CREATE VIEW IF NOT EXISTS item_risk AS
     SELECT s.item_key, s.image_id, s.item, s.region_id, s.line_no, s.text,
            COALESCE(t.cluster_id, -1) AS cluster_id,
            s.score_risk, s.margin_risk, s.disagreement, s.ocr_risk,
-           t.exemplar, t.outlier,
-           CASE WHEN t.cluster_id IS NULL THEN s.own_sum / s.own_n
-                ELSE (s.own_sum + t.exemplar + t.outlier) / (s.own_n + 2) END AS risk
+           t.exemplar, t.outlier, s.risk
     FROM item_signals s LEFT JOIN text_risk t ON t.item = s.item AND t.text = s.text""",
 )
-SIGNAL_COLUMNS = ("shard", "item_key", "image_id", "item", "region_id", "line_no", "text", "score_risk", "margin_risk", "disagreement", "ocr_risk", "own_sum", "own_n")
+SIGNAL_COLUMNS = ("shard", "item_key", "image_id", "item", "region_id", "line_no", "text", "score_risk", "margin_risk", "disagreement", "ocr_risk", "risk")
 
 
 def _clip(value: float) -> float:
@@ -151,9 +175,22 @@ def cluster_components(exemplar_cosine: float | None, outlier_score: float | Non
     return {"exemplar": exemplar, "outlier": _clip(1.0 - probability if outlier_score is None else outlier_score)}
 
 
-def item_risk(components: dict[str, float]) -> float:
-    """The risk of one item: the mean of its components (see the module's docstring)."""
-    return sum(components.values()) / len(components)
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def item_risk(item: str, components: dict[str, float], calibration: dict[str, dict] | None = None) -> float:
+    """The risk of one item (``item``: region | text): its calibrated own parts combined in
+    log-odds (the module's docstring); parts without a curve in ``calibration`` (default
+    ``CALIBRATION``) add nothing, and an item without any has its kind's base rate."""
+    model = (CALIBRATION if calibration is None else calibration)[item]
+    prior = _logit(model["prior"])
+    z = prior
+    for name in CALIBRATED_PARTS[item]:
+        if name in model and components.get(name) is not None:
+            a, b = model[name]
+            z += a + b * components[name] - prior
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
 
 
 def signal_rows(shard: str, regions: list[dict], lines: list[dict]) -> list[tuple]:
@@ -163,11 +200,11 @@ def signal_rows(shard: str, regions: list[dict], lines: list[dict]) -> list[tupl
         c = region_components(r)
         c = {k: round(v, 6) for k, v in c.items()}
         rows.append((shard, item_key(r["image_id"], r["region_id"], None), r["image_id"], "region", r["region_id"], None, r["caption"],
-                     c["score"], c["margin"], c["disagreement"], None, sum(c.values()), len(c)))  # fmt: skip
+                     c["score"], c["margin"], c["disagreement"], None, round(item_risk("region", c), 6)))  # fmt: skip
     for o in lines:
         c = {k: round(v, 6) for k, v in line_components(o).items()}
         rows.append((shard, item_key(o["image_id"], None, o["line_no"]), o["image_id"], "text", None, o["line_no"], o["text"],
-                     None, None, None, c["ocr"], c["ocr"], 1))  # fmt: skip
+                     None, None, None, c["ocr"], round(item_risk("text", c), 6)))  # fmt: skip
     return rows
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from shardlens.audits import (
     accept_after_audit,
+    audit_saves_actions,
     audit_seed,
     draw_audit,
     open_audit,
@@ -58,9 +59,13 @@ def test_the_sample_is_seeded_by_cluster_and_audit_number(run, tmp_path):
     # asking again returns the open audit, not a new draw
     assert draw_audit(run["db"], run["store"], 0, size=5) == audit
     assert open_audit(run["store"], "text", 0).audit_key == audit.audit_key
-    # the default size is reviews.audit_size (5); a cluster smaller than k is sampled whole
-    small = draw_audit(run["db"], run["store"], 1)
-    assert len(small.items) == 5 and small.cluster_items == 6
+    # the default size is reviews.audit_size (5): cluster 1's 6 items are too few for an audit to
+    # save actions (5 + 1 = 6), so it is refused; an audit of 4 draws 4 of the 6
+    with pytest.raises(ReviewError, match=r"cluster 1: 6 unreviewed item\(s\); an audit of 5 and the bulk accept would cost 6 actions"):
+        draw_audit(run["db"], run["store"], 1)
+    assert open_audit(run["store"], "text", 1) is None
+    small = draw_audit(run["db"], run["store"], 1, size=4)
+    assert len(small.items) == 4 and small.cluster_items == 6
     with pytest.raises(ReviewError, match="no cluster to audit"):
         draw_audit(run["db"], run["store"], -1)
 
@@ -127,6 +132,27 @@ def test_a_passing_audit_accepts_the_cluster_and_estimates_precision(run):
     assert overall.estimate == pytest.approx((0.9 * 12 + 1.0 * 6) / 18)
     assert overall.low == pytest.approx((wilson(9, 10)[0] * 12 + wilson(3, 3)[0] * 6) / 18)
     assert (overall.accepted, overall.audited) == (12, 13)
+
+
+def test_an_audit_is_offered_only_where_it_can_save_actions():
+    # an audit of k and a bulk accept cost k + 1 actions; reviewing n items one by one costs n
+    assert [n for n in range(10) if audit_saves_actions(n, 5)] == [7, 8, 9]
+    assert not audit_saves_actions(4, 3) and audit_saves_actions(5, 3)
+    assert not audit_saves_actions(2, 1) and audit_saves_actions(3, 1)
+
+
+def test_a_cluster_reviewed_down_to_k_plus_one_items_is_no_longer_audited(run):
+    db, store = run["db"], run["store"]
+    first = draw_audit(db, store, 0, size=5)  # 12 unreviewed
+    for n, item in enumerate(first.items):
+        review_audit_item(db, store, first.audit_key, item.item_key, "rejected" if n == 0 else "accepted")
+    assert len(unreviewed_keys(db, store, 0)) == 7
+    second = draw_audit(db, store, 0, size=5)  # 7 > 6: still worth an audit
+    for item in second.items:
+        review_audit_item(db, store, second.audit_key, item.item_key, "rejected")
+    assert len(unreviewed_keys(db, store, 0)) == 2
+    with pytest.raises(ReviewError, match=r"cluster 0: 2 unreviewed item\(s\).*review its items one by one"):
+        draw_audit(db, store, 0, size=1)  # 2 = 1 + 1: no saving either
 
 
 def test_wilson_interval_values():

@@ -1209,9 +1209,10 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def triage_app(tmp_path_factory):
-    """The dashboard (no token, 127.0.0.1) on a catalog with two text clusters: cluster 0 'OPEN'
-    (8 lines, its members close to its name: low risk) is the larger one, cluster 1 'EXIT'
-    (4 lines, 'EXIT ->' far from its name: higher risk) the riskier one."""
+    """The dashboard (no token, 127.0.0.1) on a catalog with three text clusters: cluster 0 'OPEN'
+    (8 lines read with confidence 0.9, its members close to its name: low risk) is the larger one,
+    cluster 1 'EXIT' (7 lines read with confidence 0.6, 'EXIT ->' far from its name: higher risk)
+    the riskier one; cluster 2 'STOP' (3 lines) is too small for an audit of 5 to save actions."""
     browser_or_skip()
     from test_propagation import unit, write_cache
 
@@ -1221,9 +1222,11 @@ def triage_app(tmp_path_factory):
     db, store, images = work / "results" / "annotations.sqlite", work / "reviews" / "reviews.sqlite", work / "images"
     images.mkdir()
     spec = {f"open{n}.png": {"lines": ["OPEN" if n % 2 else "OPEN 24"]} for n in range(8)}
-    spec |= {f"exit{n}.png": {"lines": ["EXIT" if n % 2 else "EXIT ->"]} for n in range(4)}
-    vectors = {"OPEN": unit(1.0, 2, 3), "OPEN 24": unit(0.98, 2, 3), "EXIT": unit(1.0, 0, 1), "EXIT ->": unit(0.5, 0, 1)}
-    build_catalog(write_cache(work / "cache", spec, [(0, "text", ["OPEN", "OPEN 24"]), (1, "text", ["EXIT", "EXIT ->"])], vectors), db, reviews_db=store, log=lambda m: None)
+    spec |= {f"exit{n}.png": {"lines": ["EXIT" if n % 2 else "EXIT ->"], "confidence": 0.6} for n in range(7)}
+    spec |= {f"stop{n}.png": {"lines": ["STOP"]} for n in range(3)}
+    vectors = {"OPEN": unit(1.0, 2, 3), "OPEN 24": unit(0.98, 2, 3), "EXIT": unit(1.0, 0, 1), "EXIT ->": unit(0.5, 0, 1), "STOP": unit(1.0, 4, 5)}
+    clusters = [(0, "text", ["OPEN", "OPEN 24"]), (1, "text", ["EXIT", "EXIT ->"]), (2, "text", ["STOP"])]
+    build_catalog(write_cache(work / "cache", spec, clusters, vectors), db, reviews_db=store, log=lambda m: None)
     server = start_dashboard(work, db, store, images)
     yield server
     stop_dashboard(server)
@@ -1250,14 +1253,14 @@ def test_browser_clusters_open_riskiest_first(triage_app, browser):
     risks = dict(conn.execute("SELECT cluster_id, risk FROM cluster_risk"))
     sizes = [c for (c,) in conn.execute("SELECT cluster_id FROM clusters WHERE cluster_id >= 0 ORDER BY size DESC")]
     conn.close()
-    assert risks[1] > risks[0] and sizes[0] == 0, "the fixture must make the smaller cluster the riskier"
+    assert risks[1] > max(risks[0], risks[2]) and sizes[0] == 0, "the fixture must make the smaller cluster the riskier"
     page = open_page(browser, triage_app["url"])
     page.wait_for_function("() => document.querySelectorAll('.sl-triage').length >= 2")
     no_exception(page)
     shown = [int(el.get_attribute("data-cluster-id")) for el in page.locator(".sl-cluster").all()]
     assert shown[:2] == [1, 0] and shown[-1] == -1  # riskiest first, the bucket last
     shown_risks = [float(el.get_attribute("data-risk")) for el in page.locator(".sl-triage").all()]
-    assert shown_risks == pytest.approx([risks[1], risks[0]], abs=1e-6)
+    assert shown_risks == pytest.approx([risks[c] for c in shown[:-1]], abs=1e-6) and shown_risks == sorted(shown_risks, reverse=True)
     assert f"risk {risks[1]:.2f}" in page.locator(".sl-triage").first.inner_text()
     assert "riskiest first" in page.locator("[data-testid='stMain'] h3").first.inner_text()
     assert page.locator(".sl-precision-overall").get_attribute("data-estimate") == ""
@@ -1268,7 +1271,7 @@ def test_browser_clusters_open_riskiest_first(triage_app, browser):
 def test_browser_a_rejected_audit_item_blocks_the_bulk_accept(triage_app, browser):
     page = open_page(browser, triage_app["url"])
     sample = open_cluster_audit(page, 1)
-    assert len(sample) == 4  # cluster 1 has 4 items, fewer than the audit size 5: all drawn
+    assert len(sample) == 5  # reviews.audit_size, of cluster 1's 7 items
     accept = page.locator(".st-key-audit-accept-1").get_by_role("button", name="Accept the cluster")
     assert accept.is_disabled()
     for n, key in enumerate(sample):
@@ -1287,7 +1290,25 @@ def test_browser_a_rejected_audit_item_blocks_the_bulk_accept(triage_app, browse
     assert {k: stored[k][0] for k in sample} == {**{k: "accepted" for k in sample[:-1]}, sample[-1]: "rejected"}
     conn = sqlite3.connect(triage_app["store"])
     assert conn.execute("SELECT COUNT(*) FROM cluster_reviews").fetchone()[0] == 0
-    assert conn.execute("SELECT status, accepted, audited FROM audits WHERE cluster_id = 1").fetchall() == [("failed", 3, 4)]
+    assert conn.execute("SELECT status, accepted, audited FROM audits WHERE cluster_id = 1").fetchall() == [("failed", 4, 5)]
+    conn.close()
+    page.close()
+
+
+@pytest.mark.slow
+def test_browser_a_cluster_too_small_to_save_actions_offers_no_audit(triage_app, browser):
+    """Cluster 2 has 3 items: an audit of 5 and a bulk accept (6 actions) cannot beat reviewing
+    them (shardlens.audits.audit_saves_actions), so "Audit and accept" is disabled and says why;
+    the 8-item cluster 0 (8 > 6) offers it."""
+    page = open_page(browser, triage_app["url"])
+    page.locator(".sl-audit-none[data-cluster-id='2']").wait_for()
+    no_exception(page)
+    assert page.locator(".st-key-audit-c2").get_by_role("button", name="Audit and accept").is_disabled()
+    assert "3 unreviewed: too few to audit (5 + 1 actions); review them one by one" in page.locator(".sl-audit-none[data-cluster-id='2']").inner_text()
+    assert page.locator(".sl-audit-none[data-cluster-id='0']").count() == 0
+    assert page.locator(".st-key-audit-c0").get_by_role("button", name="Audit and accept").is_enabled()
+    conn = sqlite3.connect(triage_app["store"])
+    assert conn.execute("SELECT COUNT(*) FROM audits WHERE cluster_id = 2").fetchone()[0] == 0
     conn.close()
     page.close()
 

@@ -49,7 +49,8 @@ def unit(cosine: float, axis: int = 0, other: int = 1, dim: int = DIM) -> np.nda
 
 
 def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int, str, list[str]]], vectors: dict[str, np.ndarray]) -> Path:
-    """A cache of ``images`` (path -> {"lines": [text], "regions": [caption], "shard": name}),
+    """A cache of ``images`` (path -> {"lines": [text], "regions": [caption], "shard": name,
+    "confidence": the OCR confidence of its lines, default 0.9}),
     the clusters aggregate (``(cluster_id, item, member texts)``; every other text in the
     'unclustered' bucket) and the manifest. ``vectors`` gives texts their embedding (axes 0-7);
     every other text gets a random one of its own in axes 8-63 (cosine near 0 with the others)."""
@@ -64,7 +65,7 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
                                 "skip_reason": None, "text_regions": 1, "gate_version": "test-gate"})
         for n, text in enumerate(spec.get("lines", [])):
             records["ocr"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "line_no": n, "region_id": None, "text": text,
-                                   "confidence": 0.9, "language": None, "language_confidence": None,
+                                   "confidence": spec.get("confidence", 0.9), "language": None, "language_confidence": None,
                                    "bbox": [10.0, 10.0 + 40 * n, 200.0, 40.0 + 40 * n], "source": "test-ocr"})
             records["embedding"].setdefault(("ocr", text), []).append([iid, None, n])
             counts[("text", text)] = counts.get(("text", text), 0) + 1

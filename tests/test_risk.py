@@ -1,10 +1,11 @@
-"""Risk scores (shardlens/risk.py): the formula's values, its monotonicity, and the catalog's
+"""Risk scores (shardlens/risk.py): the formula's values (calibrated parts in log-odds), its monotonicity, and the catalog's
 ``item_risk`` / ``cluster_risk`` against the formula recomputed from a real run's cache."""
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from shardlens.catalog import import_cache
 from shardlens.reviews import item_key
-from shardlens.risk import cluster_components, item_risk, line_components, region_components
+from shardlens.risk import CALIBRATION, cluster_components, item_risk, line_components, region_components
 
 
 def region(score: float, labels: list[tuple[str, float, str]]) -> dict:
@@ -34,7 +35,25 @@ def test_component_values():
     assert cluster_components(0.9, None, 0.75) == pytest.approx({"exemplar": 0.1, "outlier": 0.25})  # no score (an older file): 1 - probability
     assert cluster_components(None, 1.0) == {"exemplar": 1.0, "outlier": 1.0}  # a name without embedding
     assert cluster_components(-0.2, 0.0) == {"exemplar": 1.0, "outlier": 0.0}  # clipped to [0, 1]
-    assert item_risk({"score": 0.2, "margin": 0.5, "disagreement": 0.0, "exemplar": 0.1, "outlier": 0.2}) == pytest.approx(0.2)
+
+
+def test_the_risk_combines_calibrated_parts_in_log_odds():
+    # one curve: logit(risk) = a + b x; prior 0.5 (logit 0): sigmoid(2 * 0.5)
+    one = {"region": {"prior": 0.5, "score": (0.0, 2.0)}}
+    assert item_risk("region", {"score": 0.5, "margin": 0.9}, one) == pytest.approx(0.7310585786)  # margin has no curve: no evidence
+    assert item_risk("region", {}, one) == pytest.approx(0.5)  # no part: the base rate
+    # two parts: each adds its log-odds over the prior, logit 0.2 = -1.386294
+    two = {"region": {"prior": 0.2, "score": (-1.386294, 0.0), "margin": (0.0, 1.0)}}
+    assert item_risk("region", {"score": 0.7, "margin": 0.5}, two) == pytest.approx(1 / (1 + math.exp(-(-1.386294 + 0.0 + 0.5 + 1.386294))))
+    # the shipped curves (CALIBRATION, bench/fit_risk_calibration.py)
+    assert item_risk("text", {"ocr": 0.0}) == pytest.approx(0.0225701, abs=1e-6)
+    assert item_risk("text", {"ocr": 0.3}) == pytest.approx(0.9259692, abs=1e-6)
+    assert item_risk("region", {"score": 0.5, "margin": 0.6}) == pytest.approx(0.3196070, abs=1e-6)
+    assert item_risk("region", {}) == pytest.approx(CALIBRATION["region"]["prior"])
+    # not in the risk: disagreement (no curve) and the cluster parts
+    base = item_risk("region", {"score": 0.2, "margin": 0.5})
+    assert item_risk("region", {"score": 0.2, "margin": 0.5, "disagreement": 0.9, "exemplar": 1.0, "outlier": 1.0}) == base
+    assert all(b > 0 for model in CALIBRATION.values() for name, v in model.items() if name != "prior" for b in v[1:])
 
 
 def test_risk_never_falls_when_a_signal_gets_worse():
@@ -42,18 +61,17 @@ def test_risk_never_falls_when_a_signal_gets_worse():
         labels = [("dog", 0.8, "detector"), ("cat", second, "detector")]
         if other_source is not None:
             labels.append(("wolf", other_source, "classifier"))
-        return item_risk({**region_components(region(score, labels)), **cluster_components(cosine, outlier)})
+        return item_risk("region", {**region_components(region(score, labels)), **cluster_components(cosine, outlier)})
 
     base = risk()
     assert risk(score=0.5) > base
     assert risk(second=0.7) > base  # smaller margin
-    assert risk(other_source=0.2) > base  # the classifier votes for another class
-    assert risk(cosine=0.5) > base
-    assert risk(outlier=0.6) > base
+    # no evidence on the quality set: the classifier's vote and the cluster parts leave it as it is
+    assert risk(other_source=0.2) == risk(cosine=0.5) == risk(outlier=0.6) == base
     scores = [risk(score=s) for s in np.linspace(1.0, 0.0, 11)]
-    assert scores == sorted(scores)
-    texts = [item_risk({**line_components({"confidence": c}), **cluster_components(0.9, 0.1)}) for c in np.linspace(1.0, 0.0, 11)]
-    assert texts == sorted(texts)
+    assert scores == sorted(scores) and scores[0] < scores[-1]
+    texts = [item_risk("text", {**line_components({"confidence": c}), **cluster_components(0.9, 0.1)}) for c in np.linspace(1.0, 0.0, 11)]
+    assert texts == sorted(texts) and texts[0] < texts[-1]
 
 
 def records(folder: Path, pattern: str = "*.jsonl") -> list[dict]:
@@ -85,16 +103,19 @@ def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
     names = {c: (i, n) for c, i, n in conn.execute("SELECT cluster_id, item, label FROM clusters WHERE cluster_id >= 0")}
     vec = vectors(cache)
     expected: dict[str, tuple[int, float]] = {}
+    parts: dict[str, dict[str, float]] = {}
     for item, recs in (("region", records(cache / "regions")), ("text", records(cache / "ocr"))):
         for r in recs:
             own = region_components(r) if item == "region" else line_components(r)
             text = r["caption"] if item == "region" else r["text"]
             cluster, score = members.get((item, text), (-1, None))
-            if cluster >= 0:  # an unclustered item: its own components only
-                own |= cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), score)
             key = item_key(r["image_id"], r.get("region_id") if item == "region" else None, r.get("line_no") if item == "text" else None)
-            expected[key] = (cluster, item_risk(own))
+            expected[key] = (cluster, item_risk(item, own))
+            if cluster >= 0:  # the cluster parts are shown, not part of the risk
+                parts[key] = cluster_components(float(vec[item, text] @ vec[item, names[cluster][1]]), score)
     got = {k: (c, r) for k, c, r in conn.execute("SELECT item_key, cluster_id, risk FROM item_risk")}
+    shown = {k: {"exemplar": e, "outlier": o} for k, e, o in conn.execute("SELECT item_key, exemplar, outlier FROM item_risk WHERE cluster_id >= 0")}
+    assert shown.keys() == parts.keys() and all(shown[k] == pytest.approx(parts[k], abs=1e-5) for k in parts)
     assert got.keys() == expected.keys()
     assert {k: c for k, (c, _) in got.items()} == {k: c for k, (c, _) in expected.items()}
     assert [got[k][1] for k in sorted(got)] == pytest.approx([expected[k][1] for k in sorted(expected)], abs=1e-5)
@@ -122,12 +143,13 @@ def test_a_removed_shard_takes_its_signals_along(small_catalog, tmp_path):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM item_risk").fetchone()[0] == conn.execute("SELECT COUNT(*) FROM item_annotations").fetchone()[0] > 0
-    # small_catalog has no clusters: every item is unclustered, its risk the mean of its own components
+    # small_catalog has no clusters: every item is unclustered, its risk the formula on its own parts
     assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE cluster_id != -1 OR exemplar IS NOT NULL OR outlier IS NOT NULL").fetchone()[0] == 0
-    assert conn.execute("SELECT COUNT(*) FROM item_risk WHERE item = 'text' AND abs(risk - ocr_risk) > 1e-9").fetchone()[0] == 0
-    assert conn.execute(
-        "SELECT COUNT(*) FROM item_risk WHERE item = 'region' AND abs(risk - (score_risk + margin_risk + disagreement) / 3) > 1e-9"
-    ).fetchone()[0] == 0
+    rows = conn.execute("SELECT item, score_risk, margin_risk, disagreement, ocr_risk, risk FROM item_risk").fetchall()
+    assert {item for item, *_ in rows} == {"region", "text"}
+    for item, score, margin, disagreement, ocr, risk in rows:
+        own = {"score": score, "margin": margin, "disagreement": disagreement} if item == "region" else {"ocr": ocr}
+        assert risk == pytest.approx(item_risk(item, own), abs=1e-6)
     shard = conn.execute("SELECT shard FROM item_signals ORDER BY shard LIMIT 1").fetchone()[0]
     conn.close()
     manifest = json.loads((run / "cache" / "manifest.json").read_text())

@@ -65,7 +65,7 @@ def test_a_member_moving_cluster_marks_the_shards_of_its_text_and_a_count_or_out
     conn.execute("UPDATE cluster_members SET count = count + 5 WHERE item = 'text' AND text = ?", (text,))
     assert versions(db) == before  # how often a text occurs is in no exported row
     conn.execute("UPDATE cluster_members SET outlier_score = 0.7 WHERE item = 'text' AND text = ?", (text,))
-    assert versions(db) == before  # nor is its outlier score (it changes the risk, which no export holds)
+    assert versions(db) == before  # nor is its outlier score (a risk part shown in item_risk, which no export holds)
     conn.execute("UPDATE cluster_members SET cluster_id = 4 WHERE item = 'text' AND text = ?", (text,))
     assert bumped(before, versions(db)) == holders
     before = versions(db)

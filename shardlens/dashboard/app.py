@@ -18,7 +18,9 @@ cluster's risk and audit precision estimate, and the overall estimate; a review 
 cluster with :func:`shardlens.reviews.record_cluster_review`, so the catalog and a fresh export
 show it at once. A cluster is accepted as a whole only after an audit ("Audit and accept",
 :mod:`shardlens.audits`): k random items of it are shown with Accept / Reject first, and the
-bulk accept is enabled only when all k were accepted.
+bulk accept is enabled only when all k were accepted. The audit is offered only where it can save
+actions, on more than k + 1 unreviewed items (:func:`shardlens.audits.audit_saves_actions`); a
+smaller cluster is reviewed item by item.
 
 Propagated labels (:mod:`shardlens.propagation`: a reviewed cluster's or a reviewed look-alike's
 label on an item nobody reviewed) are marked where they show, with the review they come from;
@@ -40,7 +42,7 @@ from pathlib import Path
 import streamlit as st
 
 from shardlens.dashboard import queries as q
-from shardlens.audits import accept_after_audit, draw_audit, get_audit, open_audit, review_audit_item
+from shardlens.audits import accept_after_audit, audit_saves_actions, draw_audit, get_audit, open_audit, review_audit_item
 from shardlens.dashboard.launch import MIN_TOKEN_LENGTH, TOKEN_ENV, guess_audit_size, guess_images_root, is_loopback, token_matches
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache, default_cache_dir
 from shardlens.propagation import review_of_propagated
@@ -447,12 +449,22 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
     if bucket:
         buttons[1].caption("no common label here: review its items one by one")
         return
+    k = audit_size(settings)
+    worth = audit_saves_actions(row.items - row.reviewed, k)
     buttons[1].button(
-        "Audit and accept", key=f"audit-c{row.cluster_id}", disabled=row.items == 0 or row.reviewed >= row.items, width="stretch",
+        "Audit and accept", key=f"audit-c{row.cluster_id}", disabled=not worth, width="stretch",
         help="review a random sample of this cluster's unreviewed items first; when all of them are accepted, accept the cluster "
-        "(each unreviewed item's own machine label; items that join the cluster later follow)",
+        "(each unreviewed item's own machine label; items that join the cluster later follow)" if worth else
+        f"{row.items - row.reviewed} unreviewed item(s): an audit of {k} and the bulk accept would cost {k + 1} actions, "
+        "no fewer than reviewing them one by one",
         on_click=start_audit, args=(settings, row.cluster_id),
     )  # fmt: skip
+    if not worth and row.reviewed < row.items:
+        buttons[1].markdown(
+            f'<span class="sl-audit-none" data-cluster-id="{row.cluster_id}">{row.items - row.reviewed} unreviewed: too few to '
+            f"audit ({k} + 1 actions); review them one by one</span>",
+            unsafe_allow_html=True,
+        )
     with buttons[2].form(f"rename-form-{row.cluster_id}", border=False, enter_to_submit=True):
         cols = st.columns([3, 2], vertical_alignment="bottom")
         cols[0].text_input(f"New name for cluster {row.cluster_id}", key=f"rename-{row.cluster_id}", placeholder=row.label)
@@ -485,6 +497,13 @@ def overall_precision_line(overall, audited_clusters: int) -> None:
         f'<div class="sl-precision-overall" data-estimate="{estimate}" data-clusters="{audited_clusters}">{html.escape(text)}</div>',
         unsafe_allow_html=True,
     )
+
+
+def audit_size(settings: Settings) -> int:
+    """k, the audit's sample size: ``--audit-size`` or the run's config, else the schema's default."""
+    from shardlens.config import schema_default
+
+    return int(settings.audit_size) if settings.audit_size else int(schema_default("reviews", "audit_size"))
 
 
 def start_audit(settings: Settings, cluster_id: int) -> None:
