@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from slurm_cluster import (  # noqa: F401  (slurm is a pytest fixture)
     CONF_DIR,
@@ -38,6 +37,10 @@ PROFILE = REPO / "profiles" / "slurm"
 N_ITEMS = 6
 # the whole Snakemake run must stay well below this
 TIME_BUDGET_S = 300
+# the toy rules size themselves as shardlens' rules do (resources growing with each try; the
+# profile sizes nothing): rules/ingest.smk and rules/detect.smk
+INGEST_MB, INGEST_MINUTES = 1000, 30
+DETECT_MB, DETECT_MINUTES = 4000, 60
 
 SNAKEFILE = f"""\
 SHARDS = [f"s{{n}}" for n in range({N_ITEMS})]
@@ -54,6 +57,9 @@ rule all:
 rule ingest:
     output:
         "ingest/{{shard}}.txt",
+    resources:
+        mem_mb=lambda wildcards, attempt: {INGEST_MB} * attempt,
+        runtime=lambda wildcards, attempt: {INGEST_MINUTES} * attempt,
     shell:
         "echo ingest {{wildcards.shard}} slurm_job=${{{{SLURM_JOB_ID:-none}}}} > {{output}}"
 
@@ -66,6 +72,8 @@ rule detect:
         "detect/{{shard}}.txt",
     resources:
         gpu=1,
+        mem_mb=lambda wildcards, attempt: {DETECT_MB} * attempt,
+        runtime=lambda wildcards, attempt: {DETECT_MINUTES} * attempt,
     shell:
         "(cat {{input}}; echo detect {{wildcards.shard}} slurm_job=${{{{SLURM_JOB_ID:-none}}}}"
         " cuda=${{{{CUDA_VISIBLE_DEVICES:-none}}}}) > {{output}}"
@@ -97,15 +105,6 @@ def _minutes(slurm_time: str) -> int:
         parts.insert(0, 0)
     h, m, s = parts
     return days * 1440 + h * 60 + m + (1 if s else 0)
-
-
-def _profile_resource(rule: str, name: str, attempt: int = 1):
-    """A rule's resource from profiles/slurm/config.yaml, evaluated for `attempt`."""
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    value = profile["set-resources"][rule][name]
-    return (
-        eval(str(value), {}, {"attempt": attempt}) if isinstance(value, str) else value
-    )
 
 
 def _snapshot_conf() -> dict[str, bytes | None]:
@@ -241,14 +240,10 @@ def test_snakemake_slurm_profile_groups_and_gpu(slurm, tmp_path):  # noqa: F811 
     # a group is sized for its members running one after another: one CPU,
     # the memory of one member, the runtimes of all members added up
     assert cpu["NumCPUs"] == gpu["NumCPUs"] == "1", (cpu, gpu)
-    assert cpu["MinMemoryNode"] == f"{_profile_resource('ingest', 'mem_mb')}M", cpu
-    assert gpu["MinMemoryNode"] == f"{_profile_resource('detect', 'mem_mb')}M", gpu
-    assert _minutes(cpu["TimeLimit"]) == N_ITEMS * _profile_resource(
-        "ingest", "runtime"
-    ), cpu
-    assert _minutes(gpu["TimeLimit"]) == N_ITEMS * _profile_resource(
-        "detect", "runtime"
-    ), gpu
+    assert cpu["MinMemoryNode"] == f"{INGEST_MB}M", cpu
+    assert gpu["MinMemoryNode"] == f"{DETECT_MB}M", gpu
+    assert _minutes(cpu["TimeLimit"]) == N_ITEMS * INGEST_MINUTES, cpu
+    assert _minutes(gpu["TimeLimit"]) == N_ITEMS * DETECT_MINUTES, gpu
     # nothing was retried: exactly the two submissions exist
     assert {j["JobId"] for j in slurm.jobs() if j.get("WorkDir") == str(tmp_path)} == {
         cpu_job,
