@@ -17,8 +17,10 @@ include: "rules/ingest.smk"
 include: "rules/ocr.smk"
 include: "rules/detect.smk"
 include: "rules/embed.smk"
-include: "rules/labels.smk"
+include: "rules/clusters.smk"
 include: "rules/catalog.smk"
+include: "rules/exports.smk"
+include: "rules/reviews.smk"
 include: "rules/report.smk"
 
 

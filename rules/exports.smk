@@ -1,26 +1,5 @@
-# Machine labels over all shards (HDBSCAN clusters of the texts), the annotation exports, and the
-# re-import of reviewed annotation sheets.
-
-
-rule cluster:
-    input:
-        embedding_outputs,
-    output:
-        f"{CACHE}/clusters.jsonl",
-    log:
-        "logs/cluster.log",
-    benchmark:
-        "benchmarks/cluster.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: 2
-    resources:
-        mem_mb=attempt_scaled(4000),
-        runtime=attempt_scaled(60),
-    params:
-        **stage_params("clusters"),
-    script:
-        "../scripts/cluster.py"
+# The annotation exports from the catalog (and the review store once someone has reviewed):
+# the Parquet dataset and the files of export.formats (shardlens/exports.py).
 
 
 # The Parquet export is a dataset folder, results/annotations.parquet/shard=<shard>/part-0.parquet,
@@ -52,25 +31,3 @@ rule export:
         labels=label_space(config),  # the ontology's classes (or the vocabulary): the first categories
     script:
         "../scripts/export.py"
-
-
-rule import_reviews:
-    input:
-        csv=review_csv_to_import,
-        db=DATABASE,
-    output:
-        "results/review_imports/{name}.json".format(name=review_import_name()),
-    log:
-        "logs/import_reviews.log",
-    benchmark:
-        "benchmarks/import_reviews.tsv"
-    conda:
-        "../envs/core.yaml"
-    threads: 1
-    resources:
-        mem_mb=attempt_scaled(1000),
-        runtime=attempt_scaled(10),
-    params:
-        store=REVIEWS_DB,
-    script:
-        "../scripts/import_reviews.py"
