@@ -6,6 +6,7 @@
 rule detect:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
+        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
     output:
         f"{CACHE}/detect/{{shard}}.jsonl",
     log:
