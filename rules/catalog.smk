@@ -2,11 +2,10 @@
 # SQLite catalog loaded from the cache; before them, each shard's job record.
 
 
+# A shard is done: the record of its stage jobs (images and seconds from each job's summary line,
+# wall-clock seconds from its benchmark). The aggregate rules take these records as their inputs,
+# one per shard, instead of every stage output, log and benchmark (docs/adr/0013-shard-job-records.md).
 rule shard_jobs:
-    # A shard is done: the record of its stage jobs (images and seconds from each job's summary
-    # line, wall-clock seconds from its benchmark). The aggregate rules take these records as their
-    # inputs, one per shard; they read the shard's cache files by their fixed names
-    # (docs/adr/0013-shard-job-records.md).
     input:
         listing=f"{CACHE}/shards/{{shard}}.tsv",
         outputs=expand(f"{CACHE}/{{stage}}/{{{{shard}}}}.jsonl", stage=SHARD_STAGES),
@@ -54,6 +53,11 @@ rule manifest:
         shard_count=shard_count,
         models={stage: model_fingerprint(stage) for stage in SHARD_STAGES},
         history=f"{CACHE}/manifests",
+        # The folder of its output, where the job digests each shard's cache files by their fixed
+        # names: the one deliberate exception to "every file a job reads is an input". Its inputs
+        # are the shards' job records, which have those files as inputs; declaring them all costs
+        # Snakemake about 16 s per run at 2,048 shards (docs/adr/0013-shard-job-records.md).
+        cache=folder_of("output", 0),
     script:
         "../scripts/manifest.py"
 
@@ -89,6 +93,10 @@ rule catalog:
         propagate_similarity=config["reviews"]["propagate_similarity"],
         # recorded in the catalog too: images this close (perceptual hash bits) form a group
         near_duplicate_distance=config["dedupe"]["max_distance"],
+        # The manifest's folder, from which the job loads each shard's cache files by their fixed
+        # names: the same exception as the manifest's, its inputs are the shards' job records
+        # (about 13 s per run at 2,048 shards otherwise; docs/adr/0013-shard-job-records.md).
+        cache=folder_of("input", "manifest"),
     script:
         "../scripts/catalog.py"
 

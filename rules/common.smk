@@ -135,9 +135,7 @@ def embedding_outputs(wildcards=None):
 
 def shard_job_records(wildcards=None):
     """Every shard's job record (cache/jobs/{shard}.json, written once all its stages are done):
-    the aggregate rules' inputs instead of every stage output, log and benchmark, which Snakemake
-    would check one by one against every job they come from (docs/adr/0013-shard-job-records.md).
-    """
+    the aggregate rules' inputs (rules/catalog.smk says why)."""
     return expand(f"{CACHE}/jobs/{{shard}}.json", shard=shard_names())
 
 
@@ -149,6 +147,19 @@ def final_outputs(wildcards=None):
         INGEST_REPORT,
         *rules.report_figures.output,
     ]
+
+
+def folder_of(files, name):
+    """A param: the folder of the job's ``files`` ("input" or "output") entry ``name`` (a name, or a
+    position), for a job that reads or writes the files beside it. The rule names the folder by
+    its own declared files, as `snakemake --lint` asks of a path param."""
+
+    def folder(wildcards, input, output):
+        chosen = input if files == "input" else output
+        path = chosen[name] if isinstance(name, int) else getattr(chosen, name)
+        return str(Path(path).parent)
+
+    return folder
 
 
 def existing_reviews_store(wildcards=None):
