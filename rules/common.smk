@@ -26,12 +26,14 @@ DATABASE = config["catalog"]["database"]
 REVIEWS_DB = config["reviews"]["database"]
 LISTING_SKIPPED = f"{CACHE}/listing_skipped.tsv"
 INGEST_REPORT = "results/ingest_report.csv"
-# the export rule's outputs: the Parquet dataset's manifest and the files of export.formats (the
-# dataset folder itself is no output: docs/adr/0007)
+EXPORT_DIR = "results"
+# the export rule's outputs: the Parquet dataset's manifest and the files of export.formats, named
+# by shardlens/export_formats.py as the export writes them (the dataset folder itself is no
+# output: docs/adr/0007)
 EXPORT_OUTPUTS = {
     name: str(path)
     for name, path in export_paths(
-        "results", formats=config["export"]["formats"]
+        EXPORT_DIR, formats=config["export"]["formats"]
     ).items()
     if name != "parquet"
 }

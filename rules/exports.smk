@@ -23,6 +23,8 @@ rule export:
         mem_mb=attempt_scaled(2000),
         runtime=attempt_scaled(30),
     params:
+        # where it writes its outputs, and the Parquet dataset beside its manifest
+        out_dir=folder_of("output", "parquet_manifest"),
         label_studio_url_prefix=config["export"]["label_studio_url_prefix"],
         # the script reads the whole config; these are here so that changing them re-exports
         coco_labels=config["export"]["coco_labels"],

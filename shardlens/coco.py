@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .atomic import atomic_open
 from .catalog import connect_readonly, fetch_rows
+from .export_formats import export_paths
 from .json_stream import ObjectWriter
 
 LABEL_MODES = ("final", "machine", "reviewed")
@@ -258,8 +259,7 @@ def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, s
     """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` (or those of ``kinds``)
     atomically, streamed from the catalog (memory does not grow with the number of images or
     annotations); return their paths."""
-    out_dir = Path(out_dir)
-    names = {"coco": out_dir / f"{stem}.coco.json", "coco_text": out_dir / f"{stem}.coco_text.json"}
+    names = export_paths(out_dir, stem, formats=kinds)  # the files' names: shardlens/export_formats.py
     paths = {kind: names[kind] for kind in kinds}
     conn = _open(db_path)
     try:
