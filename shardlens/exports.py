@@ -164,7 +164,7 @@ def _csv_cells(row: dict) -> dict:
     return {k: ("" if v is None else csv_cell(v)) for k, v in row.items()}
 
 
-def write_csv(rows: Iterable[dict], target: Path) -> None:
+def write_csv(target: Path, rows: Iterable[dict]) -> None:
     with atomic_open(target, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()

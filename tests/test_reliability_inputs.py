@@ -462,7 +462,7 @@ def test_ten_thousand_files_in_one_folder(tmp_path):
     plan = plan_shards(entries, 1)
     listed = time.monotonic() - started
     assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
-    write_listing(listing_text(plan.shards["0000"]), tmp_path / "shards" / "0000.tsv")
+    write_listing(tmp_path / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     started = time.monotonic()
     summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
     ingested = time.monotonic() - started
@@ -488,7 +488,7 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     plan = plan_shards(list_images(root), 1)
     listing = listing_text(plan.shards["0000"])
     cache = tmp_path / "cache"
-    write_listing(listing, cache / "shards" / "0000.tsv")
+    write_listing(cache / "shards" / "0000.tsv", listing)
     ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
     before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
 
