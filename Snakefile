@@ -24,6 +24,7 @@ include: "rules/reviews.smk"
 include: "rules/report.smk"
 
 
+# The default target: the manifest, the catalog, the exports, the ingest report and the report's figures.
 rule all:
     default_target: True
     input:

@@ -2,9 +2,10 @@
 # SQLite catalog loaded from the cache; before them, each shard's job record.
 
 
-# A shard is done: the record of its stage jobs (images and seconds from each job's summary line,
-# wall-clock seconds from its benchmark). The aggregate rules take these records as their inputs,
-# one per shard, instead of every stage output, log and benchmark (docs/adr/0013-shard-job-records.md).
+# Makes cache/jobs/{shard}.json once a shard is done: the record of its stage jobs (images and
+# seconds from each job's summary line, wall-clock seconds from its benchmark). The aggregate
+# rules take these records as their inputs, one per shard, instead of every stage output, log and
+# benchmark (docs/adr/0013-shard-job-records.md).
 rule shard_jobs:
     input:
         listing=f"{CACHE}/shards/{{shard}}.tsv",
@@ -27,12 +28,12 @@ rule shard_jobs:
         "../scripts/shard_jobs.py"
 
 
+# Makes cache/manifest.json: digests every cache file, records each stage's params (shardlens/stages/params.py), the
+# config's digest and the shard plan, then appends the manifest to cache/manifests/, the
+# history `shardlens diff` compares. That folder is deliberately not an output: Snakemake
+# deletes a job's outputs before it runs, and update() would copy the whole history aside
+# on every run; entries are written once, atomically, and never rewritten.
 rule manifest:
-    # Digests every cache file, records each stage's params (shardlens/stages/params.py), the
-    # config's digest and the shard plan, then appends the manifest to cache/manifests/, the
-    # history `shardlens diff` compares. That folder is deliberately not an output: Snakemake
-    # deletes a job's outputs before it runs, and update() would copy the whole history aside
-    # on every run; entries are written once, atomically, and never rewritten.
     input:
         shards=shard_job_records,
         clusters=f"{CACHE}/clusters.jsonl",
@@ -62,15 +63,15 @@ rule manifest:
         "../scripts/manifest.py"
 
 
+# Makes the catalog (catalog.database): updated in place, in one transaction: only shards whose file digests changed,
+# shards gone from the plan dropped, clusters, the reviews' copy, the propagated labels
+# (shardlens/propagation.py) and the run (a changed layout or cache schema hash rebuilds
+# in full; `shardlens import-cache --full` on demand).
+# Snakemake removes the output's name before the job; build_catalog gives it back from a
+# hard link beside it (.annotations.sqlite.keep), not update(), which copies the whole
+# database aside on every run and copies it back over the open file on failure
+# (docs/adr/0005-incremental-catalog.md).
 rule catalog:
-    # Updates the catalog in place, in one transaction: only shards whose file digests changed,
-    # shards gone from the plan dropped, clusters, the reviews' copy, the propagated labels
-    # (shardlens/propagation.py) and the run (a changed layout or cache schema hash rebuilds
-    # in full; `shardlens import-cache --full` on demand).
-    # Snakemake removes the output's name before the job; build_catalog gives it back from a
-    # hard link beside it (.annotations.sqlite.keep), not update(), which copies the whole
-    # database aside on every run and copies it back over the open file on failure
-    # (docs/adr/0005-incremental-catalog.md).
     input:
         manifest=f"{CACHE}/manifest.json",
         shards=shard_job_records,
@@ -101,6 +102,7 @@ rule catalog:
         "../scripts/catalog.py"
 
 
+# Makes results/ingest_report.csv: per file, what ingest made of it, and what the walk skipped.
 rule ingest_report:
     input:
         db=DATABASE,

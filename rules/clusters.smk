@@ -2,6 +2,7 @@
 # (shardlens/clustering.py), which reviewers accept or relabel in one go.
 
 
+# Makes cache/clusters.jsonl: the clusters of all shards' texts, with names and outlier scores.
 rule cluster:
     input:
         embedding_outputs,

@@ -2,10 +2,10 @@
 # the Parquet dataset and the files of export.formats (shardlens/exports.py).
 
 
-# The Parquet export is a dataset folder, results/annotations.parquet/shard=<shard>/part-0.parquet,
-# of which a run rewrites only the partitions whose rows changed. Snakemake deletes declared
-# outputs before a job, so the folder is not one: the declared output is its manifest
-# (docs/adr/0007-partitioned-parquet-export.md).
+# Makes the annotation exports in results/ (export.formats). The Parquet export is a dataset
+# folder, results/annotations.parquet/shard=<shard>/part-0.parquet, of which a run rewrites only
+# the partitions whose rows changed. Snakemake deletes declared outputs before a job, so the
+# folder is not one: the declared output is its manifest (docs/adr/0007-partitioned-parquet-export.md).
 rule export:
     input:
         db=DATABASE,

@@ -1,6 +1,7 @@
 # Text gate (cheap text detection) and OCR of the images it lets through.
 
 
+# Makes cache/gate/{shard}.jsonl: per distinct image, whether OCR runs (a cheap text detector's score).
 rule gate:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
@@ -24,6 +25,7 @@ rule gate:
         "../scripts/gate.py"
 
 
+# Makes cache/ocr/{shard}.jsonl: the text lines of the images the gate let through.
 rule ocr:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",

@@ -1,6 +1,7 @@
 # The re-import of a reviewed annotation sheet into the review store (shardlens/reviews.py).
 
 
+# Makes results/review_imports/{name}.json: the record of a reviewed sheet read into the review store.
 rule import_reviews:
     input:
         csv=review_csv_to_import,
