@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .atomic import atomic_open
 from .catalog import connect_readonly, fetch_rows
-from .export_formats import export_paths
+from .export_formats import STEM, export_paths
 from .json_stream import ObjectWriter
 
 LABEL_MODES = ("final", "machine", "reviewed")
@@ -255,7 +255,7 @@ def coco_text(db_path: str | Path, options: CocoOptions) -> dict:
         conn.close()
 
 
-def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = "annotations", kinds=("coco", "coco_text")) -> dict[str, Path]:
+def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = STEM, kinds=("coco", "coco_text")) -> dict[str, Path]:
     """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` (or those of ``kinds``)
     atomically, streamed from the catalog (memory does not grow with the number of images or
     annotations); return their paths."""
