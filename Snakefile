@@ -17,11 +17,14 @@ include: "rules/ingest.smk"
 include: "rules/ocr.smk"
 include: "rules/detect.smk"
 include: "rules/embed.smk"
-include: "rules/labels.smk"
+include: "rules/clusters.smk"
 include: "rules/catalog.smk"
+include: "rules/exports.smk"
+include: "rules/reviews.smk"
 include: "rules/report.smk"
 
 
+# The default target: the manifest, the catalog, the exports, the ingest report and the report's figures.
 rule all:
     default_target: True
     input:

@@ -72,7 +72,7 @@ def worker(kind: str, db: Path, out: Path) -> dict:
                 rows += 1
                 yield row
 
-        exports.write_csv(counted(), out / "annotations.csv")
+        exports.write_csv(out / "annotations.csv", counted())
         result["items"] = rows
     elif kind == "csv+json":
         conn = connect_readonly(db)

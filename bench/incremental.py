@@ -379,7 +379,7 @@ def generate(work: Path, n_images: int, size: int, texts: TextSource, extra_conf
         members = plan.shards[shard]
         text = listing_text(members)
         target = work / "cache" / "shards" / f"{shard}.tsv"
-        write_listing(text, target)
+        write_listing(target, text)
         for path in [target, *job_files(work, "shard_listing", shard, {"images": len(members), "ok": len(members), "records": len(members)}, base_ns)]:
             os.utime(path, ns=(base_ns, base_ns))
         counts = write_shard(work, shard, [m.path for m in members], texts, base_ns, distinct=distinct)

@@ -26,12 +26,14 @@ DATABASE = config["catalog"]["database"]
 REVIEWS_DB = config["reviews"]["database"]
 LISTING_SKIPPED = f"{CACHE}/listing_skipped.tsv"
 INGEST_REPORT = "results/ingest_report.csv"
-# the export rule's outputs: the Parquet dataset's manifest and the files of export.formats (the
-# dataset folder itself is no output: docs/adr/0007)
+EXPORT_DIR = "results"
+# the export rule's outputs: the Parquet dataset's manifest and the files of export.formats, named
+# by shardlens/export_formats.py as the export writes them (the dataset folder itself is no
+# output: docs/adr/0007)
 EXPORT_OUTPUTS = {
     name: str(path)
     for name, path in export_paths(
-        "results", formats=config["export"]["formats"]
+        EXPORT_DIR, formats=config["export"]["formats"]
     ).items()
     if name != "parquet"
 }
@@ -135,9 +137,7 @@ def embedding_outputs(wildcards=None):
 
 def shard_job_records(wildcards=None):
     """Every shard's job record (logs/jobs/{shard}.json, written once all its stages are done):
-    the aggregate rules' inputs instead of every stage output, log and benchmark, which Snakemake
-    would check one by one against every job they come from (docs/adr/0013-shard-job-records.md).
-    """
+    the aggregate rules' inputs (rules/catalog.smk says why)."""
     return expand("logs/jobs/{shard}.json", shard=shard_names())
 
 
@@ -149,6 +149,19 @@ def final_outputs(wildcards=None):
         INGEST_REPORT,
         *rules.report_figures.output,
     ]
+
+
+def folder_of(files, name):
+    """A param: the folder of the job's ``files`` ("input" or "output") entry ``name`` (a name, or a
+    position), for a job that reads or writes the files beside it. The rule names the folder by
+    its own declared files, as `snakemake --lint` asks of a path param."""
+
+    def folder(wildcards, input, output):
+        chosen = input if files == "input" else output
+        path = chosen[name] if isinstance(name, int) else getattr(chosen, name)
+        return str(Path(path).parent)
+
+    return folder
 
 
 def existing_reviews_store(wildcards=None):

@@ -2,6 +2,7 @@
 # so the repository vendors no images. A checkpoint, because the listing depends on its files.
 
 
+# Makes the demo images (resources/demo) and their ground truth.
 checkpoint demo_images:
     output:
         directory(DEMO_DIR),

@@ -3,9 +3,11 @@
 # `regions` and what follows, never `detect` (docs/adr/0009-ontology.md).
 
 
+# Makes cache/detect/{shard}.jsonl: the detector's regions with its own label candidates.
 rule detect:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
+        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
     output:
         f"{CACHE}/detect/{{shard}}.jsonl",
     log:
@@ -26,6 +28,7 @@ rule detect:
         "../scripts/detect.py"
 
 
+# Makes cache/regions/{shard}.jsonl: the detections with the ontology's classes (or the vocabulary's).
 rule regions:
     input:
         detect=f"{CACHE}/detect/{{shard}}.jsonl",

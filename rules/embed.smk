@@ -1,6 +1,7 @@
 # Embeddings of every distinct text of a shard (captions, labels, OCR lines). A GPU stage on clusters.
 
 
+# Makes cache/embed/{shard}.jsonl: an embedding of each distinct text of the shard.
 rule embed:
     input:
         regions=f"{CACHE}/regions/{{shard}}.jsonl",

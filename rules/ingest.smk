@@ -1,8 +1,9 @@
 # Shard listings, then ingest: hash, size and decode-check each listed file of a shard.
 
 
+# Makes cache/shards/{shard}.tsv: the shard's listing, written from the plan; it re-runs when the
+# shard's images change.
 rule shard_listing:
-    # the shard's listing, written from the plan: it re-runs when the shard's images change
     input:
         generated_images,
     output:
@@ -23,8 +24,9 @@ rule shard_listing:
         "../scripts/shard_listing.py"
 
 
+# Makes cache/listing_skipped.tsv: what the folder walk left out (symlinks leaving the root,
+# loops, ...), for the ingest report.
 rule listing_skipped:
-    # what the folder walk left out (symlinks leaving the root, loops, ...), for the ingest report
     input:
         generated_images,
     output:
@@ -45,6 +47,7 @@ rule listing_skipped:
         "../scripts/listing_skipped.py"
 
 
+# Makes cache/ingest/{shard}.jsonl: each listed file's digest (the image_id), size and decode check.
 rule ingest:
     input:
         listing=f"{CACHE}/shards/{{shard}}.tsv",

@@ -1,9 +1,11 @@
 # Text gate (cheap text detection) and OCR of the images it lets through.
 
 
+# Makes cache/gate/{shard}.jsonl: per distinct image, whether OCR runs (a cheap text detector's score).
 rule gate:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
+        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
     output:
         f"{CACHE}/gate/{{shard}}.jsonl",
     log:
@@ -23,9 +25,11 @@ rule gate:
         "../scripts/gate.py"
 
 
+# Makes cache/ocr/{shard}.jsonl: the text lines of the images the gate let through.
 rule ocr:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
+        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
         gate=f"{CACHE}/gate/{{shard}}.jsonl",
     output:
         f"{CACHE}/ocr/{{shard}}.jsonl",

@@ -2,7 +2,8 @@
 # the jobs' timings (matplotlib), and the ingest report as a table. Captions: report/*.rst.
 
 
-# Figures from the catalog and the shards' job records; the ingest report as HTML.
+# Makes results/report/: figures from the catalog and the shards' job records, and the ingest
+# report as HTML.
 rule report_figures:
     input:
         db=DATABASE,

@@ -1,5 +1,4 @@
 import sys
-from pathlib import Path
 
 from shardlens.jobs import log_job
 
@@ -7,7 +6,7 @@ log_job(snakemake.log[0], snakemake.rule)
 from shardlens.catalog import build_catalog
 
 build_catalog(
-    Path(snakemake.input.manifest).parent,
+    snakemake.params.cache,
     snakemake.output[0],
     reviews_db=snakemake.params.reviews,
     propagate_similarity=snakemake.params.propagate_similarity,

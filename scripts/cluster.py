@@ -3,7 +3,7 @@ import sys
 from shardlens.jobs import log_job
 
 log_job(snakemake.log[0], snakemake.rule)
-from shardlens.labels import run_clustering
+from shardlens.clustering import run_clustering
 
 run_clustering(
     list(snakemake.input),

@@ -5,6 +5,7 @@ from shardlens.manifest import run_manifest
 from shardlens.models.registry import models_for_config
 
 run_manifest(
+    snakemake.params.cache,
     snakemake.output[0],
     snakemake.params.shards,
     models_for_config(snakemake.config),

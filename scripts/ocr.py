@@ -6,6 +6,7 @@ from shardlens.stages.ocr import run_shard
 
 run_shard(
     ingest=snakemake.input.ingest,
+    listing=snakemake.input.listing,
     gate=snakemake.input.gate,
     images_root=snakemake.params.images,
     output=snakemake.output[0],

@@ -188,7 +188,7 @@ def recluster_cmd(
     names of matching clusters are kept. Run `snakemake` afterwards: the catalog and the exports
     follow the new clusters."""
     from .catalog import CatalogError, read_manifest
-    from .labels import run_clustering
+    from .clustering import run_clustering
     from .records import RecordError
     from .stages.params import stage_params
 

@@ -40,7 +40,7 @@ and the run refits, reading no embedding file again). A new text's assignment de
 the fitted members, never on the other new texts, so the same sequence of runs gives the same
 clusters.
 
-**Outlier scores.** A fitted text has HDBSCAN's ``outlier_scores_`` (:mod:`shardlens.labels`).
+**Outlier scores.** A fitted text has HDBSCAN's ``outlier_scores_`` (:mod:`shardlens.clustering`).
 The state keeps no HDBSCAN model, so a text that joins later gets the score
 ``hdbscan.prediction.approximate_predict_scores`` gives a new point, computed from what the state
 keeps, against the fitted member its assignment looked at (its nearest fitted, clustered member:
@@ -70,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import ITEM_OF_KIND, UNCLUSTERED, FitSpace, TextPoint, build_clusters, fit_points, glosh
+from .clustering import ITEM_OF_KIND, UNCLUSTERED, FitSpace, TextPoint, build_clusters, fit_points, glosh
 from .records import read_jsonl
 from .vectors import decode_vector
 
@@ -476,7 +476,7 @@ def fit_sample(points: list[TextPoint], limit: int | None) -> list[TextPoint]:
 
 
 def _display_name(members: list[int], points: list[TextPoint]) -> str:
-    from .labels import display_name
+    from .clustering import display_name
 
     return display_name(members, points)
 

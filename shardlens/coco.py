@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .atomic import atomic_open
 from .catalog import connect_readonly, fetch_rows
+from .export_formats import STEM, export_paths
 from .json_stream import ObjectWriter
 
 LABEL_MODES = ("final", "machine", "reviewed")
@@ -254,12 +255,11 @@ def coco_text(db_path: str | Path, options: CocoOptions) -> dict:
         conn.close()
 
 
-def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = "annotations", kinds=("coco", "coco_text")) -> dict[str, Path]:
+def write_coco(db_path: str | Path, out_dir: str | Path, options: CocoOptions, stem: str = STEM, kinds=("coco", "coco_text")) -> dict[str, Path]:
     """Write ``{stem}.coco.json`` and ``{stem}.coco_text.json`` (or those of ``kinds``)
     atomically, streamed from the catalog (memory does not grow with the number of images or
     annotations); return their paths."""
-    out_dir = Path(out_dir)
-    names = {"coco": out_dir / f"{stem}.coco.json", "coco_text": out_dir / f"{stem}.coco_text.json"}
+    names = export_paths(out_dir, stem, formats=kinds)  # the files' names: shardlens/export_formats.py
     paths = {kind: names[kind] for kind in kinds}
     conn = _open(db_path)
     try:

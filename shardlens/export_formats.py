@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-# The whole-file formats (export.formats), each with the files it writes (stem: "annotations").
+# The stem of the export files' names: annotations.csv, annotations.parquet/, ...
+STEM = "annotations"
+
+# The whole-file formats (export.formats), each with the files it writes.
 # The Parquet dataset and its manifest are always written.
 FORMATS = {
     "csv": ("{stem}.csv",),
@@ -27,7 +30,7 @@ def check_formats(formats: Iterable[str]) -> list[str]:
     return [name for name in FORMATS if name in formats]
 
 
-def export_paths(out_dir: str | Path, stem: str = "annotations", formats: Iterable[str] | None = None) -> dict[str, Path]:
+def export_paths(out_dir: str | Path, stem: str = STEM, formats: Iterable[str] | None = None) -> dict[str, Path]:
     """Every file the export writes into ``out_dir`` for ``formats`` (all by default), by name:
     the Parquet dataset's folder (``parquet``) and manifest (``parquet_manifest``), then one
     name per file of each format (``labelstudio`` and ``labelstudio_config``)."""

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from .atomic import abandoned_temporaries, atomic_open, atomic_path
 from .catalog import connect_readonly
-from .export_formats import FORMATS, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
+from .export_formats import FORMATS, STEM, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
 from .json_stream import ArrayWriter
 from .models.mirror import file_sha256
 from .shard_versions import tracked_versions
@@ -164,7 +164,7 @@ def _csv_cells(row: dict) -> dict:
     return {k: ("" if v is None else csv_cell(v)) for k, v in row.items()}
 
 
-def write_csv(rows: Iterable[dict], target: Path) -> None:
+def write_csv(target: Path, rows: Iterable[dict]) -> None:
     with atomic_open(target, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
@@ -411,7 +411,7 @@ class ExportResult:
 def export_catalog(
     db_path: str | Path,
     out_dir: str | Path,
-    stem: str = "annotations",
+    stem: str = STEM,
     config: dict | None = None,
     images_root: str | Path | None = None,
     coco_labels: str | None = None,
@@ -468,7 +468,7 @@ def export_catalog(
 def export_all(
     db_path: str | Path,
     out_dir: str | Path,
-    stem: str = "annotations",
+    stem: str = STEM,
     config: dict | None = None,
     images_root: str | Path | None = None,
     coco_labels: str | None = None,

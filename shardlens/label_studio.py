@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 from .atomic import atomic_open
 from .catalog import CatalogError, connect_readonly, fetch_rows
+from .export_formats import export_paths
 from .json_stream import ArrayWriter
 from .reviews import Review, ReviewError, _store_reviews, catalog_problems
 
@@ -247,8 +248,8 @@ def write_label_studio(db_path: str | Path, out_dir: str | Path, url_prefix: str
     ``url_prefix`` is ``export.label_studio_url_prefix``, ``vocabulary`` the labels a region can
     carry before review (:func:`shardlens.ontology.label_space` of the config). The tasks are
     streamed: one image's at a time."""
-    out_dir = Path(out_dir)
-    paths = {"labelstudio": out_dir / "labelstudio_tasks.json", "labelstudio_config": out_dir / "labelstudio_config.xml"}
+    names = export_paths(out_dir, formats=["labelstudio"])  # the files' names: shardlens/export_formats.py
+    paths = {"labelstudio": names["labelstudio"], "labelstudio_config": names["labelstudio_config"]}
     conn = connect_readonly(db_path)
     conn.row_factory = sqlite3.Row
     try:

@@ -189,6 +189,7 @@ def record_history(manifest_path: str | Path, history_dir: str | Path) -> Path:
 
 
 def run_manifest(
+    cache_dir: str | Path,
     output: str | Path,
     shards: list[str],
     models: dict[str, dict],
@@ -196,13 +197,13 @@ def run_manifest(
     shard_count: int | None = None,
     history: str | Path | None = None,
 ) -> dict:
-    """The manifest rule: digest the cache beside ``output``, write the manifest atomically,
-    then append it to the ``history`` folder (when given)."""
+    """The manifest rule: digest the cache in ``cache_dir``, write the manifest to ``output``
+    atomically, then append it to the ``history`` folder (when given)."""
     from .jobs import JobSummary
 
     summary = JobSummary(shard="all", stage="manifest", images=0)
     digests = DigestCache(Path(history) / DIGESTS_FILE if history is not None else None)
-    manifest = build_manifest(Path(output).parent, shards, models, config=config, shard_count=shard_count, digests=digests)
+    manifest = build_manifest(cache_dir, shards, models, config=config, shard_count=shard_count, digests=digests)
     digests.close()
     write_manifest(output, manifest)
     entry = record_history(output, history) if history is not None else None

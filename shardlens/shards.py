@@ -87,7 +87,7 @@ def listing_text(images: list[ListedImage]) -> str:
     return "".join(lines)
 
 
-def write_listing(text: str, target: str | Path) -> None:
+def write_listing(target: str | Path, text: str) -> None:
     """Write a listing (a shard's, or the walk's skipped entries) atomically."""
     with atomic_open(target, "w", newline="\n") as handle:
         handle.write(text)
@@ -107,19 +107,19 @@ def write_listings(plan: ShardPlan, folder: str | Path) -> list[str]:
                 continue
         except (FileNotFoundError, UnicodeDecodeError):
             pass
-        write_listing(text, target)
+        write_listing(target, text)
         written.append(name)
     return written
 
 
-def run_listing(text: str, target: str | Path, shard: str, stage: str) -> dict:
+def run_listing(target: str | Path, text: str, shard: str, stage: str) -> dict:
     """The shard_listing and listing_skipped jobs: write the plan's text, log the summary line
     (``images``: the entries listed, after the header line)."""
     from .jobs import JobSummary
 
     entries = max(0, text.count("\n") - 1)
     summary = JobSummary(shard=shard, stage=stage, images=entries, records=entries)
-    write_listing(text, target)
+    write_listing(target, text)
     if stage == "shard_listing":
         summary.ok = entries
     else:

@@ -516,7 +516,7 @@ def ingest_corpus_unprivileged(root: Path, work: Path, limits: dict | None = Non
     from shardlens.shards import listing_text, plan_shards, write_listing
 
     plan = plan_shards(list_images(root, follow_symlinks=True), 1)
-    write_listing(listing_text(plan.shards["0000"]), work / "shards" / "0000.tsv")
+    write_listing(work / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     out = work / "ingest" / "0000.jsonl"
     code = (
         "import sys; from shardlens.images import Limits; from shardlens.stages.ingest import run_shard; "

@@ -69,6 +69,6 @@ def test_cache_and_exports_follow_the_umask(tmp_path, umask_022):
     from shardlens.exports import write_csv
 
     write_jsonl(tmp_path / "cache" / "gate" / "0000.jsonl", "gate", [])
-    write_csv([], tmp_path / "results" / "annotations.csv")
+    write_csv(tmp_path / "results" / "annotations.csv", [])
     for path in (tmp_path / "cache" / "gate" / "0000.jsonl", tmp_path / "results" / "annotations.csv"):
         assert (path.stat().st_mode & 0o777) == 0o644, path

@@ -13,7 +13,7 @@ import pytest
 from conftest import one_line_error, shardlens_cli
 
 from shardlens.cluster_state import state_path
-from shardlens.labels import load_points, run_clustering
+from shardlens.clustering import load_points, run_clustering
 from shardlens.records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from shardlens.vectors import encode_vector
 
@@ -258,7 +258,7 @@ def test_the_outlier_score_of_an_assigned_text_is_hdbscans_formula_at_its_neares
     distance), against the largest lambda of the tree node that member leaves and below."""
     import hdbscan
 
-    from shardlens.labels import glosh
+    from shardlens.clustering import glosh
 
     run(tmp_path, write_shards(tmp_path, ONCE, embed), "never")
     new = {**ONCE_ADDED[0]["ocr"], **ONCE_ADDED[1]["ocr"]}

@@ -25,8 +25,8 @@ KNOWN_DEFERRED_CYCLES = {
     frozenset({"shardlens.catalog", "shardlens.label_studio", "shardlens.propagation", "shardlens.reviews", "shardlens.risk"}),
     # detectors verify mirrored weights; mirror asks detectors which backends are open-vocabulary
     frozenset({"shardlens.models.detectors", "shardlens.models.mirror"}),
-    # labels runs the clustering whose state cluster_state keeps with labels' options
-    frozenset({"shardlens.cluster_state", "shardlens.labels"}),
+    # clustering runs the fits whose state cluster_state keeps with clustering's options
+    frozenset({"shardlens.cluster_state", "shardlens.clustering"}),
     # the OCR engine registry imports the Paddle backends, which import its interface
     frozenset({"shardlens.models.ocr_engines", "shardlens.models.paddle_bridge", "shardlens.models.paddle_ocr"}),
 }

@@ -291,10 +291,10 @@ def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
     (cache / "shards" / "0003.tsv").write_text("path\tsize\tmtime_ns\na.png\t1\t0\nb.png\t1\t0\n")
     record = ingest._empty_record("a.png") | {"image_id": "0" * 64, "bytes": 1, "width": 1, "height": 1, "format": "PNG"}
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record, record | {"path": "b.png"}])
-    assert len(distinct_images(cache / "ingest" / "0003.jsonl")) == 1
+    assert len(distinct_images(cache / "ingest" / "0003.jsonl", cache / "shards" / "0003.tsv")) == 1
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record])  # b.png's line lost
     with pytest.raises(IncompleteIngestError, match=r"0003\.jsonl does not match its listing .*no record for 1 listed path\(s\) \('b\.png'\).*--forcerun .*0003\.jsonl"):
-        distinct_images(cache / "ingest" / "0003.jsonl")
+        distinct_images(cache / "ingest" / "0003.jsonl", cache / "shards" / "0003.tsv")
 
 
 # --- the review import never opens a path from the CSV ------------------------------------------
@@ -462,7 +462,7 @@ def test_ten_thousand_files_in_one_folder(tmp_path):
     plan = plan_shards(entries, 1)
     listed = time.monotonic() - started
     assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
-    write_listing(listing_text(plan.shards["0000"]), tmp_path / "shards" / "0000.tsv")
+    write_listing(tmp_path / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     started = time.monotonic()
     summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
     ingested = time.monotonic() - started
@@ -488,14 +488,14 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     plan = plan_shards(list_images(root), 1)
     listing = listing_text(plan.shards["0000"])
     cache = tmp_path / "cache"
-    write_listing(listing, cache / "shards" / "0000.tsv")
+    write_listing(cache / "shards" / "0000.tsv", listing)
     ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
     before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
 
     text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
     (root / "c.png").unlink()
     with caplog.at_level("WARNING"):
-        gate.run_shard(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
+        gate.run_shard(cache / "ingest" / "0000.jsonl", cache / "shards" / "0000.tsv", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
     records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
     assert set(records) == set(before.values())
     assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]

@@ -42,7 +42,7 @@ def test_listing_round_trips_awkward_names(tmp_path):
     names = ["plain.jpg", "with space.jpg", "ünïcödé/фото.png", "new\nline.jpg", "tab\there.png"]
     images = [ListedImage(n, 1, 2) for n in sorted(names)]
     plan = plan_shards(images, 1)
-    write_listing(listing_text(plan.shards["0000"]), tmp_path / "0000.tsv")
+    write_listing(tmp_path / "0000.tsv", listing_text(plan.shards["0000"]))
     assert read_listing(tmp_path / "0000.tsv") == sorted(names)
     assert listing_text(images).count("\n") == len(names) + 1  # one line per image, plus header
 

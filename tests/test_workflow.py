@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from conftest import planned_jobs, snakemake, text_image, write_config
+from conftest import REPO, planned_jobs, snakemake, text_image, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,26 @@ def test_dry_run_plans_without_running(tmp_path, tiny_images):
     # a plan writes nothing: no shard listing, no stage output, no catalog (docs/adr/0002)
     assert not (workdir / "cache").exists()
     assert not (workdir / "results").exists()
+
+
+def test_the_test_config_runs_the_whole_workflow(tmp_path):
+    """.test/ is run the standard way (`snakemake --directory .test --cores 2`): here a copy of its
+    config beside a link to tests/, so that its images folder (../tests/quality/images) resolves as
+    in the repository. Every listed image is cataloged, and a second plan has nothing to do."""
+    workdir = tmp_path / ".test"
+    shutil.copytree(REPO / ".test" / "config", workdir / "config")
+    (tmp_path / "tests").symlink_to(REPO / "tests")
+    snakemake(workdir, "--cores", "2")
+    listed = [line for line in (workdir / "config" / "images.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert len(listed) == 6
+    db = sqlite3.connect(workdir / "results" / "annotations.sqlite")
+    assert dict(db.execute("SELECT path, status FROM paths").fetchall()) == dict.fromkeys(listed, "ok")
+    assert db.execute("SELECT COUNT(*) FROM ocr_lines").fetchone()[0] >= 1
+    assert {row[0] for row in db.execute("SELECT caption FROM regions")} >= {"dog", "cat"}
+    db.close()
+    assert shards_of(workdir) == ["0000", "0001"]
+    assert (workdir / "results" / "annotations.parquet.json").is_file()
+    assert planned_jobs(workdir) == {}
 
 
 def test_rerun_redoes_only_what_changed(tmp_path, tiny_images):

@@ -1,0 +1,24 @@
+# Clusters over all shards: HDBSCAN groups of the texts' embeddings, with readable names
+# (shardlens/clustering.py), which reviewers accept or relabel in one go.
+
+
+# Makes cache/clusters.jsonl: the clusters of all shards' texts, with names and outlier scores.
+rule cluster:
+    input:
+        embedding_outputs,
+    output:
+        f"{CACHE}/clusters.jsonl",
+    log:
+        "logs/cluster.log",
+    benchmark:
+        "benchmarks/cluster.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=attempt_scaled(4000),
+        runtime=attempt_scaled(60),
+    params:
+        **stage_params("clusters"),
+    script:
+        "../scripts/cluster.py"
