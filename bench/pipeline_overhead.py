@@ -75,13 +75,13 @@ t = time.perf_counter()
 ingest.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out("ingest"), shard=shard, limits=limits)
 times["ingest"] = time.perf_counter() - t
 t = time.perf_counter()
-gate.run_shard(ingest=out("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out("gate"), shard=shard, threads=2, limits=limits, **config["gate"])
+gate.run_shard(ingest=out("ingest"), images_root=images, output=out("gate"), shard=shard, threads=2, limits=limits, **config["gate"])
 times["gate"] = time.perf_counter() - t
 t = time.perf_counter()
-ocr.run_shard(ingest=out("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", gate=out("gate"), images_root=images, output=out("ocr"), shard=shard, threads=2, limits=limits, **config["ocr"])
+ocr.run_shard(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard=shard, threads=2, limits=limits, **config["ocr"])
 times["ocr"] = time.perf_counter() - t
 t = time.perf_counter()
-detect.run_shard(ingest=out("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out("detect"), shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
+detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
 times["detect"] = time.perf_counter() - t
 t = time.perf_counter()
 regions.run_shard(detect=out("detect"), output=out("regions"), shard=shard, options=stage_params(config, "regions")["options"])
@@ -144,11 +144,11 @@ t = time.perf_counter()
 if stage == "ingest":
     module.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out, shard=shard, limits=limits)
 elif stage == "gate":
-    module.run_shard(ingest=src("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["gate"])
+    module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["gate"])
 elif stage == "ocr":
-    module.run_shard(ingest=src("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", gate=src("gate"), images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["ocr"])
+    module.run_shard(ingest=src("ingest"), gate=src("gate"), images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["ocr"])
 elif stage == "detect":
-    module.run_shard(ingest=src("ingest"), listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out, shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
+    module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
 elif stage == "regions":
     module.run_shard(detect=src("detect"), output=out, shard=shard, options=stage_params(config, "regions")["options"])
 else:

@@ -73,9 +73,9 @@ else:
 load = time.perf_counter() - t
 t = time.perf_counter()
 if stage == "gate":
-    module.run_shard(ingest={ingest!r}, listing={listing!r}, images_root={images!r}, output={output!r}, shard={shard!r}, threads=2, limits=limits, **config["gate"])
+    module.run_shard(ingest={ingest!r}, images_root={images!r}, output={output!r}, shard={shard!r}, threads=2, limits=limits, **config["gate"])
 else:
-    module.run_shard(ingest={ingest!r}, listing={listing!r}, gate={gate!r}, images_root={images!r}, output={output!r}, shard={shard!r}, threads=2, limits=limits, **config["ocr"])
+    module.run_shard(ingest={ingest!r}, gate={gate!r}, images_root={images!r}, output={output!r}, shard={shard!r}, threads=2, limits=limits, **config["ocr"])
 run = time.perf_counter() - t
 print(json.dumps({{"imports": imports, "load": load, "run": run}}))
 """
@@ -94,7 +94,7 @@ config = load_config(images={images!r})
 options = {{k: v for k, v in config["gate"].items() if k in ("max_side", "pixel_threshold", "box_threshold", "min_region_pixels", "max_thickness", "min_aspect", "upscale", "margin")}}
 gate = TextGate(threads=2, **options)
 limits = Limits(**config["limits"])
-images = [im for im in distinct_images({ingest!r}, {listing!r}) if im.ok]
+images = [im for im in distinct_images({ingest!r}) if im.ok]
 root = Path({images!r})
 parts = dict(decode=0.0, prepare=0.0, model=0.0, score=0.0)
 t = time.perf_counter(); arrays = [load_rgb(root, im, limits, options["max_side"]) for im in images]; parts["decode"] = time.perf_counter() - t
@@ -156,12 +156,12 @@ def prepare_set(folder: Path, n: int, fraction: float, size: tuple[int, int]) ->
         for i in path_of
     ]
     write_jsonl(all_ocr, "gate", records)
-    return {"images": images, "truth": truth, "cache": cache, "shard": shard, "ingest": ingest_out, "listing": cache / "shards" / f"{shard}.tsv", "all_ocr": all_ocr, "path_of": path_of}
+    return {"images": images, "truth": truth, "cache": cache, "shard": shard, "ingest": ingest_out, "all_ocr": all_ocr, "path_of": path_of}
 
 
 def measure_fraction(s: dict, repeats: int) -> dict:
     cache, shard = s["cache"], s["shard"]
-    common = dict(repo=str(REPO), images=str(s["images"]), ingest=str(s["ingest"]), listing=str(s["listing"]), shard=shard)
+    common = dict(repo=str(REPO), images=str(s["images"]), ingest=str(s["ingest"]), shard=shard)
     gate_out = cache / "gate" / f"{shard}.jsonl"
 
     def gated() -> dict:
@@ -234,7 +234,7 @@ def main() -> None:
         results[fraction] = measure_fraction(s, args.repeats)
         results[fraction]["quality"] = quality(s)
     base = sets[args.fractions[0]]
-    _, parts = run_process(PARTS.format(repo=str(REPO), images=str(base["images"]), ingest=str(base["ingest"]), listing=str(base["listing"])))
+    _, parts = run_process(PARTS.format(repo=str(REPO), images=str(base["images"]), ingest=str(base["ingest"])))
 
     lines = [
         f"{args.images} generated {args.width}x{args.height} images per row (rendered text lines, the rest scikit-image photo crops), "

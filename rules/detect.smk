@@ -7,7 +7,6 @@
 rule detect:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
-        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
     output:
         f"{CACHE}/detect/{{shard}}.jsonl",
     log:

@@ -5,7 +5,6 @@
 rule gate:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
-        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
     output:
         f"{CACHE}/gate/{{shard}}.jsonl",
     log:
@@ -29,7 +28,6 @@ rule gate:
 rule ocr:
     input:
         ingest=f"{CACHE}/ingest/{{shard}}.jsonl",
-        listing=f"{CACHE}/shards/{{shard}}.tsv",  # ingest's records are checked against it
         gate=f"{CACHE}/gate/{{shard}}.jsonl",
     output:
         f"{CACHE}/ocr/{{shard}}.jsonl",

@@ -6,7 +6,6 @@ from shardlens.stages.detect import run_shard
 
 run_shard(
     ingest=snakemake.input.ingest,
-    listing=snakemake.input.listing,
     images_root=snakemake.params.images,
     output=snakemake.output[0],
     shard=snakemake.wildcards.shard,

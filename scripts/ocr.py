@@ -6,7 +6,6 @@ from shardlens.stages.ocr import run_shard
 
 run_shard(
     ingest=snakemake.input.ingest,
-    listing=snakemake.input.listing,
     gate=snakemake.input.gate,
     images_root=snakemake.params.images,
     output=snakemake.output[0],

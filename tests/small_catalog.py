@@ -55,9 +55,9 @@ def catalog_of_folder(run: Path, shards: int = 2, **config_overrides) -> Path:
     write_listings(plan, cache / "shards")
     for shard in plan.names:
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
-        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "shards" / f"{shard}.tsv", root, cache / "gate" / f"{shard}.jsonl", shard)
-        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "shards" / f"{shard}.tsv", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
-        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "shards" / f"{shard}.tsv", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"])
+        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
+        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
+        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"])
         regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"])
     write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
     db = run / "results" / "annotations.sqlite"

@@ -31,8 +31,8 @@ def cache(tmp_path_factory):
     write_listings(plan, cache / "shards")
     for shard in plan.names:
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
-        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "shards" / f"{shard}.tsv", root, cache / "gate" / f"{shard}.jsonl", shard)
-        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "shards" / f"{shard}.tsv", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
+        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
+        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
     manifest = build_manifest(cache, plan.names, models_for_config(load_config()), stages=["ingest", "gate", "ocr"])
     write_manifest(cache / "manifest.json", manifest)
     return cache

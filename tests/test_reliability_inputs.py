@@ -291,10 +291,10 @@ def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
     (cache / "shards" / "0003.tsv").write_text("path\tsize\tmtime_ns\na.png\t1\t0\nb.png\t1\t0\n")
     record = ingest._empty_record("a.png") | {"image_id": "0" * 64, "bytes": 1, "width": 1, "height": 1, "format": "PNG"}
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record, record | {"path": "b.png"}])
-    assert len(distinct_images(cache / "ingest" / "0003.jsonl", cache / "shards" / "0003.tsv")) == 1
+    assert len(distinct_images(cache / "ingest" / "0003.jsonl")) == 1
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record])  # b.png's line lost
     with pytest.raises(IncompleteIngestError, match=r"0003\.jsonl does not match its listing .*no record for 1 listed path\(s\) \('b\.png'\).*--forcerun .*0003\.jsonl"):
-        distinct_images(cache / "ingest" / "0003.jsonl", cache / "shards" / "0003.tsv")
+        distinct_images(cache / "ingest" / "0003.jsonl")
 
 
 # --- the review import never opens a path from the CSV ------------------------------------------
@@ -495,7 +495,7 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
     (root / "c.png").unlink()
     with caplog.at_level("WARNING"):
-        gate.run_shard(cache / "ingest" / "0000.jsonl", cache / "shards" / "0000.tsv", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
+        gate.run_shard(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
     records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
     assert set(records) == set(before.values())
     assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]

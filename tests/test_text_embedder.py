@@ -50,9 +50,9 @@ listing = work / "listing.tsv"
 listing.write_text("path\tsize\tmtime_ns\n" + "".join(f"{p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}\n" for p in sorted(images.iterdir())))
 out = lambda stage: work / f"{stage}.jsonl"
 ingest.run_shard(listing=listing, images_root=images, output=out("ingest"), shard="0000", limits=limits)
-gate.run_shard(ingest=out("ingest"), listing=listing, images_root=images, output=out("gate"), shard="0000", limits=limits, **config["gate"])
-ocr.run_shard(ingest=out("ingest"), listing=listing, gate=out("gate"), images_root=images, output=out("ocr"), shard="0000", limits=limits, **config["ocr"])
-detect.run_shard(ingest=out("ingest"), listing=listing, images_root=images, output=out("detect"), shard="0000", options=stage_params(config, "detect")["options"], limits=limits)
+gate.run_shard(ingest=out("ingest"), images_root=images, output=out("gate"), shard="0000", limits=limits, **config["gate"])
+ocr.run_shard(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard="0000", limits=limits, **config["ocr"])
+detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard="0000", options=stage_params(config, "detect")["options"], limits=limits)
 regions.run_shard(detect=out("detect"), output=out("regions"), shard="0000", options=stage_params(config, "regions")["options"])
 embed.run_shard(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard="0000", options=config["embed"])
 records = [json.loads(line) for line in out("embed").read_text().splitlines()]

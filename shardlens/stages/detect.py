@@ -84,7 +84,6 @@ def region_records(image_id: str, detections: list[dict], classifier_labels: lis
 
 def run_shard(
     ingest: str | Path,
-    listing: str | Path,
     images_root: str | Path,
     output: str | Path,
     shard: str,
@@ -95,7 +94,7 @@ def run_shard(
     logger = job_logger("detect")
     limits = limits or Limits()
     root = Path(images_root)
-    images = [im for im in distinct_images(ingest, listing) if im.ok]
+    images = [im for im in distinct_images(ingest) if im.ok]
     summary = JobSummary(shard=shard, stage="detect", images=len(images))
     if not images:
         summary.records = write_jsonl(output, "detection", [])

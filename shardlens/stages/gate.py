@@ -22,7 +22,6 @@ def decide(result: GateScore, score_threshold: float) -> tuple[str, str | None]:
 
 def run_shard(
     ingest: str | Path,
-    listing: str | Path,
     images_root: str | Path,
     output: str | Path,
     shard: str,
@@ -43,7 +42,7 @@ def run_shard(
     logger = job_logger("gate")
     limits = limits or Limits()
     root = Path(images_root)
-    images = distinct_images(ingest, listing)
+    images = distinct_images(ingest)
     summary = JobSummary(shard=shard, stage="gate", images=len(images))
     gate = TextGate(
         max_side=max_side,

@@ -26,16 +26,14 @@ class ShardImage:
     height: int | None = None
 
 
-def distinct_images(ingest_path: str | Path, listing_path: str | Path) -> list[ShardImage]:
-    """One entry per distinct content (image_id) in the shard, in path order, once the ingest
-    file is checked against the shard's listing (:func:`check_covers_listing`): both are inputs
-    of the stage's rule.
+def distinct_images(ingest_path: str | Path) -> list[ShardImage]:
+    """One entry per distinct content (image_id) in the shard, in path order.
 
     Identical files under several paths are processed once; the catalog keeps every path.
     Files that could not be read at all (no image_id) have nothing to process.
     """
     records = list(read_jsonl(ingest_path, "ingest"))
-    check_covers_listing(ingest_path, listing_path, records)
+    check_covers_listing(ingest_path, records)
     seen: dict[str, ShardImage] = {}
     for record in records:
         image_id = record["image_id"]
@@ -48,16 +46,24 @@ def distinct_images(ingest_path: str | Path, listing_path: str | Path) -> list[S
     return list(seen.values())
 
 
-def check_covers_listing(ingest_path: str | Path, listing_path: str | Path, records: list[dict]) -> None:
-    """Raise unless the ingest file has exactly one record per path of its shard's listing
-    (``listing_path``, the file ingest read).
+def check_covers_listing(ingest_path: str | Path, records: list[dict]) -> None:
+    """Raise unless the ingest file has exactly one record per path of its shard's listing.
 
     Stage outputs are written atomically, so a shorter file was cut or edited after ingest wrote
     it (a bad copy, a full disk, a hand edit). Snakemake takes a changed file for an edit and
     re-runs what depends on it, which would silently drop the missing images; this check stops
-    that, naming the file.
+    that, naming the file. Only files in the cache layout (``.../ingest/{shard}.jsonl`` beside
+    ``.../shards/{shard}.tsv``) are checked.
+
+    The listing is found by the cache layout, not declared as an input of the gate, OCR and detect
+    rules: it is an input of their input (ingest), so it changes nothing about when they run, and
+    declaring it would make Snakemake re-run those stages for every shard once after an upgrade
+    (its trigger on a changed set of inputs), hours of GPU work on a large collection.
     """
-    ingest_path, listing = Path(ingest_path), Path(listing_path)
+    ingest_path = Path(ingest_path)
+    listing = ingest_path.parent.parent / "shards" / f"{ingest_path.stem}.tsv"
+    if ingest_path.parent.name != "ingest" or not listing.is_file():
+        return
     listed = read_listing(listing)
     got = [r["path"] for r in records]
     if sorted(listed) == sorted(got):

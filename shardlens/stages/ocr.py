@@ -14,7 +14,6 @@ from .inputs import distinct_images, load_rgb
 
 def run_shard(
     ingest: str | Path,
-    listing: str | Path,
     gate: str | Path,
     images_root: str | Path,
     output: str | Path,
@@ -36,7 +35,7 @@ def run_shard(
     root = Path(images_root)
     language = language or {}
     to_ocr = {r["image_id"] for r in read_jsonl(gate, "gate") if r["decision"] == "ocr"}
-    images = [im for im in distinct_images(ingest, listing) if im.image_id in to_ocr]
+    images = [im for im in distinct_images(ingest) if im.image_id in to_ocr]
     summary = JobSummary(shard=shard, stage="ocr", images=len(images))
     if not images:  # nothing gated in: no model to load
         summary.records = write_jsonl(output, "ocr", [])
