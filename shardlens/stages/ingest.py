@@ -21,7 +21,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..images import ImageError, Limits, open_image, read_bytes, resolve_inside
+from ..images.decoding import ImageError, Limits, open_image, read_bytes, resolve_inside
 from ..jobs import JobSummary, Progress, job_logger, prefetch
 from ..near_duplicates import perceptual_hash, require_hasher
 from ..records import SCHEMA_VERSION, write_jsonl
