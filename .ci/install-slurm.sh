@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install a single-node Slurm (slurmctld, slurmd, client tools) and munge from
-# Debian's own packages, for tests/slurm_cluster.py.
+# Debian's own packages, for tests/slurm/.
 #
 # Idempotent and quick when everything is already there: it only calls
 # apt-get when a binary is missing, and only runs `apt-get update` when the

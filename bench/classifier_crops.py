@@ -98,7 +98,7 @@ def build_siglip_base(dest: Path) -> tuple[Path, str]:
 
 
 def measure(backend: str, folder: Path, batch_size: int, images, boxes, rounds: int, threads: int, full_warmup: bool) -> dict:
-    from shardlens.models.hf_vision import HFCropClassifier
+    from shardlens.models.crop_classifier import HFCropClassifier
 
     start = time.perf_counter()
     classifier = HFCropClassifier(backend, str(folder), LABELS, prompt_template="a photo of a {}", batch_size=batch_size, threads=threads)

@@ -78,7 +78,7 @@ import yaml  # noqa: E402
 
 from shardlens.records import record_check  # noqa: E402
 from shardlens.config import load_config  # noqa: E402
-from shardlens.images import list_images  # noqa: E402
+from shardlens.images.listing import list_images  # noqa: E402
 from shardlens.quality_set import COCO_CLASSES  # noqa: E402
 from shardlens.records import SCHEMA_VERSION, dumps, validate_record  # noqa: E402
 from shardlens.shards import listing_text, plan_shards, shard_count_for, write_listing  # noqa: E402

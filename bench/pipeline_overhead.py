@@ -53,7 +53,8 @@ t0 = time.perf_counter()
 sys.path.insert(0, {repo!r})
 import onnxruntime, rapidocr, torch, sentence_transformers  # what the stages import lazily
 from shardlens.config import load_config
-from shardlens.images import Limits, list_images
+from shardlens.images.decoding import Limits
+from shardlens.images.listing import list_images
 from shardlens.shards import plan_shards, write_listings
 from shardlens.stages import ingest, gate, ocr, detect, regions, embed
 from shardlens.stages.params import stage_params
@@ -102,7 +103,7 @@ stage, shard, work, images = {stage!r}, {shard!r}, {work!r}, {images!r}
 import importlib
 from pathlib import Path
 from shardlens.config import load_config
-from shardlens.images import Limits
+from shardlens.images.decoding import Limits
 from shardlens.stages.params import stage_params
 module = importlib.import_module(f"shardlens.stages.{{stage}}")
 if stage == "gate":

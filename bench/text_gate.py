@@ -51,7 +51,7 @@ sys.path.insert(0, {repo!r})
 stage = {stage!r}
 from pathlib import Path
 from shardlens.config import load_config
-from shardlens.images import Limits
+from shardlens.images.decoding import Limits
 import onnxruntime
 if stage == "gate":
     from shardlens.stages import gate as module
@@ -87,7 +87,7 @@ sys.path.insert(0, {repo!r})
 import numpy as np
 from pathlib import Path
 from shardlens.config import load_config
-from shardlens.images import Limits
+from shardlens.images.decoding import Limits
 from shardlens.models.text_gate import TextGate
 from shardlens.stages.inputs import distinct_images, load_rgb
 config = load_config(images={images!r})
@@ -135,7 +135,8 @@ def prepare_set(folder: Path, n: int, fraction: float, size: tuple[int, int]) ->
     """Generate the images, ingest them into one shard (not timed) and write the gate file that
     sends every image to OCR (the ungated arm's input)."""
     from shardlens.config import load_config
-    from shardlens.images import Limits, list_images
+    from shardlens.images.decoding import Limits
+    from shardlens.images.listing import list_images
     from shardlens.records import SCHEMA_VERSION, read_jsonl, write_jsonl
     from shardlens.shards import plan_shards, write_listings
     from shardlens.stages import ingest

@@ -6,7 +6,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from shardlens.export_formats import export_paths
-from shardlens.images import list_images
+from shardlens.images.listing import list_images
 from shardlens.models.registry import stage_fingerprint
 from shardlens.ontology import OntologyError, config_ontology, label_space
 from shardlens.report import listing_skipped_text

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import atomic_open
-from .images import ListedImage
+from .images.listing import ListedImage
 
 LISTING_HEADER = "path\tsize\tmtime_ns\n"
 

@@ -511,7 +511,7 @@ def copy_corpus(src: Path, dst: Path) -> Path:
 def ingest_corpus_unprivileged(root: Path, work: Path, limits: dict | None = None) -> list[dict]:
     """Run the ingest stage on the whole corpus as one shard, in a process without root's file
     override (so the chmod 000 file really is unreadable); return its records."""
-    from shardlens.images import list_images
+    from shardlens.images.listing import list_images
     from shardlens.records import read_jsonl
     from shardlens.shards import listing_text, plan_shards, write_listing
 
@@ -519,7 +519,7 @@ def ingest_corpus_unprivileged(root: Path, work: Path, limits: dict | None = Non
     write_listing(work / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     out = work / "ingest" / "0000.jsonl"
     code = (
-        "import sys; from shardlens.images import Limits; from shardlens.stages.ingest import run_shard; "
+        "import sys; from shardlens.images.decoding import Limits; from shardlens.stages.ingest import run_shard; "
         f"run_shard({str(work / 'shards' / '0000.tsv')!r}, {str(root)!r}, {str(out)!r}, '0000', Limits(**{limits or {}!r}))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=drop_file_override, timeout=300)

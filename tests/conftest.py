@@ -132,7 +132,7 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
     """The embedded demo set, generated once per test session."""
-    from shardlens.demo import generate_demo
+    from shardlens.demo.generate import generate_demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     generate_demo(out)

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import smooth_image, text_image
 from shardlens.catalog import build_catalog
 from shardlens.config import load_config
-from shardlens.images import list_images
+from shardlens.images.listing import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
 from shardlens.shards import plan_shards, write_listings

@@ -10,7 +10,7 @@ import pytest
 from conftest import text_image
 from shardlens.catalog import CatalogError, import_cache
 from shardlens.config import load_config
-from shardlens.images import list_images
+from shardlens.images.listing import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
 from shardlens.shards import plan_shards, write_listings

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shardlens import demo
+from shardlens.demo import generate, sources, tables
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 CATEGORIES = {"photo", "text", "notext"}
@@ -54,20 +54,20 @@ def _image_files(root: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo") / "nested" / "out"  # must be created
-    ground_truth = demo.generate_demo(out)
+    ground_truth = generate.generate_demo(out)
     return out, ground_truth
 
 
 def test_output_is_byte_identical_across_runs(generated, tmp_path):
     first, _ = generated
-    demo.generate_demo(tmp_path)
+    generate.generate_demo(tmp_path)
     assert _digests(first) == _digests(tmp_path)
 
 
 def test_rerun_into_same_directory_overwrites_cleanly(tmp_path):
-    demo.generate_demo(tmp_path)
+    generate.generate_demo(tmp_path)
     before = _digests(tmp_path)
-    demo.generate_demo(str(tmp_path))  # str paths are accepted too
+    generate.generate_demo(str(tmp_path))  # str paths are accepted too
     assert _digests(tmp_path) == before  # no temp files left, same bytes
 
 
@@ -143,10 +143,10 @@ def test_images_open_at_expected_sizes(generated):
             assert 64 <= min(img.size) and max(img.size) <= 2000, relative
             if relative in KNOWN_SIZES:
                 assert img.size == KNOWN_SIZES[relative], relative
-    for spec in demo.NOTEXT_IMAGES:
+    for spec in tables.NOTEXT_IMAGES:
         with Image.open(out / spec["path"]) as img:
             assert img.size == tuple(spec["size"]), spec["path"]
-    for spec in demo.TEXT_IMAGES:
+    for spec in tables.TEXT_IMAGES:
         with Image.open(out / spec["path"]) as img:
             width, height = img.size
         rotation = spec.get("rotation", 0)
@@ -179,5 +179,5 @@ def test_credits_name_sources_and_authors(generated):
 
 
 def test_sources_are_bundled_files():
-    for name in demo.SOURCE_FILES:
-        assert demo.source_path(name).is_file(), name
+    for name in tables.SOURCE_FILES:
+        assert sources.source_path(name).is_file(), name

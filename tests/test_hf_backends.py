@@ -17,13 +17,9 @@ import numpy as np
 import pytest
 
 import tiny_hf_models
-from shardlens.models.hf_vision import (
-    HFCropClassifier,
-    HFOpenVocabDetector,
-    ModelLoadError,
-    model_version,
-    weight_files_for,
-)
+from shardlens.models.crop_classifier import HFCropClassifier
+from shardlens.models.hub_resolution import ModelLoadError, model_version, weight_files_for
+from shardlens.models.open_vocab_detector import HFOpenVocabDetector
 
 DETECTORS = ["owlv2", "owlvit", "grounding-dino"]
 CLASSIFIERS = ["siglip", "clip"]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardlens.images import Limits, ListingError, list_images
+from shardlens.images.decoding import Limits
+from shardlens.images.listing import ListingError, list_images
 from shardlens.stages.ingest import ingest_file
 
 

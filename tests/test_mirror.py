@@ -103,7 +103,7 @@ def test_mirror_hub_id_from_local_cache(tiny_clip, tmp_path):
 
 
 def test_mirrored_model_loads_with_the_same_version(tiny_clip, tmp_path):
-    from shardlens.models.hf_vision import HFCropClassifier
+    from shardlens.models.crop_classifier import HFCropClassifier
 
     root = tmp_path / "mirror"
     mirror_model(tiny_clip, root)

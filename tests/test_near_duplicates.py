@@ -21,7 +21,7 @@ from PIL import Image, ImageEnhance
 
 from conftest import REPO
 from small_catalog import catalog_of_folder
-from shardlens.images import Limits
+from shardlens.images.decoding import Limits
 from shardlens.near_duplicates import close_pairs, group_hashes, hamming, hashes_to_array, perceptual_hash
 from shardlens.records import validate_record
 from shardlens.stages import ingest
@@ -101,7 +101,7 @@ def test_ingest_records_the_hash_or_null_and_loses_nothing(tmp_path):
 
 
 def test_ingest_shard_counts_images_without_a_hash(tmp_path):
-    from shardlens.images import list_images
+    from shardlens.images.listing import list_images
     from shardlens.shards import plan_shards, write_listings
 
     root = tmp_path / "images"

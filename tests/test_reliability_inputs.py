@@ -21,7 +21,8 @@ import yaml
 from PIL import Image, ImageFile
 
 from badinputs import CORPUS_LIMITS, UNLISTED, SmallDisk, can_deny_reads, ingest_corpus_unprivileged, make_corpus, png_bomb, tall_small_jpeg
-from shardlens.images import ImageError, Limits, ListingError, list_images, open_image, read_bytes
+from shardlens.images.decoding import ImageError, Limits, open_image, read_bytes
+from shardlens.images.listing import ListingError, list_images
 from shardlens.stages import ingest
 from shardlens.stages.ingest import IsolatedIngest, ingest_file
 
@@ -73,7 +74,7 @@ def test_the_walk_skips_links_by_default_and_says_so(corpus):
 
 def test_permission_denied_code_path(tmp_path, monkeypatch):
     """The open failing with EACCES, without relying on file modes (root reads anything)."""
-    from shardlens import images
+    from shardlens.images import decoding
 
     (tmp_path / "locked.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 100)
     real_open = os.open
@@ -83,7 +84,7 @@ def test_permission_denied_code_path(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(images.os, "open", deny)
+    monkeypatch.setattr(decoding.os, "open", deny)
     record = ingest_file(tmp_path, "locked.jpg", Limits())
     assert (record["status"], record["error"], record["image_id"]) == ("error", "permission_denied", None)
     assert record["error_detail"] == "locked.jpg: permission denied"
@@ -390,7 +391,7 @@ def test_review_import_reads_semicolons_and_reports_a_huge_cell(tmp_path):
 
 def test_a_listed_name_with_a_trailing_space_is_kept_and_pointed_out(tmp_path):
     """List-file names are kept exactly; the report quotes the name and says why it was not found."""
-    from shardlens.images import ImageError, Limits, read_bytes
+    from shardlens.images.decoding import ImageError, Limits, read_bytes
 
     (tmp_path / "photo.jpg").write_bytes(b"x")
     with pytest.raises(ImageError) as missing:

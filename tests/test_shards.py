@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shardlens.images import ListedImage
+from shardlens.images.listing import ListedImage
 from shardlens.shards import listing_text, plan_shards, read_listing, shard_count_for, shard_of, write_listing
 
 

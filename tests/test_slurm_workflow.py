@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, snakemake, write_config
-from slurm_cluster import slurm  # noqa: F401  (module-scoped fixture)
+from slurm.fixtures import slurm  # noqa: F401  (module-scoped fixture)
 
 pytestmark = pytest.mark.slow
 

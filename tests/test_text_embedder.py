@@ -39,7 +39,7 @@ NO_TORCH = r"""
 import json, sys
 from pathlib import Path
 from shardlens.config import load_config
-from shardlens.images import Limits
+from shardlens.images.decoding import Limits
 from shardlens.stages import ingest, gate, ocr, detect, regions, embed
 from shardlens.stages.params import stage_params
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from ..atomic import atomic_open
-from ..images import ImageError, Limits, open_image, read_bytes, to_rgb_array
+from ..images.decoding import ImageError, Limits, open_image, read_bytes, to_rgb_array
 
 CACHE_VERSION = "2"  # bump when the drawing changes, so old entries are not reused
 QUALITY = 85

@@ -59,7 +59,7 @@ def make_detector(options: dict, threads: int = 1) -> Detector:
             threads=threads,
         )
     if backend in OPEN_VOCABULARY:
-        from .hf_vision import HFOpenVocabDetector
+        from .open_vocab_detector import HFOpenVocabDetector
 
         if not options.get("model"):
             raise ValueError(f"detect.backend {backend!r} needs detect.model (a local directory or a hub id)")
@@ -88,7 +88,7 @@ def make_classifier(options: dict, labels: list[str], threads: int = 1):
         raise ValueError(f"detect.classifier.backend {backend!r} needs detect.classifier.model")
     if not labels:
         raise ValueError("a crop classifier needs prompts (the labels it chooses among): an ontology file's classes, or detect.vocabulary")
-    from .hf_vision import HFCropClassifier
+    from .crop_classifier import HFCropClassifier
 
     return HFCropClassifier(
         backend=backend,
@@ -109,7 +109,7 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
         path = Path(options["model"]) if options.get("model") else DEFAULT_MODEL_PATH
         files[path.name] = path
     elif backend in OPEN_VOCABULARY:
-        from .hf_vision import weight_files_for
+        from .hub_resolution import weight_files_for
 
         model = checked_model(options["model"], options.get("allow_changed_weights", False), update_lock=False)
         for path in weight_files_for(model):
@@ -118,7 +118,7 @@ def detector_weight_files(options: dict) -> dict[str, Path]:
         raise ValueError(f"unknown detect.backend {backend!r}; available: {', '.join(DETECTOR_BACKENDS)}")
     classifier = options.get("classifier") or {}
     if classifier.get("backend"):
-        from .hf_vision import weight_files_for
+        from .hub_resolution import weight_files_for
 
         model = checked_model(classifier["model"], options.get("allow_changed_weights", False), update_lock=False)
         for path in weight_files_for(model):

@@ -62,7 +62,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _model_files(folder: Path) -> list[Path]:
+def _files_to_mirror(folder: Path) -> list[Path]:
     """Regular (or symlinked) files at the top of ``folder``, hidden ones left out, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
@@ -105,7 +105,7 @@ def _resolve_source(
             folder = Path(
                 snapshot_download(source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS)
             )
-            if not any(p.suffix == ".safetensors" for p in _model_files(folder)):
+            if not any(p.suffix == ".safetensors" for p in _files_to_mirror(folder)):
                 folder = Path(
                     snapshot_download(
                         source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS + ["*.bin"]
@@ -181,14 +181,14 @@ def mirror_model(
     dest_root = Path(dest_root)
     folder, local, resolved_revision = _resolve_source(source, cache_dir, revision, local_files_only)
     name = _check_name(name or _default_name(source, local))
-    files = _model_files(folder)
+    files = _files_to_mirror(folder)
     if not files:
         raise MirrorError(f"model source {source!r} ({folder}) holds no files to mirror")
     dest = dest_root / name
     with staging_folder(dest) as staging:  # removed unless swapped in
         for path in files:
             shutil.copyfile(path, staging / path.name)  # follows cache symlinks to the blobs
-        table = _file_table(_model_files(staging))
+        table = _file_table(_files_to_mirror(staging))
         if table != _file_table(files):
             raise MirrorError(f"copy of {source!r} does not match its source (changed while copying?)")
         entry = {"source": str(folder) if local else source, "revision": resolved_revision, "files": table}
@@ -229,7 +229,7 @@ def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False, updat
         if not folder.is_dir():
             raise MirrorError(f"mirrored model folder {folder} is missing (listed in {dest_root / LOCK_NAME})")
         expected: dict[str, dict[str, Any]] = entry.get("files", {})
-        actual = _file_table(_model_files(folder))
+        actual = _file_table(_files_to_mirror(folder))
         changed = sorted(f for f in expected if f in actual and actual[f]["sha256"] != expected[f]["sha256"])
         missing = sorted(f for f in expected if f not in actual)
         extra = sorted(f for f in actual if f not in expected)

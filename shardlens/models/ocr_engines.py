@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..images import add_margin
+from ..images.decoding import add_margin
 from .weights import rapidocr_model, sha256_file
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..images import add_margin
+from ..images.decoding import add_margin
 from .onnx_session import onnx_session
 from .weights import rapidocr_model, short_version
 

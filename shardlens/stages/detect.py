@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import Limits
+from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
 from ..models.detectors import detector_weight_files, make_classifier, make_detector
 from ..models.weights import sha256_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import Limits
+from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
 from ..models.text_gate import GateScore, TextGate
 from ..records import SCHEMA_VERSION, write_jsonl

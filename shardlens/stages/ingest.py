@@ -4,24 +4,22 @@ The decoded image also gives its perceptual hash (``phash``, :mod:`shardlens.nea
 computed here where the pixels are already in memory: a function of the file alone.
 
 Every file gets a record: ``status`` ok, or error with a reason code. Nothing a file contains can
-stop its shard: each file is read and decoded in a worker process (:class:`IsolatedIngest`) that
-is given ``limits.decode_timeout_s`` per file, so a decoder that hangs or crashes costs that file
-(``decode_timeout`` / ``corrupt``) and a fresh worker takes the next one.
+stop its shard: each file is read and decoded in a worker process (:class:`IsolatedIngest`, on
+:mod:`shardlens.isolated_worker`) that is given ``limits.decode_timeout_s`` per file, so a decoder
+that hangs or crashes costs that file (``decode_timeout`` / ``corrupt``) and a fresh worker takes
+the next one.
 """
 
 from __future__ import annotations
 
-import ctypes
-import faulthandler
+import functools
 import hashlib
-import multiprocessing
 import os
-import signal
 import stat
-import time
 from pathlib import Path
 
-from ..images import ImageError, Limits, open_image, read_bytes, resolve_inside
+from ..images.decoding import ImageError, Limits, open_image, read_bytes, resolve_inside
+from ..isolated_worker import IsolatedWorker
 from ..jobs import JobSummary, Progress, job_logger, prefetch
 from ..near_duplicates import perceptual_hash, require_hasher
 from ..records import SCHEMA_VERSION, write_jsonl
@@ -89,37 +87,14 @@ def _empty_record(rel_path: str) -> dict:
     }
 
 
-def _die_with_parent() -> None:
-    """Linux: the worker is killed when the job process dies (even by SIGKILL)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _serve(conn, root: Path, limits: Limits, allow_outside_root: bool) -> None:
-    """Worker loop: receive a path, send ('read', image_id, bytes) then ('done', record)."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the worker stops
-    faulthandler.disable()  # a decoder crash is recorded by the parent, for its file
-    while True:
-        try:
-            rel_path = conn.recv()
-        except (EOFError, OSError):
-            return
-        if rel_path is None:
-            return
-        try:
-            record = ingest_file(
-                root, rel_path, limits, allow_outside_root, on_read=lambda image_id, n: conn.send(("read", image_id, n))
-            )
-            conn.send(("done", record))
-        except Exception as exc:  # noqa: BLE001 - a bug, not a bad file: reported for this file only
-            conn.send(("bug", f"{type(exc).__name__}: {exc}"))
+def _ingest_reporting_read(root: Path, limits: Limits, allow_outside_root: bool, rel_path: str, report) -> dict:
+    """:func:`ingest_file` in the worker: reports ``(image_id, bytes)`` once the file is read."""
+    return ingest_file(root, rel_path, limits, allow_outside_root, on_read=report)
 
 
 class IsolatedIngest:
-    """Ingest files one by one in a worker process, each within ``limits.decode_timeout_s``.
+    """Ingest files one by one in a worker process (:class:`~shardlens.isolated_worker.IsolatedWorker`),
+    each within ``limits.decode_timeout_s``.
 
     The common case costs one fork per shard job and two small pipe messages per file. A file
     whose read and decode take longer gets ``decode_timeout``; a worker that dies (a decoder
@@ -128,73 +103,34 @@ class IsolatedIngest:
 
     def __init__(self, root: Path, limits: Limits, allow_outside_root: bool = False):
         self.root, self.limits, self.allow_outside_root = Path(root), limits, allow_outside_root
-        methods = multiprocessing.get_all_start_methods()
-        self._ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        self._proc = None
-        self._conn = None
-        self.restarts = 0
+        self._worker = IsolatedWorker(functools.partial(_ingest_reporting_read, self.root, limits, allow_outside_root))
 
-    def _start(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_serve, args=(child, self.root, self.limits, self.allow_outside_root), daemon=True)
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
-
-    def _stop(self, kill: bool) -> None:
-        if self._proc is None:
-            return
-        if kill:
-            self._proc.kill()
-        else:
-            try:
-                self._conn.send(None)
-            except OSError:
-                pass
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-        self._conn.close()
-        self._proc = self._conn = None
+    @property
+    def restarts(self) -> int:
+        return self._worker.restarts
 
     def __call__(self, rel_path: str) -> dict:
-        if self._proc is None:
-            self._start()
         timeout = float(self.limits.decode_timeout_s)
-        deadline = time.monotonic() + timeout
         record = _empty_record(rel_path)
-        self._conn.send(rel_path)
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                ready = remaining > 0 and self._conn.poll(remaining)
-                message = self._conn.recv() if ready else None
-            except (EOFError, OSError):
-                code = self._proc.exitcode if self._proc is not None else None
-                self._proc.join(timeout=5)
-                code = self._proc.exitcode if code is None else code
-                self._stop(kill=True)
-                self.restarts += 1
-                how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-                return record | {"status": "error", "error": "corrupt", "error_detail": f"the decoder crashed ({how})"}
-            if message is None:  # out of time: the worker is stuck in this file
-                self._stop(kill=True)
-                self.restarts += 1
-                return record | {
-                    "status": "error",
-                    "error": "decode_timeout",
-                    "error_detail": f"reading and decoding took longer than {timeout:g} s (limits.decode_timeout_s)",
-                }
-            if message[0] == "read":
-                record["image_id"], record["bytes"] = message[1], message[2]
-                continue
-            if message[0] == "bug":
-                return record | {"status": "error", "error": "io_error", "error_detail": message[1]}
-            return message[1]
+
+        def read(image_id: str, n_bytes: int) -> None:
+            record["image_id"], record["bytes"] = image_id, n_bytes
+
+        outcome, value = self._worker.run(rel_path, timeout, on_report=read)
+        if outcome == "crashed":
+            return record | {"status": "error", "error": "corrupt", "error_detail": f"the decoder crashed ({value})"}
+        if outcome == "timeout":
+            return record | {
+                "status": "error",
+                "error": "decode_timeout",
+                "error_detail": f"reading and decoding took longer than {timeout:g} s (limits.decode_timeout_s)",
+            }
+        if outcome == "bug":
+            return record | {"status": "error", "error": "io_error", "error_detail": value}
+        return value
 
     def close(self) -> None:
-        self._stop(kill=False)
+        self._worker.close()
 
     def __enter__(self) -> IsolatedIngest:
         return self

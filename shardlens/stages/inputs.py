@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import ImageError, Limits, fit_within, open_image, read_bytes, to_rgb_array
+from ..images.decoding import ImageError, Limits, fit_within, open_image, read_bytes, to_rgb_array
 from ..records import RecordError, read_jsonl
 from ..shards import read_listing
 

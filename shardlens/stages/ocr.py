@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import Limits
+from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, job_logger, prefetch
 from ..models.language import DEFAULT_LANGUAGES, LanguageGuesser
 from ..models.ocr_engines import make_ocr_engine
