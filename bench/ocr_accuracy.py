@@ -347,7 +347,7 @@ def engine_charset(name: str) -> set[str] | None:
         if name == "rapidocr":
             import onnxruntime as ort
 
-            from shardlens.models.ocr_engines import RAPIDOCR_MODEL_FILES
+            from shardlens.models.rapid_ocr import RAPIDOCR_MODEL_FILES
             from shardlens.models.weights import rapidocr_model
 
             meta = ort.InferenceSession(str(rapidocr_model(RAPIDOCR_MODEL_FILES["rec"])), providers=["CPUExecutionProvider"]).get_modelmeta()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ocr_engines import OCRLine
+from .ocr_interface import OCRLine
 from .paddle_models import REPO_ROOT, PaddleNotInstalled, paddle_venv
 
 log = logging.getLogger("shardlens.paddle_worker")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ocr_engines import OCRLine
+from .ocr_interface import OCRLine
 from .paddle_models import PADDLE_MODELS, models_root, paddle_source, paddle_weight_files, prepare_paddle_models
 
 # Widening of the detected text boxes (DB "unclip"). With PaddleX's 1.5 the crops are so tight
@@ -37,7 +37,7 @@ def configure_paddle_env() -> None:
 
 
 class PaddleOCREngine:
-    """The :class:`~shardlens.models.ocr_engines.OCREngine` protocol on ``paddleocr.PaddleOCR``.
+    """The :class:`~shardlens.models.ocr_interface.OCREngine` protocol on ``paddleocr.PaddleOCR``.
 
     Detection PP-OCRv4_mobile_det, recognition PP-OCRv4_mobile_rec (Chinese+Latin, 6623
     characters), text-line orientation ch_ppocr_mobile_v2.0_cls (0/180 degrees) when ``use_cls``.
