@@ -403,6 +403,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from shardlens.models.ocr_engines import make_ocr_engine
+    from shardlens.options import OCROptions
 
     cjk = find_cjk_font()
     if cjk is None:
@@ -423,7 +424,7 @@ def main() -> None:
     skipped_engines = []
     for name in args.engines:
         try:
-            engine = make_ocr_engine(name, threads=args.threads)
+            engine = make_ocr_engine(OCROptions.from_values({"engine": name}), threads=args.threads)
             log(f"{name}: {engine.source}; warming up")
             engine.warmup()
             engines[name] = engine

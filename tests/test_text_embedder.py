@@ -41,7 +41,7 @@ from pathlib import Path
 from shardlens.config import load_config
 from shardlens.images import Limits
 from shardlens.stages import ingest, gate, ocr, detect, regions, embed
-from shardlens.stages.params import stage_params
+from shardlens.stages.params import stage_options, stage_params
 
 work, images = Path(sys.argv[1]), Path(sys.argv[2])
 config = load_config(images=str(images))
@@ -49,12 +49,12 @@ limits = Limits(**config["limits"])
 listing = work / "listing.tsv"
 listing.write_text("path\tsize\tmtime_ns\n" + "".join(f"{p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}\n" for p in sorted(images.iterdir())))
 out = lambda stage: work / f"{stage}.jsonl"
-ingest.run_shard(listing=listing, images_root=images, output=out("ingest"), shard="0000", limits=limits)
-gate.run_shard(ingest=out("ingest"), images_root=images, output=out("gate"), shard="0000", limits=limits, **config["gate"])
-ocr.run_shard(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard="0000", limits=limits, **config["ocr"])
-detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard="0000", options=stage_params(config, "detect")["options"], limits=limits)
-regions.run_shard(detect=out("detect"), output=out("regions"), shard="0000", options=stage_params(config, "regions")["options"])
-embed.run_shard(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard="0000", options=config["embed"])
+ingest.run_shard(listing=listing, images_root=images, output=out("ingest"), shard="0000", limits=limits, allow_outside_root=False)
+gate.run(ingest=out("ingest"), images_root=images, output=out("gate"), shard="0000", options=stage_options(config, "gate"), threads=1, limits=limits)
+ocr.run(ingest=out("ingest"), gate=out("gate"), images_root=images, output=out("ocr"), shard="0000", options=stage_options(config, "ocr"), threads=1, limits=limits)
+detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard="0000", options=stage_params(config, "detect")["options"], threads=1, limits=limits)
+regions.run_shard(detect=out("detect"), output=out("regions"), shard="0000", options=stage_params(config, "regions")["options"], threads=1)
+embed.run(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard="0000", options=stage_options(config, "embed"), threads=1)
 records = [json.loads(line) for line in out("embed").read_text().splitlines()]
 print(json.dumps({"embedded": len(records), "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "sentence_transformers"))}))
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import add_margin
+from ..options import OCROptions
 from .ocr_interface import OCRLine
 from .weights import rapidocr_model, sha256_file
 
@@ -21,7 +22,8 @@ RAPIDOCR_MODEL_FILES = {
 
 
 class RapidOCREngine:
-    """The :class:`~shardlens.models.ocr_interface.OCREngine` protocol on RapidOCR.
+    """The :class:`~shardlens.models.ocr_interface.OCREngine` protocol on RapidOCR, with the
+    ``ocr`` options (all but ``engine`` and ``language``).
 
     ``use_det``/``use_cls``/``use_rec`` are passed on every call: RapidOCR keeps them between
     calls otherwise.
@@ -29,29 +31,21 @@ class RapidOCREngine:
 
     name = "rapidocr"
 
-    def __init__(
-        self,
-        text_score: float = 0.5,
-        box_thresh: float = 0.6,
-        use_cls: bool = True,
-        max_side: int = 2000,
-        threads: int = 1,
-        min_side: int = 640,
-        margin: float = 0.1,
-    ):
+    def __init__(self, options: OCROptions, threads: int):
         from rapidocr import RapidOCR
 
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        self.use_cls = use_cls
-        self.box_thresh = box_thresh
-        self.text_score = text_score
-        self.margin = margin
+        self.use_cls = options.use_cls
+        self.box_thresh = options.box_thresh
+        self.text_score = options.text_score
+        self.margin = options.margin
+        min_side, max_side = options.min_side, options.max_side
         self._engine = RapidOCR(
             params={
                 "Global.log_level": "error",
-                "Global.text_score": text_score,
+                "Global.text_score": options.text_score,
                 "Global.max_side_len": max_side,
-                "Det.box_thresh": box_thresh,
+                "Det.box_thresh": options.box_thresh,
                 # min_side > 0: RapidOCR's own rule (limit_type min) enlarges an image whose
                 # shorter side is under min_side before detection; 0 detects at the image's
                 # size, capped at max_side.

@@ -88,11 +88,10 @@ def run_shard(
     output: str | Path,
     shard: str,
     options: dict,
-    threads: int = 1,
-    limits: Limits | None = None,
+    threads: int,
+    limits: Limits,
 ) -> dict:
     logger = job_logger("detect")
-    limits = limits or Limits()
     root = Path(images_root)
     images = [im for im in distinct_images(ingest) if im.ok]
     summary = JobSummary(shard=shard, stage="detect", images=len(images))

@@ -16,7 +16,7 @@ from ..ontology import DROP_REASONS, Ontology, apply_ontology, vocabulary_ontolo
 from ..records import read_jsonl, write_jsonl
 
 
-def shard_ontology(options: dict, detections: list[dict], threads: int = 1) -> Ontology | None:
+def shard_ontology(options: dict, detections: list[dict], threads: int) -> Ontology | None:
     """The ontology of the regions options (:func:`shardlens.ontology.regions_options`): the
     file's, or the one ``detect.vocabulary`` stands for over the detector names in this shard, or
     None (the detector's names kept)."""
@@ -32,7 +32,7 @@ def shard_ontology(options: dict, detections: list[dict], threads: int = 1) -> O
     return vocabulary_ontology(names, vocabulary["terms"], embed, vocabulary["threshold"])
 
 
-def run_shard(detect: str | Path, output: str | Path, shard: str, options: dict, threads: int = 1) -> dict:
+def run_shard(detect: str | Path, output: str | Path, shard: str, options: dict, threads: int) -> dict:
     logger = job_logger("regions")
     detections = list(read_jsonl(detect, "detection"))
     summary = JobSummary(shard=shard, stage="regions", images=len({r["image_id"] for r in detections}))

@@ -1,0 +1,145 @@
+"""The typed options a stage and its engines run with: one frozen dataclass per stage.
+
+Fields and their types are declared here; their defaults are not. :meth:`StageOptions.from_values`
+fills a missing key with the default config/schema.yaml writes for it (the one source of every
+default) and validates the values against that schema, so a key the stage does not know is an
+error naming it, as is a value out of range. The stage and its engines take this object and
+declare no defaults of their own (``tests/test_options.py``).
+
+The rules pass the config values of :func:`shardlens.stages.params.stage_params` (what Snakemake
+and the manifest record; unchanged, so no cached shard re-runs), and each stage's ``run_shard``
+takes them as its script passes them and builds the options object; the stage itself is its
+``run``. The scripts' calls stay as they are: Snakemake re-runs every job of a script rule whose
+script file is newer than the job's outputs, so editing a stage script re-runs that stage on every
+cached shard.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Self
+
+from .config import ConfigError, validate_config
+
+
+@dataclass(frozen=True, slots=True)
+class StageOptions:
+    """Base of the options classes: ``SECTION`` is the path of config keys they come from, and
+    ``NESTED`` maps a field holding an object of the schema to its own options class."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ()
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {}
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of ``values`` (one config section, e.g. ``config["gate"]``), every missing
+        key filled in from config/schema.yaml. Raises :class:`~shardlens.config.ConfigError`, one
+        line naming the key, for an unknown key or a value the schema refuses."""
+        section = copy.deepcopy(dict(values or {}))
+        config: dict[str, Any] = section
+        for key in reversed(cls.SECTION):
+            config = {key: config}
+        try:
+            validate_config(config)
+        except ConfigError as exc:
+            unknown = _unknown_key(exc)
+            if unknown is not None:
+                raise ConfigError(unknown) from exc
+            raise
+        return cls._of(section)
+
+    @classmethod
+    def _of(cls, filled: dict[str, Any]) -> Self:
+        kwargs = {}
+        for field in fields(cls):
+            value = filled[field.name]
+            if field.name in cls.NESTED:
+                value = cls.NESTED[field.name]._of(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[field.name] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The values as config writes them (lists, nested dicts): ``from_values(o.to_dict()) == o``."""
+        return _plain(asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _unknown_key(exc: ConfigError) -> str | None:
+    """``section.key: unknown key (known: ...)`` for an ``additionalProperties: false`` refusal
+    (the first unknown key, in sorted order), None for other refusals."""
+    cause = exc.__cause__
+    if getattr(cause, "validator", None) != "additionalProperties":
+        return None
+    known = cause.schema.get("properties", {})
+    key = sorted(set(cause.instance) - set(known))[0]
+    where = ".".join(str(part) for part in (*cause.absolute_path, key))
+    return f"{where}: unknown key (known: {', '.join(known)})"
+
+
+@dataclass(frozen=True, slots=True)
+class GateOptions(StageOptions):
+    """``gate``: the text gate (shardlens/models/text_gate.py) and the stage's decision."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("gate",)
+
+    max_side: int
+    pixel_threshold: float
+    box_threshold: float
+    min_region_pixels: int
+    max_thickness: float
+    min_aspect: float
+    upscale: float
+    margin: float
+    score_threshold: float
+    batch_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageOptions(StageOptions):
+    """``ocr.language``: the per-line language guess (shardlens/models/language.py)."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("ocr", "language")
+
+    languages: tuple[str, ...]
+    min_confidence: float
+    min_letters: int
+    low_accuracy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OCROptions(StageOptions):
+    """``ocr``: the OCR engine (shardlens/models/ocr_engines.py) and the language guess."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("ocr",)
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {"language": LanguageOptions}
+
+    engine: str
+    text_score: float
+    box_thresh: float
+    use_cls: bool
+    max_side: int
+    min_side: int
+    margin: float
+    language: LanguageOptions
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOptions(StageOptions):
+    """``embed``: the sentence embedder (shardlens/models/text_embedder.py)."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("embed",)
+
+    backend: str
+    batch_size: int
+    min_ocr_chars: int
