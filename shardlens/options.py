@@ -11,7 +11,8 @@ and the manifest record; unchanged, so no cached shard re-runs), and each stage'
 takes them as its script passes them and builds the options object; the stage itself is its
 ``run``. The scripts' calls stay as they are: Snakemake re-runs every job of a script rule whose
 script file is newer than the job's outputs, so editing a stage script re-runs that stage on every
-cached shard.
+cached shard. Ingest takes ``limits`` and ``listing.allow_outside_root`` as they are; regions
+takes what :func:`shardlens.ontology.regions_options` derives from the ontology file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class StageOptions:
 
     SECTION: ClassVar[tuple[str, ...]] = ()
     NESTED: ClassVar[dict[str, type[StageOptions]]] = {}
+    # keys of the section that another stage takes (refused here), and fields that are no key of
+    # the schema but derived from the config by shardlens.stages.params (None when absent)
+    OTHER_STAGE: ClassVar[frozenset[str]] = frozenset()
+    DERIVED: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
@@ -38,6 +43,10 @@ class StageOptions:
         key filled in from config/schema.yaml. Raises :class:`~shardlens.config.ConfigError`, one
         line naming the key, for an unknown key or a value the schema refuses."""
         section = copy.deepcopy(dict(values or {}))
+        where = ".".join(cls.SECTION)
+        for key in sorted(cls.OTHER_STAGE & set(section)):
+            raise ConfigError(f"{where}.{key}: not an option of this stage (another stage takes it)")
+        derived = {key: section.pop(key) for key in cls.DERIVED if key in section}
         config: dict[str, Any] = section
         for key in reversed(cls.SECTION):
             config = {key: config}
@@ -48,13 +57,13 @@ class StageOptions:
             if unknown is not None:
                 raise ConfigError(unknown) from exc
             raise
-        return cls._of(section)
+        return cls._of({**section, **derived})
 
     @classmethod
     def _of(cls, filled: dict[str, Any]) -> Self:
         kwargs = {}
         for field in fields(cls):
-            value = filled[field.name]
+            value = filled.get(field.name) if field.name in cls.DERIVED else filled[field.name]
             if field.name in cls.NESTED:
                 value = cls.NESTED[field.name]._of(value)
             elif isinstance(value, list):
@@ -63,8 +72,10 @@ class StageOptions:
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """The values as config writes them (lists, nested dicts): ``from_values(o.to_dict()) == o``."""
-        return _plain(asdict(self))
+        """The values as config writes them (lists, nested dicts; a derived value only when set):
+        ``from_values(o.to_dict()) == o``."""
+        values = _plain(asdict(self))
+        return {key: value for key, value in values.items() if not (key in self.DERIVED and value is None)}
 
 
 def _plain(value: Any) -> Any:
@@ -143,3 +154,39 @@ class EmbedOptions(StageOptions):
     backend: str
     batch_size: int
     min_ocr_chars: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierOptions(StageOptions):
+    """``detect.classifier``: the optional crop classifier."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("detect", "classifier")
+
+    backend: str | None
+    model: str | None
+    prompt_template: str
+
+
+@dataclass(frozen=True, slots=True)
+class DetectOptions(StageOptions):
+    """``detect`` without the vocabulary (the regions stage's), with the prompts when the detector
+    or the crop classifier takes text (:func:`shardlens.ontology.detector_options`)."""
+
+    SECTION: ClassVar[tuple[str, ...]] = ("detect",)
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {"classifier": ClassifierOptions}
+    OTHER_STAGE: ClassVar[frozenset[str]] = frozenset({"vocabulary", "vocabulary_threshold"})
+    DERIVED: ClassVar[frozenset[str]] = frozenset({"prompts"})
+
+    backend: str
+    model: str | None
+    score_threshold: float
+    iou_threshold: float
+    resize: str
+    flip: bool
+    max_detections: int
+    top_k: int
+    batch_size: int
+    decode_max_side: int
+    allow_changed_weights: bool
+    classifier: ClassifierOptions
+    prompts: tuple[str, ...] | None

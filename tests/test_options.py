@@ -11,11 +11,11 @@ import inspect
 import pytest
 
 from shardlens.config import ConfigError, load_config, schema_default
-from shardlens.options import EmbedOptions, GateOptions, LanguageOptions, OCROptions, StageOptions
+from shardlens.options import ClassifierOptions, DetectOptions, EmbedOptions, GateOptions, LanguageOptions, OCROptions, StageOptions
 from shardlens.stages import SHARD_STAGES
 from shardlens.stages.params import STAGE_OPTIONS, stage_options, stage_params
 
-OPTIONS = [GateOptions, OCROptions, LanguageOptions, EmbedOptions]
+OPTIONS = [GateOptions, OCROptions, LanguageOptions, DetectOptions, ClassifierOptions, EmbedOptions]
 
 
 def _schema_keys(section: tuple[str, ...]) -> list[str]:
@@ -29,12 +29,13 @@ def _schema_keys(section: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("cls", OPTIONS, ids=lambda c: c.__name__)
 def test_fields_are_the_schema_keys_and_defaults_the_schema_defaults(cls):
-    assert [f.name for f in dataclasses.fields(cls)] == _schema_keys(cls.SECTION)
+    keys = [key for key in _schema_keys(cls.SECTION) if key not in cls.OTHER_STAGE]
+    assert [f.name for f in dataclasses.fields(cls)] == keys + sorted(cls.DERIVED)
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
     defaults = load_config()  # every default config/schema.yaml gives
     for key in cls.SECTION:
         defaults = defaults[key]
-    assert cls.from_values().to_dict() == defaults
+    assert cls.from_values().to_dict() == {key: value for key, value in defaults.items() if key not in cls.OTHER_STAGE}
 
 
 def test_given_values_win_and_the_object_is_frozen():
@@ -56,6 +57,8 @@ def test_given_values_win_and_the_object_is_frozen():
         (EmbedOptions, {"batch_size": 8, "batchsize": 8}, "embed.batchsize: unknown key"),
         (GateOptions, {"max_side": 10}, "gate.max_side: 10 is less than the minimum of 64"),
         (OCROptions, {"engine": "tesseract"}, "ocr.engine: 'tesseract' is not one of"),
+        (DetectOptions, {"classifier": {"backend": "clip", "modle": "m"}}, "detect.classifier.modle: unknown key"),
+        (DetectOptions, {"vocabulary": ["cat"]}, "detect.vocabulary: not an option of this stage"),
     ],
 )
 def test_unknown_keys_and_bad_values_are_one_line_errors(cls, values, message):
@@ -85,8 +88,10 @@ def test_a_renamed_key_reaching_a_stage_is_an_error_not_dropped(tmp_path):
             "ocr": {"engine": "paddleocr", "min_side": 0, "language": {"languages": ["en", "de"], "low_accuracy": True}},
             "embed": {"backend": "sentence-transformers", "batch_size": 16},
         },
+        {"detect": {"vocabulary": ["cat", "sign"], "top_k": 2, "classifier": {"backend": "clip", "model": "some/clip"}}},
+        {"detect": {"backend": "owlv2", "model": "some/owlv2", "vocabulary": ["cat", "sign"], "flip": True}},
     ],
-    ids=["defaults", "changed"],
+    ids=["defaults", "changed", "classifier", "open-vocabulary"],
 )
 def test_options_hold_exactly_the_values_the_params_record(config):
     """The stage scripts build the options from the rule's params: the same values, so that the
@@ -95,7 +100,9 @@ def test_options_hold_exactly_the_values_the_params_record(config):
     for stage, cls in STAGE_OPTIONS.items():
         options = stage_options(config, stage)
         assert isinstance(options, cls)
-        assert options.to_dict() == stage_params(config, stage)["options"] == config[stage]
+        assert options.to_dict() == stage_params(config, stage)["options"]
+        assert cls.from_values(options.to_dict()) == options
+    assert stage_options(config, "detect").prompts == (("cat", "sign") if config["detect"]["vocabulary"] else None)
 
 
 # --- no defaults of their own -------------------------------------------------------------
@@ -134,7 +141,7 @@ NOT_OPTIONS = {("PaddleBridgeEngine", name) for name in ("venv", "python_flags",
 def test_the_entry_points_are_found():
     stages = dict(_stage_entry_points())
     assert {f"stages.{stage}.run_shard" for stage in SHARD_STAGES} <= set(stages)
-    assert {"stages.gate.run", "stages.ocr.run", "stages.embed.run"} <= set(stages)
+    assert {"stages.gate.run", "stages.ocr.run", "stages.detect.run", "stages.embed.run"} <= set(stages)
     assert len(dict(_engine_entry_points())) == 8
 
 

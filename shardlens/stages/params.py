@@ -14,7 +14,7 @@ from typing import Any
 from ..labels import OUTLIER_SCORE_METHOD
 from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
-from ..options import EmbedOptions, GateOptions, OCROptions, StageOptions
+from ..options import DetectOptions, EmbedOptions, GateOptions, OCROptions, StageOptions
 
 # cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
 # -> rule param name -> path of keys into the validated config (defaults applied), or a function
@@ -43,7 +43,7 @@ STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
 # stage -> the typed options its ``options`` param builds (shardlens/options.py); the stage script
 # builds them from the rule's params, so the params Snakemake and the manifest record stay the
 # config values themselves
-STAGE_OPTIONS: dict[str, type[StageOptions]] = {"gate": GateOptions, "ocr": OCROptions, "embed": EmbedOptions}
+STAGE_OPTIONS: dict[str, type[StageOptions]] = {"gate": GateOptions, "ocr": OCROptions, "detect": DetectOptions, "embed": EmbedOptions}
 
 
 def stage_params(config: dict, stage: str) -> dict[str, Any]:
