@@ -131,11 +131,11 @@ elif stage == "ocr":
 elif stage == "detect":
     from shardlens.models.detectors import make_detector
     from shardlens.stages.detect import detector_version
-    make_detector(stage_params(config, "detect")["options"], threads=2)
+    make_detector(stage_options(config, "detect"), threads=2)
     detector_version(stage_params(config, "detect")["options"])
 elif stage == "embed":
     from shardlens.models.text_embedder import make_text_embedder
-    make_text_embedder(config["embed"]["backend"], threads=2)
+    make_text_embedder(stage_options(config, "embed"), threads=2)
 t_load = time.perf_counter() - t
 cache = Path(work) / "cache"
 out = Path(work) / "profile" / stage / f"{{shard}}.jsonl"

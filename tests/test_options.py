@@ -118,10 +118,13 @@ def _stage_entry_points():
 
 def _engine_entry_points():
     from shardlens.models import ocr_engines
+    from shardlens.models.detectors import make_classifier, make_detector
+    from shardlens.models.nanodet import NanoDetDetector
     from shardlens.models.language import LanguageGuesser
     from shardlens.models.paddle_bridge import PaddleBridgeEngine
     from shardlens.models.paddle_ocr import PaddleOCREngine
     from shardlens.models.rapid_ocr import RapidOCREngine
+    from shardlens.models.text_embedder import OnnxTextEmbedder, SentenceTransformersEmbedder, make_text_embedder
     from shardlens.models.text_gate import TextGate
 
     yield "TextGate", TextGate
@@ -130,19 +133,32 @@ def _engine_entry_points():
     yield "PaddleOCREngine", PaddleOCREngine
     yield "PaddleBridgeEngine", PaddleBridgeEngine
     yield "make_ocr_engine", ocr_engines.make_ocr_engine
+    yield "NanoDetDetector", NanoDetDetector
+    yield "make_detector", make_detector
+    yield "make_classifier", make_classifier
+    yield "make_text_embedder", make_text_embedder
+    yield "OnnxTextEmbedder", OnnxTextEmbedder
+    yield "SentenceTransformersEmbedder", SentenceTransformersEmbedder
     for name, factory in ocr_engines.OCR_ENGINES.items():
         yield f"OCR_ENGINES[{name!r}]", factory
 
 
-# Parameters that are no option of the config: how the bridge runs its worker process.
-NOT_OPTIONS = {("PaddleBridgeEngine", name) for name in ("venv", "python_flags", "startup_timeout", "call_timeout")}
+# Parameters that are no option of the config: how the bridge runs its worker process, and where
+# the embedders find their files and device (keyword-only; None: the installed model, the best device).
+NOT_OPTIONS = {
+    *(("PaddleBridgeEngine", name) for name in ("venv", "python_flags", "startup_timeout", "call_timeout")),
+    ("OnnxTextEmbedder", "model_dir"),
+    ("OnnxTextEmbedder", "onnx_path"),
+    ("SentenceTransformersEmbedder", "model_dir"),
+    ("SentenceTransformersEmbedder", "device"),
+}
 
 
 def test_the_entry_points_are_found():
     stages = dict(_stage_entry_points())
     assert {f"stages.{stage}.run_shard" for stage in SHARD_STAGES} <= set(stages)
     assert {"stages.gate.run", "stages.ocr.run", "stages.detect.run", "stages.embed.run"} <= set(stages)
-    assert len(dict(_engine_entry_points())) == 8
+    assert len(dict(_engine_entry_points())) == 14
 
 
 def test_no_stage_or_engine_signature_declares_a_default():

@@ -3,6 +3,7 @@ sentence-transformers, and no torch in a default shard job."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -10,6 +11,10 @@ import numpy as np
 import pytest
 
 from shardlens.models.text_embedder import make_text_embedder
+from shardlens.options import EmbedOptions
+
+ONNX = EmbedOptions.from_values({"backend": "onnx"})
+TORCH = EmbedOptions.from_values({"backend": "sentence-transformers"})
 
 TEXTS = [
     "person", "dining table", "OPEN 24 HOURS", "Bahnhofstraße 12 – Eingang", "猫", "Société Générale",
@@ -18,21 +23,21 @@ TEXTS = [
 
 
 def test_onnx_vectors_equal_sentence_transformers():
-    onnx = make_text_embedder("onnx", threads=2).encode(TEXTS)
-    torch_vectors = make_text_embedder("sentence-transformers", threads=2).encode(TEXTS)
+    onnx = make_text_embedder(ONNX, threads=2).encode(TEXTS)
+    torch_vectors = make_text_embedder(TORCH, threads=2).encode(TEXTS)
     assert onnx.shape == torch_vectors.shape == (len(TEXTS), 384) and onnx.dtype == np.float32
     cosine = (onnx * torch_vectors).sum(axis=1)
     assert cosine.min() >= 0.9999, cosine
     assert np.allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)
     # batching is for speed only: a text gives the same bytes alone and in any batch or order
-    alone = np.stack([make_text_embedder("onnx", threads=2).encode([text])[0] for text in TEXTS])
-    again = make_text_embedder("onnx", threads=2).encode(TEXTS[::-1] * 2)[: len(TEXTS)][::-1]
+    alone = np.stack([make_text_embedder(ONNX, threads=2).encode([text])[0] for text in TEXTS])
+    again = make_text_embedder(ONNX, threads=2).encode(TEXTS[::-1] * 2)[: len(TEXTS)][::-1]
     assert alone.tobytes() == onnx.tobytes() == again.tobytes()
 
 
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown embed.backend 'bert'; available: onnx, sentence-transformers"):
-        make_text_embedder("bert")
+        make_text_embedder(dataclasses.replace(ONNX, backend="bert"), threads=1)  # past the schema's check
 
 
 NO_TORCH = r"""

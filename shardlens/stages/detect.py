@@ -100,10 +100,9 @@ def run(ingest: str | Path, images_root: str | Path, output: str | Path, shard: 
     if not images:
         summary.records = write_jsonl(output, "detection", [])
         return summary.finish()
-    values = options.to_dict()  # the detector factories read the config's mapping
-    detector = make_detector(values, threads=threads)
-    classifier = make_classifier(values["classifier"], list(options.prompts or []), threads=threads)
-    version = detector_version(values)
+    detector = make_detector(options, threads)
+    classifier = make_classifier(options, threads)
+    version = detector_version(options.to_dict())
     progress = Progress(logger, f"detect {shard}", len(images))
     records: list[dict] = []
     with_regions = 0

@@ -44,7 +44,7 @@ def run(regions: str | Path, ocr: str | Path, output: str | Path, shard: str, op
     if texts:
         from ..models.text_embedder import make_text_embedder
 
-        embedder = make_text_embedder(options.backend, batch_size=options.batch_size, threads=threads)
+        embedder = make_text_embedder(options, threads)
         keys = sorted(texts)  # stable order: same input, same file
         vectors = embedder.encode([text for _, text in keys])
         for (kind, text), vector in zip(keys, vectors):

@@ -25,10 +25,10 @@ def shard_ontology(options: dict, detections: list[dict], threads: int) -> Ontol
     vocabulary = options.get("vocabulary")
     if vocabulary is None:
         return None
-    from ..models.text_embedder import make_text_embedder
+    from ..models.text_embedder import OnnxTextEmbedder
 
     names = {candidate["label"] for region in detections for candidate in region["labels"]}
-    embed = make_text_embedder("onnx", threads=threads).encode if names else None
+    embed = OnnxTextEmbedder(threads).encode if names else None  # the vocabulary map embeds with onnx, whatever embed.backend
     return vocabulary_ontology(names, vocabulary["terms"], embed, vocabulary["threshold"])
 
 
