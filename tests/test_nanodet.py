@@ -101,7 +101,7 @@ def make_outputs(score_cells: dict[tuple[int, int, int, int], float]) -> dict[st
 
 def test_decode_full_head() -> None:
     outputs = make_outputs({(16, 3, 5, 15): 0.9, (8, 0, 0, 0): 0.2})
-    boxes, scores, class_ids = decode(outputs, score_threshold=0.35)
+    boxes, scores, class_ids = decode(outputs, score_threshold=0.35, iou_threshold=0.6, max_detections=100)
     # stride 16 cell (3, 5): centre (56, 88); uniform logits -> 5 bins * 16 = 80 px per side
     np.testing.assert_allclose(boxes, [[56 - 80, 88 - 80, 56 + 80, 88 + 80]], atol=1e-4)
     np.testing.assert_allclose(scores, [0.9], atol=1e-6)
@@ -110,10 +110,10 @@ def test_decode_full_head() -> None:
 
 def test_decode_one_cell_can_give_two_classes_and_respects_max_detections() -> None:
     outputs = make_outputs({(32, 6, 6, 0): 0.8, (32, 6, 6, 27): 0.6, (8, 10, 10, 2): 0.7})
-    _, scores, class_ids = decode(outputs, score_threshold=0.35)
+    _, scores, class_ids = decode(outputs, score_threshold=0.35, iou_threshold=0.6, max_detections=100)
     assert class_ids.tolist() == [0, 2, 27]
     np.testing.assert_allclose(scores, [0.8, 0.7, 0.6], atol=1e-6)
-    _, _, top2 = decode(outputs, score_threshold=0.35, max_detections=2)
+    _, _, top2 = decode(outputs, score_threshold=0.35, iou_threshold=0.6, max_detections=2)
     assert top2.tolist() == [0, 2]
 
 

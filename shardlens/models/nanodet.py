@@ -210,9 +210,9 @@ def nms_per_class(
 
 def decode(
     outputs: Mapping[str, np.ndarray],
-    score_threshold: float = 0.35,
-    iou_threshold: float = 0.6,
-    max_detections: int = 100,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
     input_size: int = INPUT_SIZE,
     pre_nms_top_k: int = 1000,
     with_class_scores: bool = False,
