@@ -1,10 +1,10 @@
 """The typed options a stage and its engines run with: one frozen dataclass per stage.
 
 Fields and their types are declared here; their defaults are not. :meth:`StageOptions.from_values`
-fills a missing key with the default config/schema.yaml writes for it (the one source of every
-default) and validates the values against that schema, so a key the stage does not know is an
-error naming it, as is a value out of range. The stage and its engines take this object and
-declare no defaults of their own (``tests/test_options.py``).
+refuses a key the stage does not know, naming it, and fills a missing key with the default
+config/schema.yaml writes for it (the one source of every default), validating the values against
+that schema (a value out of range is an error naming its key). The stage and its engines take this
+object and declare no defaults of their own (``tests/test_options.py``).
 
 The rules pass the config values of :func:`shardlens.stages.params.stage_params` (what Snakemake
 and the manifest record; unchanged, so no cached shard re-runs), and each stage's ``run_shard``
@@ -39,25 +39,43 @@ class StageOptions:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
-        """The options of ``values`` (one config section, e.g. ``config["gate"]``), every missing
-        key filled in from config/schema.yaml. Raises :class:`~shardlens.config.ConfigError`, one
-        line naming the key, for an unknown key or a value the schema refuses."""
+        """The options of ``values`` (one config section, e.g. ``config["gate"]``). An unknown key
+        raises :class:`~shardlens.config.ConfigError`, one line naming it. A mapping with every
+        key is taken as validated (the rules' params come from the config the workflow
+        validated), so a job reads no schema; a partial one has its missing keys filled in from
+        config/schema.yaml and is validated against it (a bad value: one line naming the key)."""
         section = copy.deepcopy(dict(values or {}))
         where = ".".join(cls.SECTION)
         for key in sorted(cls.OTHER_STAGE & set(section)):
             raise ConfigError(f"{where}.{key}: not an option of this stage (another stage takes it)")
+        cls._check_keys(section)
         derived = {key: section.pop(key) for key in cls.DERIVED if key in section}
-        config: dict[str, Any] = section
-        for key in reversed(cls.SECTION):
-            config = {key: config}
-        try:
+        if not cls._complete(section):
+            config: dict[str, Any] = section
+            for key in reversed(cls.SECTION):
+                config = {key: config}
             validate_config(config)
-        except ConfigError as exc:
-            unknown = _unknown_key(exc)
-            if unknown is not None:
-                raise ConfigError(unknown) from exc
-            raise
         return cls._of({**section, **derived})
+
+    @classmethod
+    def _check_keys(cls, values: Mapping[str, Any]) -> None:
+        known = [field.name for field in fields(cls)]
+        for key in sorted(values):
+            if key not in known:
+                raise ConfigError(f"{'.'.join((*cls.SECTION, key))}: unknown key (known: {', '.join(known)})")
+            if key in cls.NESTED and isinstance(values[key], Mapping):
+                cls.NESTED[key]._check_keys(values[key])
+
+    @classmethod
+    def _complete(cls, values: Mapping[str, Any]) -> bool:
+        for field in fields(cls):
+            if field.name in cls.DERIVED:
+                continue
+            if field.name not in values:
+                return False
+            if field.name in cls.NESTED and not (isinstance(values[field.name], Mapping) and cls.NESTED[field.name]._complete(values[field.name])):
+                return False
+        return True
 
     @classmethod
     def _of(cls, filled: dict[str, Any]) -> Self:
@@ -84,18 +102,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value
-
-
-def _unknown_key(exc: ConfigError) -> str | None:
-    """``section.key: unknown key (known: ...)`` for an ``additionalProperties: false`` refusal
-    (the first unknown key, in sorted order), None for other refusals."""
-    cause = exc.__cause__
-    if getattr(cause, "validator", None) != "additionalProperties":
-        return None
-    known = cause.schema.get("properties", {})
-    key = sorted(set(cause.instance) - set(known))[0]
-    where = ".".join(str(part) for part in (*cause.absolute_path, key))
-    return f"{where}: unknown key (known: {', '.join(known)})"
 
 
 @dataclass(frozen=True, slots=True)
