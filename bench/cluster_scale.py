@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, {repo!r})
 from shardlens.clustering import TextPoint, build_clusters, cluster_points
 from shardlens.models.text_embedder import make_text_embedder
+from shardlens.options import EmbedOptions
 
 n = {n}
 rng = np.random.default_rng(7)
@@ -43,7 +44,7 @@ counts = {{t: 0 for t in distinct}}
 for t in texts:
     counts[t] += 1
 t0 = time.perf_counter()
-embedder = make_text_embedder(threads=2)
+embedder = make_text_embedder(EmbedOptions.from_values(), threads=2)
 load_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 vectors = embedder.encode(distinct)

@@ -20,6 +20,7 @@ from _common import REPO, fmt_load, git_commit, log  # bench/ is the script's sy
 from PIL import Image, ImageOps
 
 from shardlens.models.nanodet import NanoDetDetector
+from shardlens.options import DetectOptions
 
 OPTIONS = {
     "letterbox (default)": {"resize": "letterbox", "flip": False},
@@ -46,7 +47,7 @@ def main() -> None:
     print(f"Commit `{git_commit()}`, {args.threads} threads, load before: {fmt_load()}\n")
     print("| option | median ms/image | mean ms/image |\n|---|---|---|")
     for name, options in OPTIONS.items():
-        detector = NanoDetDetector(threads=args.threads, **options)
+        detector = NanoDetDetector(DetectOptions.from_values(options), threads=args.threads)
         detector.detect_batch(images[:1])  # warm-up
         times = []
         for _ in range(args.repeat):

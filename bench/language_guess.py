@@ -32,11 +32,12 @@ import json, sys, time
 t0 = time.perf_counter()
 import lingua
 t_import = time.perf_counter() - t0
-from shardlens.models.language import DEFAULT_LANGUAGES, LanguageGuesser
+from shardlens.models.language import LanguageGuesser
+from shardlens.options import LanguageOptions
 options = json.loads(sys.argv[1])
 phrases = json.loads(sys.argv[2])
 t0 = time.perf_counter()
-guesser = LanguageGuesser(languages=options.get("languages", DEFAULT_LANGUAGES), low_accuracy=options["low_accuracy"])
+guesser = LanguageGuesser(LanguageOptions.from_values(options))
 guesser.guess("Main Street Station")
 t_first = time.perf_counter() - t0
 right = total = 0

@@ -347,7 +347,7 @@ def engine_charset(name: str) -> set[str] | None:
         if name == "rapidocr":
             import onnxruntime as ort
 
-            from shardlens.models.ocr_engines import RAPIDOCR_MODEL_FILES
+            from shardlens.models.rapid_ocr import RAPIDOCR_MODEL_FILES
             from shardlens.models.weights import rapidocr_model
 
             meta = ort.InferenceSession(str(rapidocr_model(RAPIDOCR_MODEL_FILES["rec"])), providers=["CPUExecutionProvider"]).get_modelmeta()
@@ -403,6 +403,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from shardlens.models.ocr_engines import make_ocr_engine
+    from shardlens.options import OCROptions
 
     cjk = find_cjk_font()
     if cjk is None:
@@ -423,7 +424,7 @@ def main() -> None:
     skipped_engines = []
     for name in args.engines:
         try:
-            engine = make_ocr_engine(name, threads=args.threads)
+            engine = make_ocr_engine(OCROptions.from_values({"engine": name}), threads=args.threads)
             log(f"{name}: {engine.source}; warming up")
             engine.warmup()
             engines[name] = engine

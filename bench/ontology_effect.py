@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 from shardlens.config import load_config
 from shardlens.models.nanodet import NanoDetDetector
 from shardlens.ontology import apply_ontology, load_ontology
+from shardlens.options import DetectOptions
 from shardlens.stages.detect import merge_candidates
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     ontology = load_ontology(args.ontology)
     quality = REPO / "tests" / "quality"
     gold = json.loads((quality / "ground_truth.json").read_text())["images"]
-    detector = NanoDetDetector(score_threshold=detect["score_threshold"], iou_threshold=detect["iou_threshold"], threads=args.threads)
+    detector = NanoDetDetector(DetectOptions.from_values({"score_threshold": detect["score_threshold"], "iou_threshold": detect["iou_threshold"]}), threads=args.threads)
     counts, dropped = Counter(), []
     for image in gold:
         with Image.open(quality / "images" / image["file"]) as im:

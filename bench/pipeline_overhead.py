@@ -73,7 +73,7 @@ shard = plan.names[0]
 out = lambda stage: cache / stage / f"{{shard}}.jsonl"
 times = {{}}
 t = time.perf_counter()
-ingest.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out("ingest"), shard=shard, limits=limits)
+ingest.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out("ingest"), shard=shard, limits=limits, allow_outside_root=False)
 times["ingest"] = time.perf_counter() - t
 t = time.perf_counter()
 gate.run_shard(ingest=out("ingest"), images_root=images, output=out("gate"), shard=shard, threads=2, limits=limits, **config["gate"])
@@ -85,7 +85,7 @@ t = time.perf_counter()
 detect.run_shard(ingest=out("ingest"), images_root=images, output=out("detect"), shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
 times["detect"] = time.perf_counter() - t
 t = time.perf_counter()
-regions.run_shard(detect=out("detect"), output=out("regions"), shard=shard, options=stage_params(config, "regions")["options"])
+regions.run_shard(detect=out("detect"), output=out("regions"), shard=shard, options=stage_params(config, "regions")["options"], threads=1)
 times["regions"] = time.perf_counter() - t
 t = time.perf_counter()
 embed.run_shard(regions=out("regions"), ocr=out("ocr"), output=out("embed"), shard=shard, options=config["embed"], threads=2)
@@ -104,7 +104,7 @@ import importlib
 from pathlib import Path
 from shardlens.config import load_config
 from shardlens.images.decoding import Limits
-from shardlens.stages.params import stage_params
+from shardlens.stages.params import stage_options, stage_params
 module = importlib.import_module(f"shardlens.stages.{{stage}}")
 if stage == "gate":
     import onnxruntime
@@ -123,27 +123,27 @@ limits = Limits(**config["limits"])
 t = time.perf_counter()
 if stage == "gate":
     from shardlens.models.text_gate import TextGate
-    TextGate(threads=2)
+    TextGate(stage_options(config, "gate"), threads=2)
 elif stage == "ocr":
     from shardlens.models.ocr_engines import make_ocr_engine
     from shardlens.models.language import LanguageGuesser
-    make_ocr_engine("rapidocr", threads=2)
-    LanguageGuesser()
+    make_ocr_engine(stage_options(config, "ocr"), threads=2)
+    LanguageGuesser(stage_options(config, "ocr").language)
 elif stage == "detect":
     from shardlens.models.detectors import make_detector
     from shardlens.stages.detect import detector_version
-    make_detector(stage_params(config, "detect")["options"], threads=2)
+    make_detector(stage_options(config, "detect"), threads=2)
     detector_version(stage_params(config, "detect")["options"])
 elif stage == "embed":
     from shardlens.models.text_embedder import make_text_embedder
-    make_text_embedder(config["embed"]["backend"], threads=2)
+    make_text_embedder(stage_options(config, "embed"), threads=2)
 t_load = time.perf_counter() - t
 cache = Path(work) / "cache"
 out = Path(work) / "profile" / stage / f"{{shard}}.jsonl"
 src = lambda s: cache / s / f"{{shard}}.jsonl"
 t = time.perf_counter()
 if stage == "ingest":
-    module.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out, shard=shard, limits=limits)
+    module.run_shard(listing=cache / "shards" / f"{{shard}}.tsv", images_root=images, output=out, shard=shard, limits=limits, allow_outside_root=False)
 elif stage == "gate":
     module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, threads=2, limits=limits, **config["gate"])
 elif stage == "ocr":
@@ -151,7 +151,7 @@ elif stage == "ocr":
 elif stage == "detect":
     module.run_shard(ingest=src("ingest"), images_root=images, output=out, shard=shard, options=stage_params(config, "detect")["options"], threads=2, limits=limits)
 elif stage == "regions":
-    module.run_shard(detect=src("detect"), output=out, shard=shard, options=stage_params(config, "regions")["options"])
+    module.run_shard(detect=src("detect"), output=out, shard=shard, options=stage_params(config, "regions")["options"], threads=1)
 else:
     module.run_shard(regions=src("regions"), ocr=src("ocr"), output=out, shard=shard, options=config["embed"], threads=2)
 t_run = time.perf_counter() - t

@@ -82,8 +82,9 @@ sys.path.insert(0, sys.argv[1])
 batch, n = int(sys.argv[2]), int(sys.argv[3])
 t0 = time.perf_counter()
 from shardlens.models.nanodet import NanoDetDetector
+from shardlens.options import DetectOptions
 from skimage import data
-det = NanoDetDetector(threads=2)
+det = NanoDetDetector(DetectOptions.from_values(), threads=2)
 load_s = time.perf_counter() - t0
 photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
 images = [np.ascontiguousarray(photos[i % len(photos)][:, ::(1 if i < len(photos) else -1)]) for i in range(n)]

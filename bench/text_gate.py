@@ -64,12 +64,13 @@ else:
 imports = time.perf_counter() - t0
 config = load_config(images={images!r})
 limits = Limits(**config["limits"])
+from shardlens.stages.params import stage_options
 t = time.perf_counter()
 if stage == "gate":
-    TextGate(threads=2)
+    TextGate(stage_options(config, "gate"), threads=2)
 else:
-    make_ocr_engine(config["ocr"]["engine"], threads=2)
-    LanguageGuesser()
+    make_ocr_engine(stage_options(config, "ocr"), threads=2)
+    LanguageGuesser(stage_options(config, "ocr").language)
 load = time.perf_counter() - t
 t = time.perf_counter()
 if stage == "gate":
@@ -91,13 +92,14 @@ from shardlens.images.decoding import Limits
 from shardlens.models.text_gate import TextGate
 from shardlens.stages.inputs import distinct_images, load_rgb
 config = load_config(images={images!r})
-options = {{k: v for k, v in config["gate"].items() if k in ("max_side", "pixel_threshold", "box_threshold", "min_region_pixels", "max_thickness", "min_aspect", "upscale", "margin")}}
-gate = TextGate(threads=2, **options)
+from shardlens.options import GateOptions
+options = GateOptions.from_values(config["gate"])
+gate = TextGate(options, threads=2)
 limits = Limits(**config["limits"])
 images = [im for im in distinct_images({ingest!r}) if im.ok]
 root = Path({images!r})
 parts = dict(decode=0.0, prepare=0.0, model=0.0, score=0.0)
-t = time.perf_counter(); arrays = [load_rgb(root, im, limits, options["max_side"]) for im in images]; parts["decode"] = time.perf_counter() - t
+t = time.perf_counter(); arrays = [load_rgb(root, im, limits, options.max_side) for im in images]; parts["decode"] = time.perf_counter() - t
 t = time.perf_counter(); tensors = [gate._prepare(a) for a in arrays]; parts["prepare"] = time.perf_counter() - t
 gate.session.run(None, {{gate.input_name: tensors[0][None]}})
 t = time.perf_counter(); maps = [gate.session.run(None, {{gate.input_name: x[None]}})[0][0, 0] for x in tensors]; parts["model"] = time.perf_counter() - t
@@ -149,7 +151,7 @@ def prepare_set(folder: Path, n: int, fraction: float, size: tuple[int, int]) ->
     write_listings(plan, cache / "shards")
     shard = plan.names[0]
     ingest_out = cache / "ingest" / f"{shard}.jsonl"
-    ingest.run_shard(listing=cache / "shards" / f"{shard}.tsv", images_root=images, output=ingest_out, shard=shard, limits=Limits(**config["limits"]))
+    ingest.run_shard(listing=cache / "shards" / f"{shard}.tsv", images_root=images, output=ingest_out, shard=shard, limits=Limits(**config["limits"]), allow_outside_root=False)
     path_of = {r["image_id"]: r["path"] for r in read_jsonl(ingest_out, "ingest")}
     all_ocr = cache / "gate_all" / f"{shard}.jsonl"
     records = [

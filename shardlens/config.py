@@ -12,8 +12,6 @@ import copy
 from functools import cache
 from pathlib import Path
 
-import yaml
-
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 
@@ -55,6 +53,8 @@ def validate_config(config: dict) -> dict:
 def load_config(path: str | Path | None = None, **overrides) -> dict:
     """Validate a config file (or nothing: all defaults), filling in every default from
     config/schema.yaml; ``overrides`` are top-level keys set first."""
+    import yaml  # here, not at import: a stage job that imports its options reads no YAML
+
     config = yaml.safe_load(Path(path).read_text()) if path else {}
     if config is not None and not isinstance(config, dict):
         raise ValueError(f"a workflow config is a mapping of keys (images:, detect:, ...), not a {type(config).__name__}")
@@ -65,6 +65,8 @@ def load_config(path: str | Path | None = None, **overrides) -> dict:
 
 @cache
 def _schema() -> dict:
+    import yaml
+
     return yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
 
 

@@ -343,9 +343,9 @@ def suggest_ontology(config: dict, terms: list[str], embed: Callable | None = No
     mapping: dict[str, str] = {}
     if classes:
         if embed is None:
-            from .models.text_embedder import make_text_embedder
+            from .models.text_embedder import OnnxTextEmbedder
 
-            embed = make_text_embedder("onnx").encode
+            embed = OnnxTextEmbedder(threads=1).encode
         vocab = build_vocabulary_map(classes, terms, embed, threshold)
         mapping, similarity = vocab.mapping, vocab.similarity
     for term in terms:

@@ -14,12 +14,13 @@ from PIL import Image
 from conftest import smooth_image, text_image
 from shardlens.catalog import build_catalog
 from shardlens.config import load_config
+from shardlens.images.decoding import Limits
 from shardlens.images.listing import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
 from shardlens.shards import plan_shards, write_listings
 from shardlens.stages import detect, gate, ingest, ocr, regions
-from shardlens.stages.params import stage_params
+from shardlens.stages.params import stage_options, stage_params
 
 STAGES = ["ingest", "gate", "ocr", "detect", "regions"]
 
@@ -54,11 +55,11 @@ def catalog_of_folder(run: Path, shards: int = 2, **config_overrides) -> Path:
     cache = run / "cache"
     write_listings(plan, cache / "shards")
     for shard in plan.names:
-        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
-        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
-        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
-        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"])
-        regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"])
+        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits(), allow_outside_root=False)
+        gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, stage_options(config, "gate"), 1, Limits())
+        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, stage_options(config, "ocr"), 1, Limits())
+        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"], 1, Limits())
+        regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"], 1)
     write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
     db = run / "results" / "annotations.sqlite"
     db.parent.mkdir(exist_ok=True)

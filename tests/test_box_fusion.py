@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -36,17 +38,18 @@ def test_flip_and_stretch_views_find_the_same_objects():
     from skimage import data
 
     from shardlens.models.nanodet import NanoDetDetector, box_iou
+    from shardlens.options import DetectOptions
 
     image = data.astronaut()
-    plain = NanoDetDetector(threads=1).detect_batch([image])[0]
-    for detector in (NanoDetDetector(threads=1, flip=True), NanoDetDetector(threads=1, resize="stretch")):
+    plain = NanoDetDetector(DetectOptions.from_values(), threads=1).detect_batch([image])[0]
+    for detector in (NanoDetDetector(DetectOptions.from_values({"flip": True}), threads=1), NanoDetDetector(DetectOptions.from_values({"resize": "stretch"}), threads=1)):
         found = detector.detect_batch([image])[0]
         person = next(d for d in found if d["label"] == "person")
         reference = next(d for d in plain if d["label"] == "person")
         assert box_iou(np.array(reference["bbox"]), np.array([person["bbox"]]))[0] > 0.8
         assert person["candidates"][0] == ("person", person["score"])
     with pytest.raises(ValueError, match="unknown resize mode"):
-        NanoDetDetector(resize="crop")
+        NanoDetDetector(dataclasses.replace(DetectOptions.from_values(), resize="crop"), threads=1)  # past the schema's check
 
 
 def test_a_region_keeps_the_class_it_was_detected_as():

@@ -10,9 +10,11 @@ import pytest
 from conftest import text_image
 from shardlens.catalog import CatalogError, import_cache
 from shardlens.config import load_config
+from shardlens.images.decoding import Limits
 from shardlens.images.listing import list_images
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.models.registry import models_for_config
+from shardlens.options import GateOptions, OCROptions
 from shardlens.shards import plan_shards, write_listings
 from shardlens.stages import gate, ingest, ocr
 
@@ -30,9 +32,9 @@ def cache(tmp_path_factory):
     cache = tmp / "cache"
     write_listings(plan, cache / "shards")
     for shard in plan.names:
-        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard)
-        gate.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard)
-        ocr.run_shard(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard)
+        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits(), allow_outside_root=False)
+        gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, GateOptions.from_values(), 1, Limits())
+        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, OCROptions.from_values(), 1, Limits())
     manifest = build_manifest(cache, plan.names, models_for_config(load_config()), stages=["ingest", "gate", "ocr"])
     write_manifest(cache / "manifest.json", manifest)
     return cache

@@ -12,8 +12,9 @@ from collections import Counter
 @pytest.fixture(scope="module")
 def embed():
     from shardlens.models.text_embedder import make_text_embedder
+    from shardlens.options import EmbedOptions
 
-    return make_text_embedder(threads=2).encode
+    return make_text_embedder(EmbedOptions.from_values(), threads=2).encode
 
 
 def points_for(embed, counts: dict[str, int]) -> list[TextPoint]:

@@ -33,8 +33,9 @@ ADDED = {"0002": {"caption": {"kitten": 2, "cats": 1}, "ocr": {"OPEN 24 HRS": 1,
 @pytest.fixture(scope="module")
 def embed():
     from shardlens.models.text_embedder import make_text_embedder
+    from shardlens.options import EmbedOptions
 
-    return make_text_embedder(threads=2).encode
+    return make_text_embedder(EmbedOptions.from_values(), threads=2).encode
 
 
 def write_shards(cache: Path, shards: dict, embed) -> list[Path]:

@@ -110,7 +110,7 @@ def test_ingest_shard_counts_images_without_a_hash(tmp_path):
     plan = plan_shards(list_images(root), 1)
     write_listings(plan, tmp_path / "shards")
     shard = plan.names[0]
-    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits(decode_timeout_s=30))
+    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits(decode_timeout_s=30), allow_outside_root=False)
     assert summary["ok"] == 5 and summary["errors"] == 0 and summary["extra"] == {"no_phash": 1}
 
 

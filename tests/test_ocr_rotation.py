@@ -79,8 +79,9 @@ def test_unordered_cer_ignores_line_order():
 @pytest.fixture(scope="module")
 def rapid():
     from shardlens.models.ocr_engines import make_ocr_engine
+    from shardlens.options import OCROptions
 
-    return {cls: make_ocr_engine("rapidocr", threads=2, use_cls=cls) for cls in (True, False)}
+    return {cls: make_ocr_engine(OCROptions.from_values({"engine": "rapidocr", "use_cls": cls}), threads=2) for cls in (True, False)}
 
 
 def test_rapidocr_upright_reference(rapid):
@@ -138,8 +139,9 @@ def paddle():
     if not python.exists():
         skip_unless_available("PADDLE", f"paddle venv absent ({python} missing): create it with `make paddle-venv` to run the paddleocr parts")
     from shardlens.models.ocr_engines import make_ocr_engine
+    from shardlens.options import OCROptions
 
-    engines = {cls: make_ocr_engine("paddleocr", threads=2, use_cls=cls) for cls in (True, False)}
+    engines = {cls: make_ocr_engine(OCROptions.from_values({"engine": "paddleocr", "use_cls": cls}), threads=2) for cls in (True, False)}
     yield engines
     for engine in engines.values():
         getattr(engine, "close", lambda: None)()

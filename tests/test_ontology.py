@@ -227,11 +227,12 @@ def test_suggest_maps_native_classes_onto_terms_and_prints_a_valid_file(tmp_path
     assert "# similarity" in proc.stdout
     # the same mapping the vocabulary shorthand applies
     from shardlens.models.text_embedder import make_text_embedder
+    from shardlens.options import EmbedOptions
     from shardlens.models.vocabulary import build_vocabulary_map
     from shardlens.ontology import native_classes
 
     classes = native_classes({"backend": "nanodet"})
-    mapping = build_vocabulary_map(classes, ["automobile", "person", "invoice"], make_text_embedder("onnx").encode, 0.6).mapping
+    mapping = build_vocabulary_map(classes, ["automobile", "person", "invoice"], make_text_embedder(EmbedOptions.from_values({"backend": "onnx"}), threads=1).encode, 0.6).mapping
     assert sorted(data["classes"]["automobile"]["native"]) == sorted(c for c, t in mapping.items() if t == "automobile")
 
 

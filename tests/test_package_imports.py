@@ -14,9 +14,9 @@ import shardlens
 #
 # Imports deferred into functions hide cycles that module-level imports would make. Those known
 # today are listed here, by the modules in each; #20 item 4 (modules that do one job) breaks them,
-# e.g. models/ocr_engines.py split into interface, RapidOCR and registry, so that the Paddle
-# backends import the interface and the registry imports them. Any other cycle fails, and so
-# does an entry here that is gone (remove it then).
+# as the split of models/ocr_engines.py into interface, RapidOCR and registry did (the Paddle
+# backends import the interface, the registry imports them). Any other cycle fails, and so does
+# an entry here that is gone (remove it then).
 KNOWN_DEFERRED_CYCLES = {
     # adapters/__init__ finds its adapters (phase1, pre_outlier_scores) at call time; they import
     # the base class
@@ -27,8 +27,6 @@ KNOWN_DEFERRED_CYCLES = {
     frozenset({"shardlens.models.detectors", "shardlens.models.mirror"}),
     # clustering runs the fits whose state cluster_state keeps with clustering's options
     frozenset({"shardlens.cluster_state", "shardlens.clustering"}),
-    # the OCR engine registry imports the Paddle backends, which import its interface
-    frozenset({"shardlens.models.ocr_engines", "shardlens.models.paddle_bridge", "shardlens.models.paddle_ocr"}),
 }
 
 

@@ -29,8 +29,10 @@ from shardlens.models.paddle_models import (
     inference_config,
     paddle_venv,
 )
+from shardlens.options import OCROptions
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+PADDLE_OPTIONS = OCROptions.from_values({"engine": "paddleocr"})
 SOURCE_RE = re.compile(r"^paddleocr-3\.\d+\.\d+:PP-OCRv4_mobile_rec@[0-9a-f]{12}$")
 
 # (font file, pixel size, lines): exact ground truth of clean rendered text
@@ -74,7 +76,7 @@ def engine(models_dir):
     paddle_python()
     from shardlens.models.paddle_bridge import PaddleBridgeEngine
 
-    with PaddleBridgeEngine(models_dir=models_dir) as bridge:
+    with PaddleBridgeEngine(PADDLE_OPTIONS, threads=1, models_dir=models_dir) as bridge:
         bridge.warmup()
         yield bridge
 
@@ -93,7 +95,7 @@ def test_missing_venv_says_how_to_create_it(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SHARDLENS_PADDLE_VENV", str(tmp_path / "no-such-venv"))
     with pytest.raises(PaddleNotInstalled, match=r"make paddle-venv"):
-        PaddleBridgeEngine()
+        PaddleBridgeEngine(PADDLE_OPTIONS, threads=1, models_dir=None)
     with pytest.raises(PaddleNotInstalled, match=r"no-such-venv.*make paddle-venv"):
         paddle_models.paddle_weight_files()
     # fingerprints still work (the wheel's known digests), e.g. at DAG time of a conda run
@@ -210,7 +212,7 @@ def test_worker_death_is_reported(models_dir):
     paddle_python()
     from shardlens.models.paddle_bridge import PaddleBridgeEngine, PaddleWorkerError
 
-    bridge = PaddleBridgeEngine(models_dir=models_dir)
+    bridge = PaddleBridgeEngine(PADDLE_OPTIONS, threads=1, models_dir=models_dir)
     bridge._proc.kill()
     bridge._proc.wait()
     with pytest.raises(PaddleWorkerError, match=r"exited with code"):
@@ -228,7 +230,8 @@ def test_warmup_runs_without_deprecation_warnings(tmp_path, models_dir):
         f"""
         import json, numpy as np
         from shardlens.models.paddle_ocr import PaddleOCREngine
-        engine = PaddleOCREngine(models_dir={str(models_dir)!r})
+        from shardlens.options import OCROptions
+        engine = PaddleOCREngine(OCROptions.from_values({{"engine": "paddleocr"}}), threads=1, models_dir={str(models_dir)!r})
         engine.warmup()
         print(json.dumps([line.text for line in engine.recognize(np.load({str(image)!r}))]))
         """
@@ -250,7 +253,7 @@ def test_worker_under_the_guardrail_and_closed(models_dir):
     paddle_python()
     from shardlens.models.paddle_bridge import PaddleBridgeEngine, PaddleWorkerError
 
-    with PaddleBridgeEngine(models_dir=models_dir, python_flags=["-W", "error::DeprecationWarning"]) as bridge:
+    with PaddleBridgeEngine(PADDLE_OPTIONS, threads=1, models_dir=models_dir, python_flags=["-W", "error::DeprecationWarning"]) as bridge:
         bridge.warmup()
         assert [line.text for line in bridge.recognize(render("DejaVuSerif.ttf", 34, ["Annual Report 2023"]))] == ["Annual Report 2023"]
         proc = bridge._proc

@@ -14,12 +14,13 @@ import numpy as np
 from shardlens.models.text_gate import TextGate
 from shardlens.models.ocr_engines import make_ocr_engine
 from shardlens.models.language import LanguageGuesser
-gate = TextGate(threads=1)
+from shardlens.options import GateOptions, LanguageOptions, OCROptions
+gate = TextGate(GateOptions.from_values(), threads=1)
 print("gate", gate.score_batch([np.full((64, 64, 3), 255, np.uint8)])[0].regions)
-engine = make_ocr_engine("rapidocr", threads=1)
+engine = make_ocr_engine(OCROptions.from_values({"engine": "rapidocr"}), threads=1)
 engine.warmup()
 print("ocr", engine.source)
-print("lang", LanguageGuesser().guess("Straße gesperrt für Fußgänger").language)
+print("lang", LanguageGuesser(LanguageOptions.from_values()).guess("Straße gesperrt für Fußgänger").language)
 """
 
 

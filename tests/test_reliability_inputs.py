@@ -196,7 +196,7 @@ def test_ingest_shard_goes_on_after_a_hang(tmp_path, stuck_decoder):
     (tmp_path / "a_hang.png").write_bytes(b"HANG" + b"\x00" * 60)
     (tmp_path / "b_fine.png").write_bytes(_ok_png())
     (tmp_path / "listing.tsv").write_text("path\tsize\tmtime_ns\na_hang.png\t64\t0\nb_fine.png\t1\t0\n")
-    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits(decode_timeout_s=0.5))
+    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits(decode_timeout_s=0.5), allow_outside_root=False)
     assert (summary["ok"], summary["errors"], summary["extra"]) == (1, 1, {"worker_restarts": 1})
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert '"decode_timeout"' in lines[0] and '"status":"ok"' in lines[1]
@@ -465,7 +465,7 @@ def test_ten_thousand_files_in_one_folder(tmp_path):
     assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
     write_listing(tmp_path / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     started = time.monotonic()
-    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
+    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30), allow_outside_root=False)
     ingested = time.monotonic() - started
     print(f"\n10,000 files: listed and sharded in {listed:.2f} s, ingested in {ingested:.1f} s")
     assert (summary["images"], summary["ok"], summary["errors"], summary["records"]) == (10_000, 10_000, 0, 10_000)
@@ -480,6 +480,7 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     from conftest import text_image
 
     from shardlens.shards import listing_text, plan_shards, write_listing
+    from shardlens.options import GateOptions
     from shardlens.stages import gate
 
     root = tmp_path / "images"
@@ -490,13 +491,13 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     listing = listing_text(plan.shards["0000"])
     cache = tmp_path / "cache"
     write_listing(cache / "shards" / "0000.tsv", listing)
-    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30))
+    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30), allow_outside_root=False)
     before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
 
     text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
     (root / "c.png").unlink()
     with caplog.at_level("WARNING"):
-        gate.run_shard(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", limits=Limits())
+        gate.run(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", GateOptions.from_values(), threads=1, limits=Limits())
     records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
     assert set(records) == set(before.values())
     assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from shardlens.models.text_gate import TextGate
+from shardlens.options import GateOptions
 from shardlens.stages.gate import decide
 
 
@@ -35,7 +36,7 @@ def varied_images() -> dict[str, np.ndarray]:
 
 
 def test_gate_scores_do_not_depend_on_the_batch(varied_images):
-    gate = TextGate(threads=1)
+    gate = TextGate(GateOptions.from_values(), threads=1)
     names = list(varied_images)
     alone = {name: gate.score_batch([varied_images[name]])[0] for name in names}
     orders = [names, names[::-1], [names[i] for i in (3, 0, 5, 1, 7, 2, 6, 4)]]

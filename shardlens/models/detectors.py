@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..options import DetectOptions
+
 CLOSED_SET = ("nanodet",)
 OPEN_VOCABULARY = ("owlv2", "owlvit", "grounding-dino")
 DETECTOR_BACKENDS = CLOSED_SET + OPEN_VOCABULARY
@@ -44,57 +46,53 @@ class Detector(Protocol):
     def detect_batch(self, images: list[np.ndarray]) -> list[list[dict]]: ...
 
 
-def make_detector(options: dict, threads: int = 1) -> Detector:
-    backend = options["backend"]
+def make_detector(options: DetectOptions, threads: int) -> Detector:
+    """The detector ``options.backend`` names."""
+    backend = options.backend
     if backend == "nanodet":
         from .nanodet import NanoDetDetector
 
-        return NanoDetDetector(
-            model_path=Path(options["model"]) if options.get("model") else None,
-            score_threshold=options["score_threshold"],
-            iou_threshold=options["iou_threshold"],
-            max_detections=options["max_detections"],
-            resize=options["resize"],
-            flip=options["flip"],
-            threads=threads,
-        )
+        return NanoDetDetector(options, threads)
     if backend in OPEN_VOCABULARY:
         from .open_vocab_detector import HFOpenVocabDetector
 
-        if not options.get("model"):
+        if not options.model:
             raise ValueError(f"detect.backend {backend!r} needs detect.model (a local directory or a hub id)")
-        if not options.get("prompts"):
+        if not options.prompts:
             raise ValueError(f"detect.backend {backend!r} is open-vocabulary: give it prompts (an ontology file's classes, or detect.vocabulary)")
         return HFOpenVocabDetector(
             backend=backend,
-            model=checked_model(options["model"], options.get("allow_changed_weights", False)),
-            prompts=list(options["prompts"]),
-            score_threshold=options["score_threshold"],
-            max_proposals=options["max_detections"],
-            batch_size=options["batch_size"],
+            model=checked_model(options.model, options.allow_changed_weights),
+            prompts=list(options.prompts),
+            score_threshold=options.score_threshold,
+            max_proposals=options.max_detections,
+            batch_size=options.batch_size,
             threads=threads,
         )
     raise ValueError(f"unknown detect.backend {backend!r}; available: {', '.join(DETECTOR_BACKENDS)}")
 
 
-def make_classifier(options: dict, labels: list[str], threads: int = 1):
-    """The crop classifier configured under detect.classifier, or None."""
-    backend = options.get("backend")
+def make_classifier(options: DetectOptions, threads: int):
+    """The crop classifier configured under detect.classifier, choosing among the prompts, or None."""
+    classifier = options.classifier
+    backend = classifier.backend
     if not backend:
         return None
     if backend not in CLASSIFIER_BACKENDS:
         raise ValueError(f"unknown detect.classifier.backend {backend!r}; available: {', '.join(CLASSIFIER_BACKENDS)}")
-    if not options.get("model"):
+    if not classifier.model:
         raise ValueError(f"detect.classifier.backend {backend!r} needs detect.classifier.model")
+    labels = list(options.prompts or [])
     if not labels:
         raise ValueError("a crop classifier needs prompts (the labels it chooses among): an ontology file's classes, or detect.vocabulary")
     from .crop_classifier import HFCropClassifier
 
     return HFCropClassifier(
         backend=backend,
-        model=checked_model(options["model"], options.get("allow_changed_weights", False)),
+        # detect.allow_changed_weights is not applied to the classifier (detector_weight_files does apply it)
+        model=checked_model(classifier.model, False),
         labels=labels,
-        prompt_template=options.get("prompt_template", "a photo of a {}"),
+        prompt_template=classifier.prompt_template,
         threads=threads,
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_LANGUAGES = ("en", "fr", "de", "es", "pt", "it", "nl", "pl", "cs", "sv", "da", "fi", "tr", "ro", "hu", "zh", "ja", "ko", "ru")
+from ..options import LanguageOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +19,13 @@ class LanguageGuess:
 
 
 class LanguageGuesser:
-    def __init__(self, languages=DEFAULT_LANGUAGES, min_confidence: float = 0.3, min_letters: int = 4, low_accuracy: bool = False):
+    """The guesser of the ``ocr.language`` options."""
+
+    def __init__(self, options: LanguageOptions):
         from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
         chosen = []
-        for code in languages:
+        for code in options.languages:
             try:
                 chosen.append(Language.from_iso_code_639_1(getattr(IsoCode639_1, code.upper())))
             except AttributeError:
@@ -31,11 +33,11 @@ class LanguageGuesser:
         if len(chosen) < 2:
             raise ValueError("ocr.language.languages needs at least two languages")
         builder = LanguageDetectorBuilder.from_languages(*chosen)
-        if low_accuracy:  # trigram models only: loads in a fraction of the time
+        if options.low_accuracy:  # trigram models only: loads in a fraction of the time
             builder = builder.with_low_accuracy_mode()
         self._detector = builder.build()
-        self.min_confidence = min_confidence
-        self.min_letters = min_letters
+        self.min_confidence = options.min_confidence
+        self.min_letters = options.min_letters
 
     def guess(self, text: str) -> LanguageGuess:
         letters = sum(ch.isalpha() for ch in text)

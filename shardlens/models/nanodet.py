@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..options import DetectOptions
 from .box_fusion import box_iou
 from .onnx_session import onnx_session
 
@@ -65,6 +66,10 @@ WEIGHTS_DIR = Path(__file__).parent / "weights" / "nanodet-g"
 # stretch: resize to the square, as minimal deployment scripts do.
 RESIZE_MODES = ("letterbox", "stretch")
 DEFAULT_MODEL_PATH = WEIGHTS_DIR / "nanodet-g-416.onnx"
+# label candidates a region records from its cell's class scores (the detected class first), and
+# the class score another candidate needs
+CANDIDATES = 5
+CANDIDATE_MIN_SCORE = 0.05
 
 
 @dataclass(frozen=True)
@@ -205,9 +210,9 @@ def nms_per_class(
 
 def decode(
     outputs: Mapping[str, np.ndarray],
-    score_threshold: float = 0.35,
-    iou_threshold: float = 0.6,
-    max_detections: int = 100,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
     input_size: int = INPUT_SIZE,
     pre_nms_top_k: int = 1000,
     with_class_scores: bool = False,
@@ -260,34 +265,22 @@ class NanoDetDetector:
 
     name = "nanodet"
 
-    def __init__(
-        self,
-        model_path: Path | None = None,
-        score_threshold: float = 0.35,
-        iou_threshold: float = 0.6,
-        max_detections: int = 100,
-        threads: int = 1,
-        providers: list[str] | None = None,
-        candidates: int = 5,
-        candidate_min_score: float = 0.05,
-        resize: str = "letterbox",
-        flip: bool = False,
-    ) -> None:
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"unknown resize mode {resize!r}; available: {', '.join(RESIZE_MODES)}")
-        self.resize = resize
-        self.flip = flip
-        self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL_PATH
+    def __init__(self, options: DetectOptions, threads: int) -> None:
+        if options.resize not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {options.resize!r}; available: {', '.join(RESIZE_MODES)}")
+        self.resize = options.resize
+        self.flip = options.flip
+        self.model_path = Path(options.model) if options.model else DEFAULT_MODEL_PATH
         if not self.model_path.is_file():
             raise FileNotFoundError(f"NanoDet model not found: {self.model_path}")
         self.weight_files: list[Path] = [self.model_path]
         self.classes: list[str] = list(COCO_CLASSES)
-        self.score_threshold = score_threshold
-        self.iou_threshold = iou_threshold
-        self.max_detections = max_detections
-        self.candidates = candidates
-        self.candidate_min_score = candidate_min_score
-        self.session = onnx_session(self.model_path, threads, providers)
+        self.score_threshold = options.score_threshold
+        self.iou_threshold = options.iou_threshold
+        self.max_detections = options.max_detections
+        self.candidates = CANDIDATES
+        self.candidate_min_score = CANDIDATE_MIN_SCORE
+        self.session = onnx_session(self.model_path, threads)
         model_input = self.session.get_inputs()[0]
         self.input_name: str = model_input.name
         self.input_size = int(model_input.shape[-1])

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ocr_engines import OCRLine
+from ..options import OCROptions
+from .ocr_interface import OCRLine
 from .paddle_models import REPO_ROOT, PaddleNotInstalled, paddle_venv
 
 log = logging.getLogger("shardlens.paddle_worker")
@@ -71,20 +72,17 @@ def _stop_worker(proc: subprocess.Popen, lock: threading.Lock, timeout: float = 
 
 class PaddleBridgeEngine:
     """The OCREngine protocol, served by :class:`~shardlens.models.paddle_ocr.PaddleOCREngine`
-    running in the paddle venv. Options are those of PaddleOCREngine; ``venv`` overrides
-    ``SHARDLENS_PADDLE_VENV``; ``python_flags`` go before ``-m`` (e.g. ``["-W", "error"]``)."""
+    running in the paddle venv, which gets ``options``, ``threads`` and ``models_dir``. The worker
+    process itself: ``venv`` overrides ``SHARDLENS_PADDLE_VENV``; ``python_flags`` go before
+    ``-m`` (e.g. ``["-W", "error"]``); the timeouts bound its start and each call."""
 
     name = "paddleocr"
 
     def __init__(
         self,
-        text_score: float = 0.5,
-        box_thresh: float = 0.6,
-        use_cls: bool = True,
-        max_side: int = 2000,
-        threads: int = 1,
-        unclip_ratio: float | None = None,
-        models_dir: str | Path | None = None,
+        options: OCROptions,
+        threads: int,
+        models_dir: str | Path | None,
         venv: str | Path | None = None,
         python_flags: list[str] | tuple[str, ...] = (),
         startup_timeout: float = 600.0,
@@ -99,11 +97,7 @@ class PaddleBridgeEngine:
             )
         self.venv = venv
         self.call_timeout = call_timeout
-        options = {"text_score": text_score, "box_thresh": box_thresh, "use_cls": use_cls, "max_side": max_side, "threads": threads}
-        if unclip_ratio is not None:
-            options["unclip_ratio"] = unclip_ratio
-        if models_dir is not None:
-            options["models_dir"] = str(models_dir)
+        init = {"options": options.to_dict(), "threads": threads, "models_dir": None if models_dir is None else str(models_dir)}
         env = dict(os.environ)
         # the worker runs this checkout's shardlens, whatever the venv's editable install points at
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -125,7 +119,7 @@ class PaddleBridgeEngine:
         threading.Thread(target=_pump_stderr, args=(self._proc.stderr, self._tail), name="paddle-worker-stderr", daemon=True).start()
         threading.Thread(target=_pump_stdout, args=(self._proc.stdout, self._replies), name="paddle-worker-stdout", daemon=True).start()
         try:
-            reply = self._call({"op": "init", "options": options}, timeout=startup_timeout)
+            reply = self._call({"op": "init", **init}, timeout=startup_timeout)
         except BaseException:
             self.close()
             raise

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .ocr_engines import OCRLine
+from ..options import OCROptions
+from .ocr_interface import OCRLine
 from .paddle_models import PADDLE_MODELS, models_root, paddle_source, paddle_weight_files, prepare_paddle_models
 
 # Widening of the detected text boxes (DB "unclip"). With PaddleX's 1.5 the crops are so tight
@@ -22,7 +23,7 @@ from .paddle_models import PADDLE_MODELS, models_root, paddle_source, paddle_wei
 # clean rendered lines, upright and 180 degrees); 2.0 -> 0.044, 2.5 -> 0.026, 3.0 -> 0.016, and on
 # dense paragraphs (line spacing 1.15-1.25, 14-22 px) 3.0 is best (0.006 vs 0.019 at 2.5, 0.012
 # at 3.5). Cost: reported boxes are looser (about half a line height of margin).
-DEFAULT_UNCLIP_RATIO = 3.0
+UNCLIP_RATIO = 3.0
 
 
 def configure_paddle_env() -> None:
@@ -37,7 +38,8 @@ def configure_paddle_env() -> None:
 
 
 class PaddleOCREngine:
-    """The :class:`~shardlens.models.ocr_engines.OCREngine` protocol on ``paddleocr.PaddleOCR``.
+    """The :class:`~shardlens.models.ocr_interface.OCREngine` protocol on ``paddleocr.PaddleOCR``,
+    with the ``ocr`` options (``min_side`` and ``margin`` are RapidOCR's and do not apply).
 
     Detection PP-OCRv4_mobile_det, recognition PP-OCRv4_mobile_rec (Chinese+Latin, 6623
     characters), text-line orientation ch_ppocr_mobile_v2.0_cls (0/180 degrees) when ``use_cls``.
@@ -46,27 +48,18 @@ class PaddleOCREngine:
 
     name = "paddleocr"
 
-    def __init__(
-        self,
-        text_score: float = 0.5,
-        box_thresh: float = 0.6,
-        use_cls: bool = True,
-        max_side: int = 2000,
-        threads: int = 1,
-        unclip_ratio: float = DEFAULT_UNCLIP_RATIO,
-        models_dir: str | Path | None = None,
-    ):
+    def __init__(self, options: OCROptions, threads: int, models_dir: str | Path | None):
         configure_paddle_env()
         from paddleocr import PaddleOCR
 
         for name in ("paddlex", "paddleocr", "paddle"):
             logging.getLogger(name).setLevel(logging.ERROR)
         dirs = prepare_paddle_models(models_dir)
-        self.text_score = text_score
-        self.box_thresh = box_thresh
-        self.use_cls = use_cls
-        self.max_side = max_side
-        self.unclip_ratio = unclip_ratio
+        self.text_score = options.text_score
+        self.box_thresh = options.box_thresh
+        self.use_cls = options.use_cls
+        self.max_side = options.max_side
+        self.unclip_ratio = UNCLIP_RATIO
         self.model_dirs = dirs
         self._ocr = PaddleOCR(
             text_detection_model_name=PADDLE_MODELS["det"].model_name,
@@ -77,12 +70,12 @@ class PaddleOCREngine:
             textline_orientation_model_dir=str(dirs["cls"]),
             use_doc_orientation_classify=False,
             use_doc_unwarping=False,
-            use_textline_orientation=use_cls,
-            text_det_limit_side_len=max_side,
+            use_textline_orientation=options.use_cls,
+            text_det_limit_side_len=options.max_side,
             text_det_limit_type="max",
-            text_det_box_thresh=box_thresh,
-            text_det_unclip_ratio=unclip_ratio,
-            text_rec_score_thresh=text_score,
+            text_det_box_thresh=options.box_thresh,
+            text_det_unclip_ratio=UNCLIP_RATIO,
+            text_rec_score_thresh=options.text_score,
             device="cpu",
             engine="paddle_static",
             # oneDNN on: paddlepaddle 3.3.1 fails in the first det run with "(Unimplemented)

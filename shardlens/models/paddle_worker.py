@@ -8,7 +8,8 @@ Protocol on stdin/stdout, one request at a time:
   has ``nbytes`` (``recognize``: the C-contiguous uint8 RGB pixels, ``shape`` [h, w, 3]);
 * reply: one JSON line ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "traceback": ...}``.
 
-Ops: ``init`` (``options``: PaddleOCREngine keyword arguments; must come first), ``warmup``,
+Ops: ``init`` (``options``: the ``ocr`` config values, ``threads``, ``models_dir``: what
+PaddleOCREngine takes; must come first), ``warmup``,
 ``recognize``, ``ping``, ``shutdown``. End of input (the parent exited) ends the worker too.
 
 The protocol owns the original stdout; file descriptor 1 is pointed at stderr before paddle is
@@ -24,7 +25,7 @@ import sys
 import time
 import traceback
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: init sends the ocr options, threads and models_dir
 
 
 def _reply(channel, message: dict) -> None:
@@ -64,9 +65,10 @@ def serve(requests, replies) -> int:
 
                 import shardlens
 
+                from ..options import OCROptions
                 from .paddle_ocr import PaddleOCREngine
 
-                engine = PaddleOCREngine(**header.get("options", {}))
+                engine = PaddleOCREngine(OCROptions.from_values(header["options"]), header["threads"], header["models_dir"])
                 _reply(
                     replies,
                     {

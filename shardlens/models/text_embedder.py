@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..options import EmbedOptions
 from .weights import sha256_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".json", ".txt")
@@ -55,14 +56,14 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def make_text_embedder(backend: str = "onnx", batch_size: int = 64, **options):
-    """The configured embedder: ``OnnxTextEmbedder`` (one text per run, ``batch_size`` does not
-    apply) or ``SentenceTransformersEmbedder``."""
-    if backend == "onnx":
-        return OnnxTextEmbedder(**options)
-    if backend == "sentence-transformers":
-        return SentenceTransformersEmbedder(batch_size=batch_size, **options)
-    raise ValueError(f"unknown embed.backend {backend!r}; available: {', '.join(EMBED_BACKENDS)}")
+def make_text_embedder(options: EmbedOptions, threads: int):
+    """The embedder of the ``embed`` options: ``OnnxTextEmbedder`` (one text per run,
+    ``batch_size`` does not apply) or ``SentenceTransformersEmbedder``."""
+    if options.backend == "onnx":
+        return OnnxTextEmbedder(threads)
+    if options.backend == "sentence-transformers":
+        return SentenceTransformersEmbedder(options.batch_size, threads)
+    raise ValueError(f"unknown embed.backend {options.backend!r}; available: {', '.join(EMBED_BACKENDS)}")
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -88,7 +89,7 @@ class OnnxTextEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, model_dir: str | Path | None = None, threads: int = 1, onnx_path: str | Path | None = None):
+    def __init__(self, threads: int, *, model_dir: str | Path | None = None, onnx_path: str | Path | None = None):
         from tokenizers import Tokenizer
 
         from .minilm_onnx import ONNX_PATH, require_onnx_model
@@ -126,7 +127,7 @@ class SentenceTransformersEmbedder:
 
     backend = "sentence-transformers"
 
-    def __init__(self, model_dir: str | Path | None = None, device: str | None = None, batch_size: int = 64, threads: int = 1):
+    def __init__(self, batch_size: int, threads: int, *, model_dir: str | Path | None = None, device: str | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch

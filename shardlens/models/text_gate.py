@@ -12,7 +12,7 @@ middle of the image instead; a region thicker than ``max_thickness`` of the imag
 ``min_aspect`` times longer than thick: a cropped word or a tight banner fills the frame and is
 thick, but it is long. Such text touches the frame, so a ``margin`` in the image's edge colour is
 added first; small images are enlarged (``upscale``) so small text reaches the detector's scale.
-The defaults were fitted on the ``fit`` half of the real-image quality set (BENCHMARKS.md).
+The defaults (config/schema.yaml) were fitted on the ``fit`` half of the real-image quality set (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from ..images.decoding import add_margin
+from ..options import GateOptions
 from .onnx_session import onnx_session
 from .weights import rapidocr_model, short_version
 
@@ -37,32 +38,21 @@ class GateScore:
 
 
 class TextGate:
-    """Batched text-presence scoring with the PP-OCR detection model."""
+    """Batched text-presence scoring with the PP-OCR detection model, with the ``gate`` options
+    (``score_threshold`` and ``batch_size`` are the stage's)."""
 
     backend = "ppocr-det-onnx"
 
-    def __init__(
-        self,
-        model_path: str | Path | None = None,
-        max_side: int = 480,
-        pixel_threshold: float = 0.3,
-        box_threshold: float = 0.5,
-        min_region_pixels: int = 12,
-        max_thickness: float = 0.25,
-        threads: int = 1,
-        upscale: float = 4.0,
-        margin: float = 0.1,
-        min_aspect: float = 3.0,
-    ):
-        self.model_path = Path(model_path) if model_path else rapidocr_model(GATE_MODEL_FILE)
-        self.max_side = max_side
-        self.pixel_threshold = pixel_threshold
-        self.box_threshold = box_threshold
-        self.min_region_pixels = min_region_pixels
-        self.max_thickness = max_thickness
-        self.upscale = upscale
-        self.margin = margin
-        self.min_aspect = min_aspect
+    def __init__(self, options: GateOptions, threads: int):
+        self.model_path = rapidocr_model(GATE_MODEL_FILE)
+        self.max_side = options.max_side
+        self.pixel_threshold = options.pixel_threshold
+        self.box_threshold = options.box_threshold
+        self.min_region_pixels = options.min_region_pixels
+        self.max_thickness = options.max_thickness
+        self.upscale = options.upscale
+        self.margin = options.margin
+        self.min_aspect = options.min_aspect
         self.session = onnx_session(self.model_path, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.version = short_version(self.backend, self.model_path)

@@ -6,12 +6,15 @@ detector or the crop classifier matched); the regions stage maps them onto the o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
 from ..models.detectors import detector_weight_files, make_classifier, make_detector
 from ..models.weights import sha256_file
+from ..options import DetectOptions
 from ..records import SCHEMA_VERSION, write_jsonl
 from .inputs import distinct_images, load_rgb
 
@@ -82,32 +85,29 @@ def region_records(image_id: str, detections: list[dict], classifier_labels: lis
     return records
 
 
-def run_shard(
-    ingest: str | Path,
-    images_root: str | Path,
-    output: str | Path,
-    shard: str,
-    options: dict,
-    threads: int = 1,
-    limits: Limits | None = None,
-) -> dict:
+def run_shard(ingest: str | Path, images_root: str | Path, output: str | Path, shard: str, options: Mapping[str, Any], threads: int, limits: Limits) -> dict:
+    """The detect rule's entry, called as scripts/detect.py calls it (see shardlens/options.py):
+    ``options`` are the rule's detect options (:func:`shardlens.ontology.detector_options`)."""
+    return run(ingest, images_root, output, shard, DetectOptions.from_values(options), threads, limits)
+
+
+def run(ingest: str | Path, images_root: str | Path, output: str | Path, shard: str, options: DetectOptions, threads: int, limits: Limits) -> dict:
+    """Write ``cache/detect/{shard}.jsonl``: the regions of every decodable distinct image."""
     logger = job_logger("detect")
-    limits = limits or Limits()
     root = Path(images_root)
     images = [im for im in distinct_images(ingest) if im.ok]
     summary = JobSummary(shard=shard, stage="detect", images=len(images))
     if not images:
         summary.records = write_jsonl(output, "detection", [])
         return summary.finish()
-    detector = make_detector(options, threads=threads)
-    classifier = make_classifier(options.get("classifier") or {}, list(options.get("prompts") or []), threads=threads)
-    version = detector_version(options)
+    detector = make_detector(options, threads)
+    classifier = make_classifier(options, threads)
+    version = detector_version(options.to_dict())
     progress = Progress(logger, f"detect {shard}", len(images))
     records: list[dict] = []
     with_regions = 0
-    decode_side = options["decode_max_side"]
-    loaded = prefetch(images, lambda im: load_rgb(root, im, limits, decode_side), depth=options["batch_size"] * 2)
-    for batch in batched(loaded, options["batch_size"]):
+    loaded = prefetch(images, lambda im: load_rgb(root, im, limits, options.decode_max_side), depth=options.batch_size * 2)
+    for batch in batched(loaded, options.batch_size):
         good = []
         for image, rgb in batch:
             if isinstance(rgb, BaseException):
@@ -118,12 +118,12 @@ def run_shard(
         results = detector.detect_batch([rgb for _, rgb in good])
         if classifier is not None:  # the crops of the whole batch through the classifier together
             boxes = [[d["bbox"] for d in detections] for detections in results]
-            classified = classifier.classify_batch([rgb for _, rgb in good], boxes, top_k=options["top_k"])
+            classified = classifier.classify_batch([rgb for _, rgb in good], boxes, top_k=options.top_k)
         else:
             classified = [[] for _ in results]
         for (image, rgb), detections, per_box in zip(good, results, classified):
             scale = (image.width / rgb.shape[1], image.height / rgb.shape[0])
-            regions = region_records(image.image_id, detections, per_box, options["top_k"], version, scale, (image.width, image.height))
+            regions = region_records(image.image_id, detections, per_box, options.top_k, version, scale, (image.width, image.height))
             records.extend(regions)
             summary.ok += 1
             with_regions += bool(regions)

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, batched, job_logger, prefetch
 from ..models.text_gate import GateScore, TextGate
+from ..options import GateOptions
 from ..records import SCHEMA_VERSION, write_jsonl
 from .inputs import ShardImage, distinct_images, load_rgb
 
@@ -20,41 +21,19 @@ def decide(result: GateScore, score_threshold: float) -> tuple[str, str | None]:
     return "ocr", None
 
 
-def run_shard(
-    ingest: str | Path,
-    images_root: str | Path,
-    output: str | Path,
-    shard: str,
-    max_side: int = 480,
-    pixel_threshold: float = 0.3,
-    box_threshold: float = 0.5,
-    min_region_pixels: int = 12,
-    max_thickness: float = 0.25,
-    min_aspect: float = 3.0,
-    upscale: float = 4.0,
-    margin: float = 0.1,
-    score_threshold: float = 0.8,
-    batch_size: int = 8,
-    threads: int = 1,
-    limits: Limits | None = None,
-    **_ignored,
-) -> dict:
+def run_shard(ingest: str | Path, images_root: str | Path, output: str | Path, shard: str, threads: int, limits: Limits, **options) -> dict:
+    """The gate rule's entry, called as scripts/gate.py calls it (see shardlens/options.py):
+    ``options`` are the rule's ``gate`` config values; an unknown one is an error."""
+    return run(ingest, images_root, output, shard, GateOptions.from_values(options), threads, limits)
+
+
+def run(ingest: str | Path, images_root: str | Path, output: str | Path, shard: str, options: GateOptions, threads: int, limits: Limits) -> dict:
+    """Write ``cache/gate/{shard}.jsonl``: a decision for every distinct image of the shard."""
     logger = job_logger("gate")
-    limits = limits or Limits()
     root = Path(images_root)
     images = distinct_images(ingest)
     summary = JobSummary(shard=shard, stage="gate", images=len(images))
-    gate = TextGate(
-        max_side=max_side,
-        pixel_threshold=pixel_threshold,
-        box_threshold=box_threshold,
-        min_region_pixels=min_region_pixels,
-        max_thickness=max_thickness,
-        min_aspect=min_aspect,
-        upscale=upscale,
-        margin=margin,
-        threads=threads,
-    )
+    gate = TextGate(options, threads)
     progress = Progress(logger, f"gate {shard}", len(images))
     records: dict[str, dict] = {}
 
@@ -79,7 +58,7 @@ def run_shard(
         else:
             decodable.append(image)
 
-    for batch in batched(prefetch(decodable, lambda im: load_rgb(root, im, limits, max_side), depth=batch_size * 2), batch_size):
+    for batch in batched(prefetch(decodable, lambda im: load_rgb(root, im, limits, options.max_side), depth=options.batch_size * 2), options.batch_size):
         good = [(im, arr) for im, arr in batch if not isinstance(arr, BaseException)]
         for im, arr in batch:
             if isinstance(arr, BaseException):  # decoded at ingest, unreadable now: changed under us
@@ -88,7 +67,7 @@ def run_shard(
                 summary.errors += 1
         scores = gate.score_batch([arr for _, arr in good])
         for (im, _), result in zip(good, scores):
-            decision, reason = decide(result, score_threshold)
+            decision, reason = decide(result, options.score_threshold)
             records[im.image_id] = record(im, result.regions > 0, result.score, result.regions, decision, reason)
             if decision == "ocr":
                 summary.ok += 1

@@ -144,8 +144,8 @@ def run_shard(
     images_root: str | Path,
     output: str | Path,
     shard: str,
-    limits: Limits | None = None,
-    allow_outside_root: bool = False,
+    limits: Limits,
+    allow_outside_root: bool,
 ) -> dict:
     """Write ``cache/ingest/{shard}.jsonl`` for the paths in the shard's listing file.
 
@@ -155,7 +155,6 @@ def run_shard(
     """
     logger = job_logger("ingest")
     require_hasher()  # before any file: a missing library is the job's error, not each file's
-    limits = limits or Limits()
     root = Path(images_root)
     paths = read_listing(listing)
     summary = JobSummary(shard=shard, stage="ingest", images=len(paths))

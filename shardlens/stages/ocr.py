@@ -6,48 +6,35 @@ from pathlib import Path
 
 from ..images.decoding import Limits
 from ..jobs import JobSummary, Progress, job_logger, prefetch
-from ..models.language import DEFAULT_LANGUAGES, LanguageGuesser
+from ..models.language import LanguageGuesser
 from ..models.ocr_engines import make_ocr_engine
+from ..options import OCROptions
 from ..records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from .inputs import distinct_images, load_rgb
 
 
 def run_shard(
-    ingest: str | Path,
-    gate: str | Path,
-    images_root: str | Path,
-    output: str | Path,
-    shard: str,
-    engine: str = "rapidocr",
-    text_score: float = 0.5,
-    box_thresh: float = 0.6,
-    use_cls: bool = True,
-    max_side: int = 2000,
-    min_side: int = 640,
-    margin: float = 0.1,
-    language: dict | None = None,
-    threads: int = 1,
-    limits: Limits | None = None,
-    **_ignored,
+    ingest: str | Path, gate: str | Path, images_root: str | Path, output: str | Path, shard: str, threads: int, limits: Limits, **options
 ) -> dict:
+    """The OCR rule's entry, called as scripts/ocr.py calls it (see shardlens/options.py):
+    ``options`` are the rule's ``ocr`` config values; an unknown one is an error."""
+    return run(ingest, gate, images_root, output, shard, OCROptions.from_values(options), threads, limits)
+
+
+def run(
+    ingest: str | Path, gate: str | Path, images_root: str | Path, output: str | Path, shard: str, options: OCROptions, threads: int, limits: Limits
+) -> dict:
+    """Write ``cache/ocr/{shard}.jsonl``: the text lines of the images the gate let through."""
     logger = job_logger("ocr")
-    limits = limits or Limits()
     root = Path(images_root)
-    language = language or {}
     to_ocr = {r["image_id"] for r in read_jsonl(gate, "gate") if r["decision"] == "ocr"}
     images = [im for im in distinct_images(ingest) if im.image_id in to_ocr]
     summary = JobSummary(shard=shard, stage="ocr", images=len(images))
     if not images:  # nothing gated in: no model to load
         summary.records = write_jsonl(output, "ocr", [])
         return summary.finish()
-    sizing = {"min_side": min_side, "margin": margin} if engine == "rapidocr" else {}
-    ocr = make_ocr_engine(engine, text_score=text_score, box_thresh=box_thresh, use_cls=use_cls, max_side=max_side, threads=threads, **sizing)
-    guesser = LanguageGuesser(
-        languages=language.get("languages", DEFAULT_LANGUAGES),
-        min_confidence=language.get("min_confidence", 0.3),
-        min_letters=language.get("min_letters", 4),
-        low_accuracy=language.get("low_accuracy", False),
-    )
+    ocr = make_ocr_engine(options, threads)
+    guesser = LanguageGuesser(options.language)
     progress = Progress(logger, f"ocr {shard}", len(images))
     records = []
     for image, rgb in prefetch(images, lambda im: load_rgb(root, im, limits)):

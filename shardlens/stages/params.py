@@ -14,6 +14,7 @@ from typing import Any
 from ..clustering import OUTLIER_SCORE_METHOD
 from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
+from ..options import DetectOptions, EmbedOptions, GateOptions, OCROptions, StageOptions
 
 # cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
 # -> rule param name -> path of keys into the validated config (defaults applied), or a function
@@ -39,6 +40,12 @@ STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
 }
 
 
+# stage -> the typed options its ``options`` param builds (shardlens/options.py); the stage script
+# builds them from the rule's params, so the params Snakemake and the manifest record stay the
+# config values themselves
+STAGE_OPTIONS: dict[str, type[StageOptions]] = {"gate": GateOptions, "ocr": OCROptions, "detect": DetectOptions, "embed": EmbedOptions}
+
+
 def stage_params(config: dict, stage: str) -> dict[str, Any]:
     """param name -> config value for one stage (the values themselves, not copies; derived
     values are computed, which reads the ontology file and raises OntologyError on a bad one)."""
@@ -61,3 +68,9 @@ def stage_params(config: dict, stage: str) -> dict[str, Any]:
 def all_stage_params(config: dict) -> dict[str, dict[str, Any]]:
     """stage -> its params, for every stage of :data:`STAGE_PARAMS` (what the manifest records)."""
     return {stage: stage_params(config, stage) for stage in STAGE_PARAMS}
+
+
+def stage_options(config: dict, stage: str) -> StageOptions:
+    """The typed options a stage runs with under ``config`` (as its script builds them from the
+    rule's params)."""
+    return STAGE_OPTIONS[stage].from_values(stage_params(config, stage)["options"])

@@ -16,7 +16,7 @@ from ..ontology import DROP_REASONS, Ontology, apply_ontology, vocabulary_ontolo
 from ..records import read_jsonl, write_jsonl
 
 
-def shard_ontology(options: dict, detections: list[dict], threads: int = 1) -> Ontology | None:
+def shard_ontology(options: dict, detections: list[dict], threads: int) -> Ontology | None:
     """The ontology of the regions options (:func:`shardlens.ontology.regions_options`): the
     file's, or the one ``detect.vocabulary`` stands for over the detector names in this shard, or
     None (the detector's names kept)."""
@@ -25,14 +25,14 @@ def shard_ontology(options: dict, detections: list[dict], threads: int = 1) -> O
     vocabulary = options.get("vocabulary")
     if vocabulary is None:
         return None
-    from ..models.text_embedder import make_text_embedder
+    from ..models.text_embedder import OnnxTextEmbedder
 
     names = {candidate["label"] for region in detections for candidate in region["labels"]}
-    embed = make_text_embedder("onnx", threads=threads).encode if names else None
+    embed = OnnxTextEmbedder(threads).encode if names else None  # the vocabulary map embeds with onnx, whatever embed.backend
     return vocabulary_ontology(names, vocabulary["terms"], embed, vocabulary["threshold"])
 
 
-def run_shard(detect: str | Path, output: str | Path, shard: str, options: dict, threads: int = 1) -> dict:
+def run_shard(detect: str | Path, output: str | Path, shard: str, options: dict, threads: int) -> dict:
     logger = job_logger("regions")
     detections = list(read_jsonl(detect, "detection"))
     summary = JobSummary(shard=shard, stage="regions", images=len({r["image_id"] for r in detections}))
