@@ -1,7 +1,7 @@
 from shardlens.jobs import log_job
 
 log_job(snakemake.log[0], snakemake.rule)
-from shardlens.images.decoding import Limits
+from shardlens.images import Limits
 from shardlens.stages.gate import run_shard
 
 run_shard(

@@ -112,9 +112,11 @@ def write_listings(plan: ShardPlan, folder: str | Path) -> list[str]:
     return written
 
 
-def run_listing(target: str | Path, text: str, shard: str, stage: str) -> dict:
+def run_listing(text: str, target: str | Path, shard: str, stage: str) -> dict:
     """The shard_listing and listing_skipped jobs: write the plan's text, log the summary line
-    (``images``: the entries listed, after the header line)."""
+    (``images``: the entries listed, after the header line). The text comes first, unlike the
+    writers: scripts/shard_listing.py calls it so, and a changed script would re-run every shard's
+    listing job on an existing cache (and, through the rewritten listings, every stage)."""
     from .jobs import JobSummary
 
     entries = max(0, text.count("\n") - 1)
