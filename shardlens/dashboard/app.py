@@ -83,13 +83,6 @@ def parse_settings(argv: list[str]) -> Settings:
 # ------------------------------------------------------------------------------ plumbing
 
 
-@st.cache_resource(show_spinner=False)
-def _prepare(db: str, inode: int) -> bool:
-    """Once per server and catalog file (a rebuilt catalog is a new file): the text indexes that
-    make cluster lookups cheap."""
-    return q.ensure_indexes(db)
-
-
 def catalog_signature(db: Path) -> tuple:
     """Changes whenever the catalog does (a rebuild, a mirrored review): the key of cached counts."""
     out = []
@@ -953,7 +946,6 @@ def main() -> None:
     if not settings.db.exists():
         st.error(f"catalog {settings.db} does not exist: run `snakemake` first (or pass --db)")
         st.stop()
-    _prepare(str(settings.db), settings.db.stat().st_ino)
     init_state()
     thumbs = ThumbnailCache(settings.thumbnails, settings.images)
     conn = q.open_catalog(settings.db)

@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from ..near_duplicates import group_of, has_near_duplicates
-from ..propagation import PROPAGATION_DDL
-from ..reviews import CLUSTER_REVIEWS_DDL
 from ..sqlite_connect import connect_reader
 from ..vectors import decode_vector
 
@@ -53,38 +51,6 @@ def open_catalog(db: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA query_only=ON")
     return conn
-
-
-# Indexes that turn "the items of cluster K" into index lookups instead of a scan of every
-# region. The catalog build does not make them (yet); the app adds them once, best effort.
-TEXT_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption)",
-    "CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text)",
-)
-
-
-def ensure_indexes(db: str | Path) -> bool:
-    """Create :data:`TEXT_INDEXES` in the catalog if missing, and the (empty) cluster review and
-    propagation tables in a catalog written before them (its next build fills them); False when
-    it cannot be written."""
-    try:
-        conn = sqlite3.connect(Path(db), timeout=5)
-    except sqlite3.Error:
-        return False
-    try:
-        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('index', 'table')")}
-        for ddl in TEXT_INDEXES:
-            if ddl.split()[5] not in present:
-                conn.execute(ddl)
-        for ddl in (CLUSTER_REVIEWS_DDL, *PROPAGATION_DDL):
-            if ddl.split()[5] not in present:
-                conn.execute(ddl)
-        conn.commit()
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 def _bbox(text: str | None) -> list[float] | None:
@@ -160,8 +126,8 @@ def cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 10) -> 
 
 def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, int]:
     """Regions + OCR lines per cluster (item_annotations' cluster_id), for some clusters: through
-    the member texts (index lookups when the catalog indexes texts); the unclustered bucket, which
-    also holds texts that were never clustered, needs one pass over the items."""
+    the member texts (an index lookup per text: the catalog indexes texts); the unclustered bucket,
+    which also holds texts that were never clustered, needs one pass over the items."""
     out: dict[int, int] = {}
     wanted = [c for c in cluster_ids if c >= 0]
     if wanted:
@@ -254,7 +220,7 @@ def cluster_samples(conn: sqlite3.Connection, cluster_ids: list[int], per_cluste
     put the image there: the thumbnail grid of one cluster page.
 
     Per cluster, the first ``look_at`` items found through its member texts are read (an index
-    lookup per text when the catalog indexes texts, see :func:`ensure_indexes`) and the
+    lookup per text: the catalog indexes regions' captions and OCR lines' texts) and the
     best-scoring item of each image is kept; the whole cluster is never read."""
     out: dict[int, list[dict]] = {}
     for cid in cluster_ids:
@@ -337,7 +303,7 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
     x, text, score, key, ids, table = _ARMS[item]
     clauses, params = [], []
     if f.cluster_id is not None:
-        if f.cluster_id >= 0:  # members' texts: an index lookup when the catalog indexes texts
+        if f.cluster_id >= 0:  # members' texts: an index lookup per text
             clauses.append(f"{text} IN (SELECT cm.text FROM cluster_members cm WHERE cm.item = '{item}' AND cm.cluster_id = ?)")
         else:
             clauses.append("COALESCE(m.cluster_id, -1) = ?")
