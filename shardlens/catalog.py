@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 
 from .adapters import CacheAdapter, known_adapters
+from .catalog_rules import IMAGE_COLUMNS, final_select, image_key_sql, item_select
 from .digest_cache import DIGESTS_FILE, DigestCache
 from .near_duplicates import NEAR_DUPLICATES_DDL, distance_setting, refresh_near_duplicates
 from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
@@ -56,7 +57,7 @@ SCHEMA_ADAPTERS: dict[str, CacheAdapter | None] = {
 
 _SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT", "array": "TEXT", "object": "TEXT"}
 
-FIXED_DDL = """
+FIXED_DDL = f"""
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY,
     manifest_sha256 TEXT NOT NULL UNIQUE,
@@ -75,14 +76,7 @@ CREATE TABLE IF NOT EXISTS shard_files (
 );
 CREATE VIEW IF NOT EXISTS images AS
     SELECT image_id,
-           MIN(path) AS path,
-           COUNT(*) AS n_paths,
-           MAX(bytes) AS bytes,
-           MAX(width) AS width,
-           MAX(height) AS height,
-           MAX(format) AS format,
-           CASE WHEN SUM(status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status,
-           MAX(error) AS error
+           {IMAGE_COLUMNS}
     FROM paths WHERE image_id IS NOT NULL GROUP BY image_id;
 CREATE TABLE IF NOT EXISTS region_labels (
     shard TEXT NOT NULL,
@@ -122,41 +116,16 @@ CREATE INDEX IF NOT EXISTS paths_shard ON paths(shard);
 CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
 CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption);
 CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text);
--- One row per region and per OCR line with its machine label and its cluster. Clusters group,
--- they never rename: a region's machine label is its own top candidate (caption), an OCR line's
--- is its own text; cluster_id is the group of similar items (-1: unclustered).
+-- One row per region and per OCR line with its machine label, its cluster and its key
+-- (shardlens/catalog_rules.py: clusters group, they never rename).
 CREATE VIEW IF NOT EXISTS item_annotations AS
-    SELECT r.image_id, 'region' AS item, r.region_id, NULL AS line_no, r.bbox, r.caption AS text,
-           r.score AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
-           r.caption AS machine_label,
-           COALESCE(m.probability, 0.0) AS confidence
-    FROM regions r
-    LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
+    {item_select("region")}
     UNION ALL
-    SELECT o.image_id, 'text', NULL, o.line_no, o.bbox, o.text, o.confidence,
-           COALESCE(m.cluster_id, -1),
-           o.text,
-           COALESCE(m.probability, 0.0)
-    FROM ocr_lines o
-    LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text;
--- The same with people's reviews on top: a reviewed label always wins, then a label propagated
--- from a reviewed cluster or look-alike (shardlens/propagation.py), then the machine label;
--- label_source says which, propagated_from names the review a propagated label comes from.
+    {item_select("text")};
+-- The same with people's reviews on top: the final label (a review wins, then a propagated label,
+-- then the machine label), label_source says which (shardlens/catalog_rules.py).
 CREATE VIEW IF NOT EXISTS final_annotations AS
-    SELECT a.*, v.status AS review_status, v.label AS review_label, v.reviewer, v.reviewed_at,
-           CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label
-                WHEN v.status = 'rejected' THEN NULL
-                WHEN p.label IS NOT NULL THEN p.label
-                ELSE a.machine_label END AS final_label,
-           CASE WHEN v.status IS NOT NULL THEN 'review'
-                WHEN p.label IS NOT NULL THEN 'propagated'
-                ELSE 'machine' END AS label_source,
-           CASE WHEN v.status IS NULL THEN p.propagated_from END AS propagated_from
-    FROM item_annotations a
-    LEFT JOIN reviews v ON v.item_key = a.image_id ||
-        CASE WHEN a.item = 'region' THEN '/region/' || a.region_id ELSE '/line/' || a.line_no END
-    LEFT JOIN propagated_labels p ON p.item_key = a.image_id ||
-        CASE WHEN a.item = 'region' THEN '/region/' || a.region_id ELSE '/line/' || a.line_no END;
+    {final_select("item_annotations", "a")};
 -- Each image with its final label: an image-level review, else its best item (regions before
 -- text, by score), else NULL (nothing found).
 CREATE VIEW IF NOT EXISTS image_labels AS
@@ -174,7 +143,7 @@ CREATE VIEW IF NOT EXISTS image_labels AS
            CASE WHEN iv.label IS NULL THEN r.propagated_from END AS propagated_from
     FROM images i
     LEFT JOIN ranked r ON r.image_id = i.image_id AND r.rank = 1
-    LEFT JOIN reviews iv ON iv.item_key = i.image_id || '/image' AND iv.status != 'rejected';
+    LEFT JOIN reviews iv ON iv.item_key = {image_key_sql("i")} AND iv.status != 'rejected';
 -- Every listed file with its image's final label (copies of one image share it) or its error.
 CREATE VIEW IF NOT EXISTS path_labels AS
     SELECT p.path, p.image_id, p.status, p.error, l.final_label, l.label_source, l.cluster_id, l.confidence, l.propagated_from
