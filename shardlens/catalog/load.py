@@ -1,51 +1,32 @@
-"""The SQLite catalog: replays the cache into tables, updated in place in one transaction.
-
-Each stage's table is generated from its record schema (``contracts/*.schema.json``), so a field
-exists in exactly one place. Loading is idempotent and incremental: a shard whose files have the
-digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole, a
-shard gone from the plan is dropped, and the aggregates (clusters, the reviews' copy, the
-propagated labels of :mod:`shardlens.propagation`, the cluster parts of the risk scores of
-:mod:`shardlens.risk`, the run) follow, all in one transaction. A full rebuild (``full=True``, ``shardlens import-cache
---full``, or automatic when the catalog's layout or the cache's schema hash changed) empties
-and refills the same file in that same transaction. docs/adr/0005-incremental-catalog.md says
-why, and how the Snakemake rule keeps the database that Snakemake deletes before each job.
-"""
+"""Loading the cache into the catalog, in place and in one transaction: a shard whose files have the
+digests already recorded in ``shard_files`` is skipped, a changed shard is replaced whole (only
+the rows that differ are written), a shard gone from the plan is dropped, and the aggregates
+(clusters, the reviews' copy, propagated labels, near-duplicate groups, risk scores, the run)
+follow. A full rebuild empties and refills the same file in that same transaction."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 
-from .adapters import CacheAdapter, known_adapters
-from .catalog_rules import IMAGE_COLUMNS, final_select, image_key_sql, item_select
-from .digest_cache import DIGESTS_FILE, DigestCache
-from .near_duplicates import NEAR_DUPLICATES_DDL, distance_setting, refresh_near_duplicates
-from .propagation import PROPAGATION_DDL, RECORDED, refresh_propagation
-from .reviews import CLUSTER_COLUMNS, CLUSTER_REVIEWS_DDL, STORE_DDL, read_store, replace_copies
-from .reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, AUDITS_DDL, read_audit_rows, replace_audit_copies
-from .reviews import COLUMNS as REVIEW_COLUMNS
-from .risk import RISK_DDL, refresh_risk, replace_shard_signals, signal_rows
-from .records import SCHEMA_VERSION, RecordError, load_schema, read_jsonl, schema_hash
-from .sqlite_connect import connect_reader, connect_writer
-from .shard_versions import TRACKING_DDL, new_epoch, start_tracking
-from .stages import AGGREGATES, SHARD_STAGES
-from .table_sync import sync_table
+from ..adapters import CacheAdapter, known_adapters
+from ..digest_cache import DIGESTS_FILE, DigestCache
+from ..near_duplicates import distance_setting, refresh_near_duplicates
+from ..propagation import RECORDED, refresh_propagation
+from ..records import SCHEMA_VERSION, RecordError, read_jsonl, schema_hash
+from ..reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, CLUSTER_COLUMNS, read_audit_rows, read_store, replace_audit_copies, replace_copies
+from ..reviews import COLUMNS as REVIEW_COLUMNS
+from ..risk import refresh_risk, replace_shard_signals, signal_rows
+from ..shard_versions import new_epoch, start_tracking
+from ..sqlite_connect import connect_writer
+from ..stages import AGGREGATES, SHARD_STAGES
+from ..table_sync import sync_table
+from .derive import link_lines_to_regions
+from .schema import STAGE_TABLES, CatalogError, catalog_hash, record_columns, schema_statements
 
-# record kind -> (table, primary key). Every stage table also has a 'shard' column. The regions
-# are the regions stage's (the ontology applied); the detector's own records (kind 'detection')
-# stay in the cache.
-STAGE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ingest": ("paths", ("path",)),
-    "gate": ("gate", ("shard", "image_id")),
-    "ocr": ("ocr_lines", ("shard", "image_id", "line_no")),
-    "region": ("regions", ("shard", "image_id", "region_id")),
-    "embedding": ("embeddings", ("shard", "kind", "text")),
-}
 
 # Schema hashes this catalog can read, with the adapter that turns such a cache's manifest and
 # records into the current ones (None: already current). Reading an older cache goes through its
@@ -54,231 +35,6 @@ SCHEMA_ADAPTERS: dict[str, CacheAdapter | None] = {
     schema_hash(): None,
     **{adapter.schema_hash: adapter for adapter in known_adapters()},
 }
-
-_SQL_TYPES = {"integer": "INTEGER", "number": "REAL", "boolean": "INTEGER", "string": "TEXT", "array": "TEXT", "object": "TEXT"}
-
-FIXED_DDL = f"""
-CREATE TABLE IF NOT EXISTS runs (
-    run_id INTEGER PRIMARY KEY,
-    manifest_sha256 TEXT NOT NULL UNIQUE,
-    generated_at TEXT NOT NULL,
-    schema_hash TEXT NOT NULL,
-    dataset_digest TEXT NOT NULL,
-    manifest TEXT NOT NULL,
-    catalog_hash TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS shard_files (
-    shard TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    records INTEGER NOT NULL,
-    PRIMARY KEY (shard, stage)
-);
-CREATE VIEW IF NOT EXISTS images AS
-    SELECT image_id,
-           {IMAGE_COLUMNS}
-    FROM paths WHERE image_id IS NOT NULL GROUP BY image_id;
-CREATE TABLE IF NOT EXISTS region_labels (
-    shard TEXT NOT NULL,
-    image_id TEXT NOT NULL,
-    region_id INTEGER NOT NULL,
-    rank INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    score REAL NOT NULL,
-    source TEXT NOT NULL,
-    PRIMARY KEY (shard, image_id, region_id, rank)
-);
-CREATE TABLE IF NOT EXISTS clusters (
-    cluster_id INTEGER PRIMARY KEY,
-    item TEXT,
-    label TEXT NOT NULL,
-    keywords TEXT NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cluster_members (
-    item TEXT NOT NULL,
-    text TEXT NOT NULL,
-    cluster_id INTEGER NOT NULL,
-    kinds TEXT NOT NULL,
-    count INTEGER NOT NULL,
-    probability REAL NOT NULL,
-    membership TEXT NOT NULL,
-    outlier_score REAL, -- GLOSH (cluster.schema.json); NULL from a clusters file written before it
-    PRIMARY KEY (item, text)
-);
-CREATE TABLE IF NOT EXISTS aggregate_files (
-    name TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    records INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS paths_image ON paths(image_id);
-CREATE INDEX IF NOT EXISTS paths_shard ON paths(shard);
-CREATE INDEX IF NOT EXISTS cluster_members_cluster ON cluster_members(cluster_id);
-CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption);
-CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text);
--- One row per region and per OCR line with its machine label, its cluster and its key
--- (shardlens/catalog_rules.py: clusters group, they never rename).
-CREATE VIEW IF NOT EXISTS item_annotations AS
-    {item_select("region")}
-    UNION ALL
-    {item_select("text")};
--- The same with people's reviews on top: the final label (a review wins, then a propagated label,
--- then the machine label), label_source says which (shardlens/catalog_rules.py).
-CREATE VIEW IF NOT EXISTS final_annotations AS
-    {final_select("item_annotations", "a")};
--- Each image with its final label: an image-level review, else its best item (regions before
--- text, by score), else NULL (nothing found).
-CREATE VIEW IF NOT EXISTS image_labels AS
-    WITH ranked AS (
-        SELECT f.*, ROW_NUMBER() OVER (
-            PARTITION BY f.image_id
-            ORDER BY f.final_label IS NULL, f.item = 'text', f.score DESC, f.region_id, f.line_no
-        ) AS rank
-        FROM final_annotations f
-    )
-    SELECT i.image_id, i.path, i.status,
-           COALESCE(iv.label, r.final_label) AS final_label,
-           CASE WHEN iv.label IS NOT NULL THEN 'review' ELSE COALESCE(r.label_source, 'machine') END AS label_source,
-           r.cluster_id, r.confidence,
-           CASE WHEN iv.label IS NULL THEN r.propagated_from END AS propagated_from
-    FROM images i
-    LEFT JOIN ranked r ON r.image_id = i.image_id AND r.rank = 1
-    LEFT JOIN reviews iv ON iv.item_key = {image_key_sql("i")} AND iv.status != 'rejected';
--- Every listed file with its image's final label (copies of one image share it) or its error.
-CREATE VIEW IF NOT EXISTS path_labels AS
-    SELECT p.path, p.image_id, p.status, p.error, l.final_label, l.label_source, l.cluster_id, l.confidence, l.propagated_from
-    FROM paths p LEFT JOIN image_labels l ON l.image_id = p.image_id;
-CREATE INDEX IF NOT EXISTS regions_image ON regions(image_id);
-CREATE INDEX IF NOT EXISTS region_labels_label ON region_labels(label);
-CREATE INDEX IF NOT EXISTS ocr_image ON ocr_lines(image_id);
-"""
-
-
-class CatalogError(RuntimeError):
-    """The cache cannot be loaded as it is; the message says which file and what to do."""
-
-
-def _column_type(spec: dict) -> str:
-    kinds = spec.get("type")
-    if isinstance(kinds, list):
-        kinds = next((k for k in kinds if k != "null"), "string")
-    if kinds is None:
-        values = [v for v in spec.get("enum", [spec.get("const")]) if v is not None]
-        kinds = "integer" if values and all(isinstance(v, int) for v in values) else "string"
-    return _SQL_TYPES[kinds]
-
-
-def record_columns(kind: str) -> list[str]:
-    """Columns of a stage table: the schema's properties (minus schema_version), in schema order."""
-    return [name for name in load_schema(kind)["properties"] if name != "schema_version"]
-
-
-def table_ddl(kind: str) -> str:
-    table, key = STAGE_TABLES[kind]
-    props = load_schema(kind)["properties"]
-    columns = ["shard TEXT NOT NULL"] + [f"{name} {_column_type(props[name])}" for name in record_columns(kind)]
-    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)}, PRIMARY KEY ({', '.join(key)}))"
-
-
-def connect(db_path: str | Path) -> sqlite3.Connection:
-    """Open (and create) the catalog: WAL journal and a busy timeout so concurrent writers wait."""
-    conn = connect_writer(db_path)
-    conn.execute("PRAGMA foreign_keys=ON")
-    for kind in STAGE_TABLES:
-        conn.execute(table_ddl(kind))
-    conn.execute(STORE_DDL)  # the catalog's copy of the review store (see reviews.py)
-    conn.execute(CLUSTER_REVIEWS_DDL)
-    for statement in PROPAGATION_DDL:  # derived: shardlens/propagation.py
-        conn.execute(statement)
-    for statement in NEAR_DUPLICATES_DDL:  # derived: shardlens/near_duplicates.py
-        conn.execute(statement)
-    _drop_old_cluster_layout(conn)
-    conn.executescript(FIXED_DDL)
-    for statement in RISK_DDL:  # derived: shardlens/risk.py
-        conn.execute(statement)
-    for statement in AUDITS_DDL:  # the catalog's copy of the store's audits
-        conn.execute(statement)
-    for statement in TRACKING_DDL:  # last: its triggers watch the tables above
-        conn.execute(statement)
-    return conn
-
-
-def _split_sql(script: str) -> list[str]:
-    """The statements of ``script``, one by one (``executescript`` would COMMIT the open
-    transaction first, so the DDL of a rebuild runs statement by statement inside it)."""
-    statements, buffer = [], ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip() and not all(l.strip().startswith("--") or not l.strip() for l in buffer.splitlines()):
-        raise ValueError(f"incomplete SQL statement: {buffer[:80]!r}")
-    return statements
-
-
-def schema_statements() -> list[str]:
-    """Every statement that creates the catalog's tables, views and indexes, in order."""
-    return (
-        [table_ddl(kind) for kind in STAGE_TABLES]
-        + [STORE_DDL.strip(), CLUSTER_REVIEWS_DDL.strip(), *PROPAGATION_DDL, *NEAR_DUPLICATES_DDL]
-        + _split_sql(FIXED_DDL)
-        + list(RISK_DDL)
-        + list(AUDITS_DDL)
-        + TRACKING_DDL
-    )
-
-
-# Bump when rows are derived differently from the same records (e.g. how OCR lines link to
-# regions): a catalog written by another derivation is then rebuilt, like one of another layout.
-CATALOG_DERIVATION = 1
-
-
-@cache
-def catalog_hash() -> str:
-    """sha256 of the catalog's layout (every CREATE statement), the record schemas and the row
-    derivation: a catalog whose last run recorded another hash is rebuilt in full."""
-    digest = hashlib.sha256(f"derivation {CATALOG_DERIVATION}\0schemas {schema_hash()}\0".encode())
-    for statement in schema_statements():
-        digest.update(statement.encode() + b"\0")
-    return digest.hexdigest()
-
-
-def _drop_old_cluster_layout(conn: sqlite3.Connection) -> None:
-    """A catalog written before clusters kept their item group (region labels and OCR texts
-    apart) has cluster tables without ``item`` and views that renamed items by their cluster.
-    Both are derived: drop them, so FIXED_DDL recreates them and the next load refills them."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(cluster_members)")}
-    if not columns or "item" in columns:
-        return
-    for view in ("path_labels", "image_labels", "final_annotations", "item_annotations"):
-        conn.execute(f"DROP VIEW IF EXISTS {view}")
-    conn.execute("DROP TABLE IF EXISTS cluster_members")
-    conn.execute("DROP TABLE IF EXISTS clusters")
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'aggregate_files'").fetchone():
-        conn.execute("DELETE FROM aggregate_files")  # so the clusters load again
-
-
-def connect_readonly(db_path: str | Path) -> sqlite3.Connection:
-    """Open an existing catalog for reading: never creates a file; CatalogError (one line) when
-    the file is missing or is no shardlens catalog."""
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise CatalogError(f"{db_path}: no such catalog (the workflow builds it; or `shardlens import-cache CACHE {db_path}`)")
-    conn = connect_reader(db_path)
-    try:
-        conn.execute("SELECT 1 FROM images LIMIT 1").fetchall()
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise CatalogError(f"{db_path}: not a shardlens catalog ({exc})") from None
-    return conn
-
-
-def fetch_rows(cursor: sqlite3.Cursor, size: int = 5000) -> Iterator:
-    """The rows of an executed query, fetched ``size`` at a time: an export of millions of rows
-    holds one chunk, never the whole result."""
-    while batch := cursor.fetchmany(size):
-        yield from batch
 
 
 def _row(kind: str, shard: str, record: dict, columns: list[str]) -> tuple:
@@ -350,9 +106,6 @@ def read_records(path: Path, kind: str) -> list[dict]:
     """The records of a cache file, each checked against its schema; errors name the file, the
     line and the field (:func:`records.read_jsonl`)."""
     return list(read_jsonl(path, kind))
-
-
-# --- import ------------------------------------------------------------------------------------------
 
 
 def _open(db_path: Path) -> sqlite3.Connection:
@@ -611,23 +364,6 @@ def _load_shard(conn: sqlite3.Connection, cache_dir: Path, shard: str, entry: di
     return sum(len(v) for v in rows.values())
 
 
-def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
-    """Set each OCR line's region_id to the smallest detection region holding the line's centre."""
-    by_image: dict[str, list[dict]] = {}
-    for region in regions:
-        by_image.setdefault(region["image_id"], []).append(region)
-    for line in lines:
-        x0, y0, x1, y1 = line["bbox"]
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        holding = [
-            r for r in by_image.get(line["image_id"], [])
-            if r["bbox"][0] <= cx <= r["bbox"][2] and r["bbox"][1] <= cy <= r["bbox"][3]
-        ]
-        if holding:
-            best = min(holding, key=lambda r: ((r["bbox"][2] - r["bbox"][0]) * (r["bbox"][3] - r["bbox"][1]), r["region_id"]))
-            line["region_id"] = best["region_id"]
-
-
 def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tuple]], files: dict[str, tuple[str, int]], signals: list[tuple] = ()) -> None:
     """Swap one shard's rows in a single transaction (a savepoint inside the import's
     transaction): readers see the old shard or the new one. Only the rows that differ are
@@ -649,92 +385,3 @@ def _replace_shard(conn: sqlite3.Connection, shard: str, rows: dict[str, list[tu
     except BaseException:
         _undo_savepoint(conn, "shard")
         raise
-
-
-def keep_path(db_path: str | Path) -> Path:
-    """The catalog's second name (a hard link beside it): Snakemake deletes a job's outputs
-    before the job runs, which removes ``db_path``'s name but not the data this name holds."""
-    db_path = Path(db_path)
-    return db_path.with_name(f".{db_path.name}.keep")
-
-
-def _restore_name(db_path: Path, log) -> None:
-    """Give the database its name back from the second name, when Snakemake removed it (a hard
-    link: instant, no copy, the same file with its -wal and -shm)."""
-    keep = keep_path(db_path)
-    if db_path.exists() or not keep.exists():
-        return
-    try:
-        os.link(keep, db_path)
-    except FileExistsError:  # created meanwhile: the import updates that one
-        return
-    log(f"catalog: {db_path} restored from {keep.name} (Snakemake removes the output before the job; updating in place)")
-
-
-def _keep_second_name(db_path: Path, log) -> None:
-    keep = keep_path(db_path)
-    try:
-        if keep.exists() and os.path.samefile(keep, db_path):
-            return
-        keep.unlink(missing_ok=True)
-        os.link(db_path, keep)
-    except OSError as exc:  # a file system without hard links: the next run rebuilds in full
-        log(f"catalog: cannot keep a second name {keep} ({exc.strerror}); the next workflow run rebuilds the catalog in full")
-
-
-def build_catalog(
-    cache_dir: str | Path,
-    db_path: str | Path,
-    reviews_db: str | Path | None = None,
-    log=print,
-    full: bool = False,
-    propagate_similarity: float | None | str = RECORDED,
-    near_duplicate_distance: int | None | str = RECORDED,
-) -> dict:
-    """Update the catalog at ``db_path`` in place from the cache (the Snakemake rule uses this):
-    :func:`import_cache` in one transaction, with people's reviews copied in from the review
-    store, which no rule rewrites. Snakemake has removed the file's name before the job; the
-    second name (:func:`keep_path`) gives it back, so the update is incremental and readers
-    that had it open go on reading. No temporary file is made, and none survives a failure."""
-    db_path = Path(db_path)
-    # what older versions built beside the database and left behind when a build failed
-    for leftover in (f".{db_path.name}.building", f".{db_path.name}.building-wal", f".{db_path.name}.building-shm"):
-        (db_path.parent / leftover).unlink(missing_ok=True)
-    from .jobs import JobSummary
-
-    summary = JobSummary(shard="all", stage="catalog")
-    _restore_name(db_path, log)
-    created = not db_path.exists()
-    if created:  # a -wal or -shm without its database (a crash, then the files deleted by hand) would
-        # be replayed into the new one: they belong to nothing now
-        for orphan in (Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
-            orphan.unlink(missing_ok=True)
-    try:
-        stats = import_cache(
-            cache_dir, db_path, log=log, full=full, reviews_db=reviews_db,
-            propagate_similarity=propagate_similarity, near_duplicate_distance=near_duplicate_distance,
-        )  # fmt: skip
-    except BaseException:
-        if created:  # nothing was there before: leave nothing (the rule's job holds Snakemake's lock)
-            for path in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
-                path.unlink(missing_ok=True)
-        raise
-    _keep_second_name(db_path, log)
-    os.utime(db_path)  # the WAL may hold the commit: the output is newer than its inputs either way
-    # a writer's connection, though it only counts: closing the last one checkpoints the WAL and
-    # removes the -wal and -shm files (a read-only one leaves them beside the catalog)
-    conn = connect_writer(db_path, wal=False)
-    summary.images = conn.execute("SELECT COUNT(*) FROM paths").fetchone()[0]
-    summary.ok = conn.execute("SELECT COUNT(*) FROM paths WHERE status = 'ok'").fetchone()[0]
-    summary.errors = summary.images - summary.ok
-    conn.close()
-    summary.records = stats["rows"]
-    summary.extra = {k: stats[k] for k in ("mode", "shards_loaded", "shards_unchanged", "shards_removed")}
-    log(
-        f"catalog: {db_path} updated ({stats['mode']}: {stats['reason']}): {stats['rows']} rows from "
-        f"{stats['shards_loaded']} shards loaded, {stats['shards_unchanged']} unchanged, {stats['shards_removed']} removed; "
-        f"propagated labels: {stats['propagated']['cluster']} from reviewed clusters, {stats['propagated']['similarity']} from similar reviewed lines; "
-        f"{stats['near_duplicates']} images in near-duplicate groups"
-    )
-    summary.finish()
-    return stats
