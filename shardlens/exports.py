@@ -56,7 +56,8 @@ _SELECTED = COLUMNS[:-1]  # what the query returns before the row's shard; image
 
 # One row per region and OCR line (final_annotations) and per decoded image with neither, each with
 # the shard whose listing holds its path (the image's first path: copies of an image in other
-# shards share it), which is the row's Parquet partition. {where} narrows to some shards.
+# shards share it), which is the row's Parquet partition. {where_items} and {where_images} narrow
+# the rows to some images (_image_rows_sql).
 _ROWS_SQL = f"""
 SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.height, f.text, f.machine_label, f.cluster_id,
        f.confidence, f.score,
