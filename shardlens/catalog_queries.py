@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path, PurePosixPath
 
 from .catalog import CatalogError, connect_readonly
+from .catalog_rules import item_key
 from .dashboard import queries
 from .dashboard.queries import IS_CLUSTER
 
@@ -157,7 +158,7 @@ def image_annotation(conn: sqlite3.Connection, path: str) -> dict:
         }
         for region in queries.image_regions(conn, image_id)
     ]
-    image_review = conn.execute("SELECT status, label, reviewer FROM reviews WHERE item_key = ?", (f"{image_id}/image",)).fetchone()
+    image_review = conn.execute("SELECT status, label, reviewer FROM reviews WHERE item_key = ?", (item_key(image_id, None, None),)).fetchone()
     out["image_review"] = dict(image_review) if image_review else None
     label = conn.execute("SELECT final_label, label_source FROM image_labels WHERE image_id = ?", (image_id,)).fetchone()
     out["final_label"] = label["final_label"] if label else None

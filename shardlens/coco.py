@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .atomic import atomic_open
 from .catalog import connect_readonly, fetch_rows
+from .catalog_rules import item_key
 from .export_formats import STEM, export_paths
 from .json_stream import ObjectWriter
 
@@ -189,7 +190,7 @@ def _region_annotations(conn: sqlite3.Connection, options: CocoOptions, cats: li
     last, count = None, 0
     for image_id, row in _numbered(conn, fetch_rows(conn.execute(REGION_ROWS_SQL))):
         label = _label(row, options.labels)
-        key = f"{row['image_id']}/region/{row['region_id']}"
+        key = item_key(row["image_id"], row["region_id"], None)
         if label is None or key == last:  # key == last: the region of a copy of the image in another shard
             continue
         last, count = key, count + 1
@@ -206,7 +207,7 @@ def _line_annotations(conn: sqlite3.Connection, options: CocoOptions) -> Iterato
     last, count = None, 0
     for image_id, row in _numbered(conn, fetch_rows(conn.execute(LINE_ROWS_SQL))):
         text = _label(row, options.labels)
-        key = f"{row['image_id']}/line/{row['line_no']}"
+        key = item_key(row["image_id"], None, row["line_no"])
         if text is None or key == last:
             continue
         last, count = key, count + 1

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .atomic import abandoned_temporaries, atomic_open, atomic_path
 from .catalog import connect_readonly
+from .catalog_rules import image_key_sql, is_first_path_sql
 from .export_formats import FORMATS, STEM, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
 from .json_stream import ArrayWriter
 from .models.mirror import file_sha256
@@ -55,8 +56,9 @@ _SELECTED = COLUMNS[:-1]  # what the query returns before the row's shard; image
 
 # One row per region and OCR line (final_annotations) and per decoded image with neither, each with
 # the shard whose listing holds its path (the image's first path: copies of an image in other
-# shards share it), which is the row's Parquet partition. {where} narrows to some shards.
-_ROWS_SQL = """
+# shards share it), which is the row's Parquet partition. {where_items} and {where_images} narrow
+# the rows to some images (_image_rows_sql).
+_ROWS_SQL = f"""
 SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.height, f.text, f.machine_label, f.cluster_id,
        f.confidence, f.score,
        CASE WHEN f.item = 'region' THEN (
@@ -66,22 +68,22 @@ SELECT i.path, f.image_id, f.item, f.region_id, f.line_no, f.bbox, i.width, i.he
             ELSE f.text END AS ocr_text,
        f.final_label, f.review_label, f.review_status, f.reviewer, f.reviewed_at, f.label_source, f.propagated_from, p.shard
 FROM final_annotations f JOIN images i ON i.image_id = f.image_id JOIN paths p ON p.path = i.path
-WHERE 1 {where_items}
+WHERE 1 {{where_items}}
 UNION ALL
 SELECT i.path, i.image_id, 'image', NULL, NULL, NULL, i.width, i.height, NULL, NULL, -1, NULL, NULL, NULL,
        v.label, v.label, v.status, v.reviewer, v.reviewed_at, CASE WHEN v.status IS NULL THEN 'machine' ELSE 'review' END, NULL, p.shard
-FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = i.image_id || '/image'
+FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = {image_key_sql('i')}
 WHERE i.status = 'ok'
   AND NOT EXISTS (SELECT 1 FROM regions r WHERE r.image_id = i.image_id)
-  AND NOT EXISTS (SELECT 1 FROM ocr_lines o WHERE o.image_id = i.image_id) {where_images}
-ORDER BY {order}
+  AND NOT EXISTS (SELECT 1 FROM ocr_lines o WHERE o.image_id = i.image_id) {{where_images}}
+ORDER BY {{order}}
 """
 ROWS_SQL = _ROWS_SQL.format(where_items="", where_images="", order="1, 3, 4, 5")  # every row, by path: the CSV and JSON
 
 # The images whose rows a shard's partition holds (their first path is in the shard), by path.
-SHARD_IMAGES_SQL = """
+SHARD_IMAGES_SQL = f"""
 SELECT p.image_id FROM paths p
-WHERE p.shard = ? AND p.image_id IS NOT NULL AND p.path = (SELECT MIN(q.path) FROM paths q WHERE q.image_id = p.image_id)
+WHERE p.shard = ? AND {is_first_path_sql('p')}
 ORDER BY p.path
 """
 _SHARD_IMAGES_CHUNK = 300  # image ids bound per query (three times: both arms, and the images view)

@@ -76,6 +76,7 @@ import sqlite3
 
 import numpy as np
 
+from .catalog_rules import item_key, item_key_sql
 from .near_duplicates import has_near_duplicates
 from .reviews import Review
 from .table_sync import sync_table
@@ -163,7 +164,7 @@ def refresh_propagation(conn: sqlite3.Connection, similarity: float | None | str
 # each unreviewed item of another image of its group (regions: of the same machine label), both
 # with their boxes and their images' sizes; the IoU test is in Python. Found from the reviews
 # (few) outwards through the group index, never by scanning the items of every group.
-_NEAR_DUPLICATE_SQL = """
+_NEAR_DUPLICATE_SQL = f"""
 WITH sources AS (
     SELECT v.item_key, v.label, v.reviewed_at, v.image_id, 'region' AS item, r.caption AS caption, r.bbox
     FROM reviews v JOIN regions r ON r.image_id = v.image_id AND r.region_id = v.region_id
@@ -187,12 +188,12 @@ sizes AS (
 SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, t.region_id, NULL, t.bbox, ts.width, ts.height
 FROM reach h JOIN regions t ON t.image_id = h.target AND t.caption = h.caption
 JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
-WHERE h.item = 'region' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = t.image_id || '/region/' || t.region_id)
+WHERE h.item = 'region' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql('region', 't')})
 UNION ALL
 SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, NULL, t.line_no, t.bbox, ts.width, ts.height
 FROM reach h JOIN ocr_lines t ON t.image_id = h.target
 JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
-WHERE h.item = 'text' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = t.image_id || '/line/' || t.line_no)
+WHERE h.item = 'text' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql('text', 't')})
 """
 
 
@@ -220,7 +221,7 @@ def _near_duplicate_rows(conn: sqlite3.Connection) -> dict[str, tuple]:
         iou = normalised_iou(json.loads(source_box), (sw, sh), json.loads(box), (w, h))
         if iou < NEAR_DUPLICATE_IOU:
             continue
-        key = _key(image_id, region_id, line_no)
+        key = item_key(image_id, region_id, line_no)
         # the largest IoU, then the most recent review, then the smaller item key
         rank = (-iou, _negated(reviewed_at or ""), source_key)
         if key not in best or rank < best[key][0]:
@@ -236,7 +237,7 @@ def _negated(text: str) -> tuple[int, ...]:
 # Cluster verdicts with the texts they may reach: for a text cluster every member text, for a
 # region cluster only the classes (captions) a person reviewed the same way in it. The evidence
 # is found from the reviews (few) outwards, never by scanning a cluster's items per item.
-_CLUSTER_SQL = """
+_CLUSTER_SQL = f"""
 WITH agreeing AS (
     SELECT c.review_key, c.item, c.status, c.label, m.text
     FROM reviews v
@@ -263,17 +264,13 @@ reach AS (
 SELECT r.image_id, r.region_id, NULL, CASE WHEN h.status = 'relabeled' THEN h.label ELSE r.caption END, h.review_key
 FROM reach h JOIN cluster_reviews c ON c.review_key = h.review_key AND c.item = 'region'
 JOIN regions r ON r.caption = h.text
-WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = r.image_id || '/region/' || r.region_id)
+WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('region')})
 UNION ALL
 SELECT o.image_id, NULL, o.line_no, CASE WHEN h.status = 'relabeled' THEN h.label ELSE o.text END, h.review_key
 FROM reach h JOIN cluster_reviews c ON c.review_key = h.review_key AND c.item = 'text'
 JOIN ocr_lines o ON o.text = h.text
-WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = o.image_id || '/line/' || o.line_no)
+WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('text')})
 """
-
-
-def _key(image_id: str, region_id: int | None, line_no: int | None) -> str:
-    return f"{image_id}/region/{region_id}" if region_id is not None else f"{image_id}/line/{line_no}"
 
 
 def _cluster_rows(conn: sqlite3.Connection) -> dict[str, tuple]:
@@ -284,7 +281,7 @@ def _cluster_rows(conn: sqlite3.Connection) -> dict[str, tuple]:
     for image_id, region_id, line_no, label, review_key in sorted(conn.execute(_CLUSTER_SQL), key=order):
         if label is None:
             continue
-        key = _key(image_id, region_id, line_no)
+        key = item_key(image_id, region_id, line_no)
         out.setdefault(key, (key, image_id, region_id, line_no, label, review_key, "cluster", None))
     return out
 
@@ -474,10 +471,10 @@ def _similarity_rows(conn: sqlite3.Connection, threshold: float, changed_shards:
         return []
     out = []
     lines = conn.execute(
-        """
+        f"""
         SELECT o.image_id, o.line_no, o.text FROM ocr_lines o
         WHERE o.text IN (SELECT value FROM json_each(?))
-          AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = o.image_id || '/line/' || o.line_no)
+          AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('text')})
         ORDER BY o.image_id, o.line_no
         """,
         (json.dumps(sorted(best)),),
@@ -485,7 +482,7 @@ def _similarity_rows(conn: sqlite3.Connection, threshold: float, changed_shards:
     for image_id, line_no, text in lines:
         source_text, similarity = best[text]
         source_key, label = sources[source_text]
-        out.append((_key(image_id, None, line_no), image_id, None, line_no, label, source_key, "similarity", similarity))
+        out.append((item_key(image_id, None, line_no), image_id, None, line_no, label, source_key, "similarity", similarity))
     return out
 
 

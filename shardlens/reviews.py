@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .catalog_rules import ITEM_TABLES, item_key, item_key_sql, member_items
 from .spreadsheet import csv_value
 from .sqlite_connect import connect_writer
 from .table_sync import sync_table
@@ -126,14 +127,6 @@ class Review:
     @property
     def item_key(self) -> str:
         return item_key(self.image_id, self.region_id, self.line_no)
-
-
-def item_key(image_id: str, region_id: int | None, line_no: int | None) -> str:
-    if region_id is not None:
-        return f"{image_id}/region/{region_id}"
-    if line_no is not None:
-        return f"{image_id}/line/{line_no}"
-    return f"{image_id}/image"
 
 
 def cluster_key(item: str, cluster_id: int) -> str:
@@ -349,16 +342,10 @@ class ClusterReviewResult:
 def cluster_member_items(catalog: sqlite3.Connection, cluster_id: int, item: str) -> list[tuple]:
     """(image_id, region_id, line_no, machine_label, review_status) of every item of one cluster
     (its member texts' regions or OCR lines), once per item key, in key order."""
-    if item == "region":
-        sql = """SELECT r.image_id, r.region_id, NULL, r.caption, v.status
-                 FROM cluster_members m JOIN regions r ON r.caption = m.text
-                 LEFT JOIN reviews v ON v.item_key = r.image_id || '/region/' || r.region_id
-                 WHERE m.item = 'region' AND m.cluster_id = ?"""
-    else:
-        sql = """SELECT o.image_id, NULL, o.line_no, o.text, v.status
-                 FROM cluster_members m JOIN ocr_lines o ON o.text = m.text
-                 LEFT JOIN reviews v ON v.item_key = o.image_id || '/line/' || o.line_no
-                 WHERE m.item = 'text' AND m.cluster_id = ?"""
+    numbers = "r.region_id, NULL, r.caption" if item == "region" else "NULL, o.line_no, o.text"
+    sql = f"""SELECT {ITEM_TABLES[item].alias}.image_id, {numbers}, v.status
+              FROM {member_items(item)} LEFT JOIN reviews v ON v.item_key = {item_key_sql(item)}
+              WHERE m.cluster_id = ?"""
     unique = {item_key(r[0], r[1], r[2]): r for r in catalog.execute(sql, (int(cluster_id),))}
     return [unique[k] for k in sorted(unique)]
 

@@ -30,6 +30,8 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
+from .catalog_rules import first_path_sql
+
 META_DDL = "CREATE TABLE IF NOT EXISTS catalog_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 VERSIONS_DDL = "CREATE TABLE IF NOT EXISTS shard_versions (shard TEXT PRIMARY KEY, version INTEGER NOT NULL)"
 
@@ -37,21 +39,17 @@ _TRACKING = "(SELECT value FROM catalog_meta WHERE key = 'tracking') = 'on'"
 _BUMP = "ON CONFLICT (shard) DO UPDATE SET version = version + 1"
 
 
-_FIRST_PATH = "SELECT MIN(path) FROM paths WHERE image_id = {image}"
-
-
 def _image_shards(row: str) -> str:
     """Mark the shard whose listing holds the image's first path (where its rows are exported)."""
-    first = _FIRST_PATH.format(image=f"{row}.image_id")
-    return f"INSERT INTO shard_versions (shard, version) SELECT shard, 1 FROM paths WHERE path = ({first}) {_BUMP};"
+    return f"INSERT INTO shard_versions (shard, version) SELECT shard, 1 FROM paths WHERE path = {first_path_sql(f'{row}.image_id')} {_BUMP};"
 
 
 def _member_shards(row: str) -> str:
     """Mark the shards of the images with a region or OCR line of the member's text."""
     return (
-        f"INSERT INTO shard_versions (shard, version) SELECT p.shard, 1 FROM regions r JOIN paths p ON p.path = ({_FIRST_PATH.format(image='r.image_id')}) "
+        f"INSERT INTO shard_versions (shard, version) SELECT p.shard, 1 FROM regions r JOIN paths p ON p.path = {first_path_sql('r.image_id')} "
         f"WHERE {row}.item = 'region' AND r.caption = {row}.text {_BUMP};"
-        f"INSERT INTO shard_versions (shard, version) SELECT p.shard, 1 FROM ocr_lines o JOIN paths p ON p.path = ({_FIRST_PATH.format(image='o.image_id')}) "
+        f"INSERT INTO shard_versions (shard, version) SELECT p.shard, 1 FROM ocr_lines o JOIN paths p ON p.path = {first_path_sql('o.image_id')} "
         f"WHERE {row}.item = 'text' AND o.text = {row}.text {_BUMP};"
     )
 

@@ -269,10 +269,9 @@ def test_queries_on_a_synthetic_catalog(tmp_path):
     counts = bench.synthesize_catalog(db, tmp_path / "images", regions=3000, clusters=40)
     assert counts["regions"] == 3000
     assert bench.add_reviews(db, store, 30) == 30
-    assert q.ensure_indexes(db)
     conn = q.open_catalog(db)
     names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert {"regions_caption", "ocr_text"} <= names
+    assert {"regions_caption", "ocr_text"} <= names  # made by the catalog: the dashboard only reads
     sql, params = q._items_sql(q.ItemFilter())
     assert [tuple(r) for r in conn.execute(f"SELECT {VIEW_COLUMNS} FROM ({sql}) ORDER BY {ITEM_ORDER}", params)] == view_rows(db)
     total = q.count_items(conn, q.ItemFilter())
@@ -286,6 +285,18 @@ def test_queries_on_a_synthetic_catalog(tmp_path):
     assert q.count_items(conn, q.ItemFilter(unreviewed_only=True)) == total - 30
     assert len(q.embedding_sample(conn, 100)) == 100
     conn.close()
+
+
+def test_the_dashboard_opens_no_writer_connection():
+    """The dashboard only reads the catalog (:func:`queries.open_catalog`, read-only: the indexes
+    its queries use are made by the catalog build); its only writes are people's reviews, through
+    :mod:`shardlens.reviews`."""
+    import ast
+
+    for path in sorted((REPO / "shardlens" / "dashboard").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        calls = {ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        assert not calls & {"sqlite3.connect", "connect_writer", "connect"}, path.name
 
 
 def test_propagated_labels_in_the_queries(tmp_path):

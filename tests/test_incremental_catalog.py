@@ -349,7 +349,7 @@ def progress(stats):
 if entry == "import":
     import_cache(cache, db, log=lambda m: None, progress=progress)
 else:
-    import shardlens.catalog as c
+    import shardlens.catalog.build as c
     real = c.import_cache
     c.import_cache = lambda *a, **k: real(*a, progress=progress, **k)
     build_catalog(cache, db, log=lambda m: None)

@@ -102,7 +102,7 @@ def test_an_error_mid_import_leaves_the_previous_catalog(caches, fresh_v2, tmp_p
     db = tmp_path / "c.sqlite"
     import_cache(caches[0], db, log=lambda m: None)
     before = dump(db)
-    real_row = catalog._row
+    real_row = catalog.load._row
     seen_shards: set[str] = set()
 
     def failing_row(kind, shard, record, columns):
@@ -111,11 +111,11 @@ def test_an_error_mid_import_leaves_the_previous_catalog(caches, fresh_v2, tmp_p
             raise RuntimeError("injected failure while loading shard " + shard)
         return real_row(kind, shard, record, columns)
 
-    monkeypatch.setattr(catalog, "_row", failing_row)
+    monkeypatch.setattr(catalog.load, "_row", failing_row)
     with pytest.raises(RuntimeError, match="injected failure"):
         import_cache(caches[1], db, log=lambda m: None)
     assert dump(db) == before and integrity(db) == "ok"
-    monkeypatch.setattr(catalog, "_row", real_row)
+    monkeypatch.setattr(catalog.load, "_row", real_row)
     stats = import_cache(caches[1], db, log=lambda m: None)
     assert stats["shards_loaded"] == 6
     assert dump(db, skip=("runs",)) == fresh_v2
@@ -126,7 +126,7 @@ import sys, time
 from pathlib import Path
 from shardlens import catalog
 cache, db, marker, entry = sys.argv[1:5]
-real = catalog._load_shard
+real = catalog.load._load_shard
 loaded = []
 def slow(*args, **kwargs):
     n = real(*args, **kwargs)
@@ -135,7 +135,7 @@ def slow(*args, **kwargs):
         Path(marker).write_text(",".join(loaded))
         time.sleep(120)
     return n
-catalog._load_shard = slow
+catalog.load._load_shard = slow
 if entry == "import":
     catalog.import_cache(cache, db, log=lambda m: None)
 else:

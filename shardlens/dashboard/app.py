@@ -49,13 +49,6 @@ from shardlens.dashboard.views.queue import queue_view
 from shardlens.dashboard.views.sidebar import sidebar
 
 
-@st.cache_resource(show_spinner=False)
-def _prepare(db: str, inode: int) -> bool:
-    """Once per server and catalog file (a rebuilt catalog is a new file): the text indexes that
-    make cluster lookups cheap."""
-    return q.ensure_indexes(db)
-
-
 def main() -> None:
     st.set_page_config(page_title="shardlens review", page_icon="🔎", layout="wide")
     st.html("<style>[data-testid='stMainBlockContainer']{padding-top:2.5rem} [data-testid='stSidebarHeader']{height:1rem}</style>")
@@ -64,7 +57,6 @@ def main() -> None:
     if not settings.db.exists():
         st.error(f"catalog {settings.db} does not exist: run `snakemake` first (or pass --db)")
         st.stop()
-    _prepare(str(settings.db), settings.db.stat().st_ino)
     init_state()
     thumbs = ThumbnailCache(settings.thumbnails, settings.images)
     conn = q.open_catalog(settings.db)

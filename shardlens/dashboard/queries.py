@@ -5,9 +5,9 @@ cluster): the app never loads the whole catalog, so a page renders in the same t
 regions or 100,000 (``bench/dashboard_scale.py``). The catalog is opened read-only; writes
 (reviews) only ever go through :func:`shardlens.reviews.record_reviews`.
 
-Machine labels, confidences, review states and propagated labels are computed exactly as the
-catalog's views ``item_annotations`` / ``final_annotations`` compute them (the tests compare the
-rows), so the dashboard shows what the exports write.
+Machine labels, confidences, item keys, review states and final labels come from the same SQL as
+the catalog's views ``item_annotations`` / ``final_annotations`` (:mod:`shardlens.catalog_rules`;
+the tests compare the rows), so the dashboard shows what the exports write.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..catalog_rules import (
+    CLUSTER_ID, CONFIDENCE, IMAGE_COLUMNS, ITEM_GROUPS, ITEM_TABLES, LABEL_SOURCE, final_label_sql, final_select,
+    first_path_sql, is_first_path_sql, item_select, member_items, member_join,
+)  # fmt: skip
 from ..near_duplicates import group_of, has_near_duplicates
-from ..propagation import PROPAGATION_DDL
-from ..reviews import CLUSTER_REVIEWS_DDL
 from ..sqlite_connect import connect_reader
 from ..vectors import decode_vector
 
@@ -53,38 +55,6 @@ def open_catalog(db: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute("PRAGMA query_only=ON")
     return conn
-
-
-# Indexes that turn "the items of cluster K" into index lookups instead of a scan of every
-# region. The catalog build does not make them (yet); the app adds them once, best effort.
-TEXT_INDEXES = (
-    "CREATE INDEX IF NOT EXISTS regions_caption ON regions(caption)",
-    "CREATE INDEX IF NOT EXISTS ocr_text ON ocr_lines(text)",
-)
-
-
-def ensure_indexes(db: str | Path) -> bool:
-    """Create :data:`TEXT_INDEXES` in the catalog if missing, and the (empty) cluster review and
-    propagation tables in a catalog written before them (its next build fills them); False when
-    it cannot be written."""
-    try:
-        conn = sqlite3.connect(Path(db), timeout=5)
-    except sqlite3.Error:
-        return False
-    try:
-        present = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('index', 'table')")}
-        for ddl in TEXT_INDEXES:
-            if ddl.split()[5] not in present:
-                conn.execute(ddl)
-        for ddl in (CLUSTER_REVIEWS_DDL, *PROPAGATION_DDL):
-            if ddl.split()[5] not in present:
-                conn.execute(ddl)
-        conn.commit()
-        return True
-    except sqlite3.Error:
-        return False
-    finally:
-        conn.close()
 
 
 def _bbox(text: str | None) -> list[float] | None:
@@ -160,18 +130,18 @@ def cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 10) -> 
 
 def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[int, int]:
     """Regions + OCR lines per cluster (item_annotations' cluster_id), for some clusters: through
-    the member texts (index lookups when the catalog indexes texts); the unclustered bucket, which
-    also holds texts that were never clustered, needs one pass over the items."""
+    the member texts (an index lookup per text: the catalog indexes texts); the unclustered bucket,
+    which also holds texts that were never clustered, needs one pass over the items."""
     out: dict[int, int] = {}
     wanted = [c for c in cluster_ids if c >= 0]
     if wanted:
         for cid, n in conn.execute(
-            """
+            f"""
             SELECT cid, SUM(n) FROM (
-                SELECT m.cluster_id AS cid, COUNT(*) AS n FROM cluster_members m JOIN regions r ON m.item = 'region' AND r.caption = m.text
+                SELECT m.cluster_id AS cid, COUNT(*) AS n FROM {member_items("region")}
                 WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
                 UNION ALL
-                SELECT m.cluster_id, COUNT(*) FROM cluster_members m JOIN ocr_lines o ON m.item = 'text' AND o.text = m.text
+                SELECT m.cluster_id, COUNT(*) FROM {member_items("text")}
                 WHERE m.cluster_id IN (SELECT value FROM json_each(?)) GROUP BY m.cluster_id
             ) GROUP BY cid
             """,
@@ -179,15 +149,8 @@ def items_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> dict[
         ):
             out[cid] = n
     for cid in {c for c in cluster_ids if c < 0}:
-        out[cid] = conn.execute(
-            """
-            SELECT (SELECT COUNT(*) FROM regions r LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
-                    WHERE COALESCE(m.cluster_id, -1) = ?)
-                 + (SELECT COUNT(*) FROM ocr_lines o LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text
-                    WHERE COALESCE(m.cluster_id, -1) = ?)
-            """,
-            (cid, cid),
-        ).fetchone()[0]
+        counts = [f"(SELECT COUNT(*) FROM {t.table} {t.alias} {member_join(item)} WHERE {CLUSTER_ID} = ?)" for item, t in ITEM_TABLES.items()]
+        out[cid] = conn.execute(f"SELECT {' + '.join(counts)}", (cid,) * len(counts)).fetchone()[0]
     return out
 
 
@@ -196,16 +159,16 @@ def reviewed_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> di
     if not cluster_ids:
         return {}
     rows = conn.execute(
-        """
+        f"""
         SELECT cid, COUNT(*) FROM (
-            SELECT COALESCE(m.cluster_id, -1) AS cid
+            SELECT {CLUSTER_ID} AS cid
             FROM reviews v JOIN regions r ON r.image_id = v.image_id AND r.region_id = v.region_id
-            LEFT JOIN cluster_members m ON m.item = 'region' AND m.text = r.caption
+            {member_join("region")}
             WHERE v.region_id IS NOT NULL
             UNION ALL
-            SELECT COALESCE(m.cluster_id, -1)
+            SELECT {CLUSTER_ID}
             FROM reviews v JOIN ocr_lines o ON o.image_id = v.image_id AND o.line_no = v.line_no
-            LEFT JOIN cluster_members m ON m.item = 'text' AND m.text = o.text
+            {member_join("text")}
             WHERE v.line_no IS NOT NULL
         ) WHERE cid IN (SELECT value FROM json_each(?)) GROUP BY cid
         """,
@@ -254,7 +217,7 @@ def cluster_samples(conn: sqlite3.Connection, cluster_ids: list[int], per_cluste
     put the image there: the thumbnail grid of one cluster page.
 
     Per cluster, the first ``look_at`` items found through its member texts are read (an index
-    lookup per text when the catalog indexes texts, see :func:`ensure_indexes`) and the
+    lookup per text: the catalog indexes regions' captions and OCR lines' texts) and the
     best-scoring item of each image is kept; the whole cluster is never read."""
     out: dict[int, list[dict]] = {}
     for cid in cluster_ids:
@@ -267,11 +230,9 @@ def cluster_samples(conn: sqlite3.Connection, cluster_ids: list[int], per_cluste
         rows = conn.execute(
             f"""
             SELECT image_id, bbox, text, score FROM (
-                SELECT r.image_id, r.bbox, r.caption AS text, r.score AS score
-                FROM cluster_members m JOIN regions r ON m.item = 'region' AND r.caption = m.text WHERE {member}
+                SELECT r.image_id, r.bbox, r.caption AS text, r.score AS score FROM {member_items("region")} WHERE {member}
                 UNION ALL
-                SELECT o.image_id, o.bbox, o.text, o.confidence
-                FROM cluster_members m JOIN ocr_lines o ON m.item = 'text' AND o.text = m.text WHERE {member}
+                SELECT o.image_id, o.bbox, o.text, o.confidence FROM {member_items("text")} WHERE {member}
             ) LIMIT ?
             """,
             (*params, *params, int(look_at)),
@@ -317,30 +278,21 @@ def _like(text: str) -> str:
     return f"%{escaped}%"
 
 
-# The catalog's item_annotations / final_annotations views, written out over the base tables so
-# that each filter lands inside both arms of the UNION ALL, where it can use an index (SQLite does
-# not push these terms into the view). tests/test_dashboard.py checks that the rows are exactly
-# the views' rows.
-_ARMS = {
-    "region": (
-        "r", "r.caption", "r.score", "'/region/' || r.region_id", "r.region_id AS region_id, NULL AS line_no",
-        "regions r",
-    ),
-    "text": (
-        "o", "o.text", "o.confidence", "'/line/' || o.line_no", "NULL AS region_id, o.line_no AS line_no",
-        "ocr_lines o",
-    ),
-}  # fmt: skip
+# The catalog's item_annotations / final_annotations views, built here from the same SQL
+# (shardlens/catalog_rules.py) with each filter inside each item group's arm of the UNION ALL, where
+# it can use an index (SQLite does not push these terms into the view). tests/test_dashboard.py
+# checks that the rows are exactly the views' rows.
 
 
 def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
-    x, text, score, key, ids, table = _ARMS[item]
+    t = ITEM_TABLES[item]
+    x, text = t.alias, f"{t.alias}.{t.text}"
     clauses, params = [], []
     if f.cluster_id is not None:
-        if f.cluster_id >= 0:  # members' texts: an index lookup when the catalog indexes texts
+        if f.cluster_id >= 0:  # members' texts: an index lookup per text
             clauses.append(f"{text} IN (SELECT cm.text FROM cluster_members cm WHERE cm.item = '{item}' AND cm.cluster_id = ?)")
         else:
-            clauses.append("COALESCE(m.cluster_id, -1) = ?")
+            clauses.append(f"{CLUSTER_ID} = ?")
         params.append(int(f.cluster_id))
     if f.image_id:
         clauses.append(f"{x}.image_id = ?")
@@ -348,10 +300,10 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
     if f.has_text is not None:
         clauses.append(("" if f.has_text else "NOT ") + f"EXISTS (SELECT 1 FROM ocr_lines t WHERE t.image_id = {x}.image_id)")
     if f.min_confidence > 0.0:
-        clauses.append("COALESCE(m.probability, 0.0) >= ?")
+        clauses.append(f"{CONFIDENCE} >= ?")
         params.append(float(f.min_confidence))
     if f.max_confidence < 1.0:
-        clauses.append("COALESCE(m.probability, 0.0) <= ?")
+        clauses.append(f"{CONFIDENCE} <= ?")
         params.append(float(f.max_confidence))
     if f.text_search and f.text_search.strip():
         clauses.append(f"{x}.image_id IN (SELECT s.image_id FROM ocr_lines s WHERE s.text LIKE ? ESCAPE '\\')")
@@ -369,12 +321,7 @@ def _arm(item: str, f: ItemFilter) -> tuple[str, list]:
         holding = "propagated_labels" if f.label_source == "propagated" else "reviews"
         clauses.append(f"{x}.image_id IN (SELECT ls.image_id FROM {holding} ls)")
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = f"""SELECT {x}.image_id AS image_id, '{item}' AS item, {ids}, {x}.bbox AS bbox, {text} AS text,
-               {score} AS score, COALESCE(m.cluster_id, -1) AS cluster_id,
-               {text} AS machine_label,
-               COALESCE(m.probability, 0.0) AS confidence, {x}.image_id || {key} AS item_key
-        FROM {table} LEFT JOIN cluster_members m ON m.item = '{item}' AND m.text = {text}{where}"""
-    return sql, params
+    return item_select(item, where), params
 
 
 def _needs_reviews(f: ItemFilter) -> bool:
@@ -383,22 +330,15 @@ def _needs_reviews(f: ItemFilter) -> bool:
     return f.unreviewed_only or bool(f.label and f.label.strip()) or f.label_source is not None
 
 
-def _arms_sql(f: ItemFilter) -> tuple[list[str], list]:
+def _arms_sql(f: ItemFilter) -> tuple[str, list]:
+    """The items matching ``f`` with item_annotations' columns: the UNION ALL of the arms."""
     arms, params = [], []
-    for item in ("region", "text"):
+    for item in ITEM_GROUPS:
         if f.item in (None, item):
             sql, p = _arm(item, f)
             arms.append(sql)
             params += p
-    return arms, params
-
-
-_REVIEWED_COLUMNS = """i.image_id AS image_id, i.item AS item, i.region_id AS region_id, i.line_no AS line_no,
-               i.bbox AS bbox, i.text AS text, i.score AS score, i.cluster_id AS cluster_id,
-               i.machine_label AS machine_label, i.confidence AS confidence, v.status AS review_status,
-               v.label AS review_label, {final} AS final_label, {source} AS label_source,
-               CASE WHEN v.status IS NULL THEN p.propagated_from END AS propagated_from"""
-_JOIN_REVIEWS = "LEFT JOIN reviews v ON v.item_key = i.item_key LEFT JOIN propagated_labels p ON p.item_key = i.item_key"
+    return " UNION ALL ".join(arms), params
 
 
 def _items_sql(f: ItemFilter) -> tuple[str, list]:
@@ -408,22 +348,13 @@ def _items_sql(f: ItemFilter) -> tuple[str, list]:
     if f.unreviewed_only:
         outer.append("v.status IS NULL")
     if f.label and f.label.strip():
-        outer.append("(lower(i.machine_label) = lower(?) OR lower(" + _FINAL_LABEL + ") = lower(?))")
+        outer.append(f"(lower(i.machine_label) = lower(?) OR lower({final_label_sql('i')}) = lower(?))")
         params += [f.label.strip()] * 2
     if f.label_source is not None:
-        outer.append(f"{_LABEL_SOURCE} = ?")
+        outer.append(f"{LABEL_SOURCE} = ?")
         params.append(f.label_source)
     where = (" WHERE " + " AND ".join(outer)) if outer else ""
-    sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL, source=_LABEL_SOURCE)}
-        FROM ({" UNION ALL ".join(arms)}) i {_JOIN_REVIEWS}{where}"""
-    return sql, params
-
-
-_FINAL_LABEL = (
-    "CASE WHEN v.status IN ('accepted', 'relabeled') THEN v.label WHEN v.status = 'rejected' THEN NULL "
-    "WHEN p.label IS NOT NULL THEN p.label ELSE i.machine_label END"
-)
-_LABEL_SOURCE = "CASE WHEN v.status IS NOT NULL THEN 'review' WHEN p.label IS NOT NULL THEN 'propagated' ELSE 'machine' END"
+    return final_select(f"({arms})", "i") + where, params
 
 
 def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: int = 20, order: str = "confidence") -> list[dict]:
@@ -437,12 +368,10 @@ def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: i
         page_sql = f"SELECT * FROM ({sql}) ORDER BY {order_sql} LIMIT ? OFFSET ?"
     else:
         arms, params = _arms_sql(f)
-        page_sql = f"""SELECT {_REVIEWED_COLUMNS.format(final=_FINAL_LABEL, source=_LABEL_SOURCE)}
-            FROM (SELECT * FROM ({" UNION ALL ".join(arms)}) ORDER BY {order_sql} LIMIT ? OFFSET ?) i
-            {_JOIN_REVIEWS}"""
+        page_sql = final_select(f"(SELECT * FROM ({arms}) ORDER BY {order_sql} LIMIT ? OFFSET ?)", "i")
     rows = conn.execute(
         f"""
-        SELECT p.*, (SELECT MIN(q.path) FROM paths q WHERE q.image_id = p.image_id) AS path
+        SELECT p.*, {first_path_sql("p.image_id")} AS path
         FROM ({page_sql}) p ORDER BY {order_sql}
         """,
         (*params, int(limit), int(offset)),
@@ -457,7 +386,7 @@ def count_items(conn: sqlite3.Connection, f: ItemFilter) -> int:
         sql, params = _items_sql(f)
         return conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
     total = 0
-    for item in ("region", "text"):
+    for item in ITEM_GROUPS:
         if f.item in (None, item):
             sql, params = _arm(item, f)
             total += conn.execute(f"SELECT COUNT(*) FROM ({sql})", params).fetchone()[0]
@@ -490,10 +419,10 @@ def image_paths(conn: sqlite3.Connection, image_ids: list[str]) -> dict[str, dic
     if not image_ids:
         return {}
     rows = conn.execute(
-        """
-        SELECT image_id, MIN(path) AS path, MAX(width) AS width, MAX(height) AS height,
-               CASE WHEN SUM(status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status
-        FROM paths WHERE image_id IN (SELECT value FROM json_each(?)) GROUP BY image_id
+        f"""
+        SELECT image_id, path, width, height, status FROM (
+            SELECT image_id, {IMAGE_COLUMNS} FROM paths WHERE image_id IN (SELECT value FROM json_each(?)) GROUP BY image_id
+        )
         """,
         (json.dumps(image_ids),),
     ).fetchall()
@@ -503,13 +432,11 @@ def image_paths(conn: sqlite3.Connection, image_ids: list[str]) -> dict[str, dic
 def image_info(conn: sqlite3.Connection, image_id: str) -> dict | None:
     """One image: its paths, size, status and error, and its text-gate decision."""
     row = conn.execute(
-        """
-        SELECT i.image_id, MIN(i.path) AS path, COUNT(*) AS n_paths, MAX(i.width) AS width, MAX(i.height) AS height,
-               MAX(i.format) AS format, MAX(i.bytes) AS bytes,
-               CASE WHEN SUM(i.status = 'ok') > 0 THEN 'ok' ELSE 'error' END AS status, MAX(i.error) AS error,
+        f"""
+        SELECT i.image_id, i.path, i.n_paths, i.width, i.height, i.format, i.bytes, i.status, i.error,
                g.has_text, g.score AS gate_score, g.decision AS gate_decision, g.skip_reason, g.text_regions
-        FROM paths i LEFT JOIN gate g ON g.image_id = i.image_id
-        WHERE i.image_id = ? GROUP BY i.image_id
+        FROM (SELECT image_id, {IMAGE_COLUMNS} FROM paths WHERE image_id = ? GROUP BY image_id) i
+        LEFT JOIN gate g ON g.image_id = i.image_id
         """,
         (image_id,),
     ).fetchone()
@@ -548,22 +475,19 @@ def image_lines(conn: sqlite3.Connection, image_id: str) -> list[dict]:
     return [{**dict(r), "bbox": _bbox(r["bbox"])} for r in rows]
 
 
-_FIRST_PATH = "p.image_id IS NOT NULL AND p.path = (SELECT MIN(c.path) FROM paths c WHERE c.image_id = p.image_id)"
-
-
 def first_image(conn: sqlite3.Connection) -> str | None:
-    row = conn.execute(f"SELECT p.image_id FROM paths p WHERE {_FIRST_PATH} ORDER BY p.path LIMIT 1").fetchone()
+    row = conn.execute(f"SELECT p.image_id FROM paths p WHERE {is_first_path_sql('p')} ORDER BY p.path LIMIT 1").fetchone()
     return row[0] if row else None
 
 
 def neighbour_image(conn: sqlite3.Connection, image_id: str, step: int = 1) -> str | None:
     """The next (step > 0) or previous image in path order, or None at either end."""
-    row = conn.execute("SELECT MIN(path) FROM paths WHERE image_id = ?", (image_id,)).fetchone()
+    row = conn.execute(f"SELECT {first_path_sql('?')}", (image_id,)).fetchone()
     if row is None or row[0] is None:
         return first_image(conn)
     op, direction = (">", "ASC") if step > 0 else ("<", "DESC")
     found = conn.execute(
-        f"SELECT p.image_id FROM paths p WHERE p.path {op} ? AND {_FIRST_PATH} ORDER BY p.path {direction} LIMIT 1", (row[0],)
+        f"SELECT p.image_id FROM paths p WHERE p.path {op} ? AND {is_first_path_sql('p')} ORDER BY p.path {direction} LIMIT 1", (row[0],)
     ).fetchone()
     return found[0] if found else None
 
