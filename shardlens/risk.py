@@ -116,6 +116,8 @@ RISK_DDL = (
     PRIMARY KEY (shard, item_key)
 )""",
     "CREATE INDEX IF NOT EXISTS item_signals_text ON item_signals(item, text)",
+    # the review queue's riskiest-first order looks up each item's risk by its key
+    "CREATE INDEX IF NOT EXISTS item_signals_key ON item_signals(item_key, risk)",
     # outlier_score, probability and name: what the row was computed from, so a refresh
     # recomputes only rows whose cluster, outlier score, membership probability (the outlier part
     # of a member without a score) or cluster name changed (or whose text was loaded again)

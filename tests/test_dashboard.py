@@ -157,6 +157,11 @@ def test_paging_and_filters_against_sql(catalog, tmp_path):
         assert sorted(as_tuples(paged)) == sorted(everything), order  # every item once, none twice
     confidences = [r["confidence"] for r in q.item_page(conn, q.ItemFilter(), 0, 100, order="confidence")]
     assert confidences == sorted(confidences)
+    # riskiest first: by the item's risk (shardlens.risk), highest first, as the catalog holds it
+    risk_of = dict(conn.execute("SELECT item_key, risk FROM item_signals"))
+    ranked = [risk_of[f"{r['image_id']}/{'region/' + str(r['region_id']) if r['region_id'] is not None else 'line/' + str(r['line_no'])}"]
+              for r in q.item_page(conn, q.ItemFilter(), 0, 1000, order="risk")]  # fmt: skip
+    assert len(ranked) == len(everything) and ranked == sorted(ranked, reverse=True) and len(set(ranked)) > 1
 
     def check(f: q.ItemFilter, where: str, params=()):
         expected = view_rows(catalog, where, params)
@@ -709,10 +714,10 @@ def store_rows(store: Path) -> dict[str, tuple]:
 
 
 def first_queue_item(db: Path) -> dict:
-    """Item 1 of the review queue as a new session opens it (every item, least confident first)."""
+    """Item 1 of the review queue as a new session opens it (every item, riskiest first)."""
     conn = q.open_catalog(db)
     try:
-        item = q.item_page(conn, q.ItemFilter(), 0, 1, order="confidence")[0]
+        item = q.item_page(conn, q.ItemFilter(), 0, 1, order="risk")[0]
     finally:
         conn.close()
     where = f"region/{item['region_id']}" if item["region_id"] is not None else f"line/{item['line_no']}"

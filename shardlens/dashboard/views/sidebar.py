@@ -46,7 +46,7 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
         st.slider("Confidence", 0.0, 1.0, key="f_conf", step=0.01)
         st.text_input("Search OCR text", key="f_search", placeholder="e.g. exit")
         st.selectbox("Items", ("regions and lines", "regions", "lines"), key="f_item")
-        st.selectbox("Order", ("least confident first", "most confident first", "by image"), key="f_order")
+        st.selectbox("Order", ("riskiest first", "least confident first", "most confident first", "by image"), key="f_order")
         if settings.token is not None:
             st.caption("access: token required for every session")
         st.caption(f"catalog: {settings.db}\n\nreviews: {settings.reviews}\n\nimages: {settings.images or 'unknown (placeholders)'}")
