@@ -202,6 +202,15 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
         conn.executemany("INSERT INTO region_labels VALUES (?, ?, ?, ?, ?, ?, ?)", region_labels)
         conn.executemany("INSERT INTO clusters VALUES (?, ?, ?, ?, ?)", cluster_rows)
         conn.executemany("INSERT INTO cluster_members (item, text, cluster_id, kinds, count, probability, membership) VALUES (?, ?, ?, ?, ?, ?, ?)", members)
+        # every item's risk (the queue's riskiest-first order reads it by item key)
+        conn.execute(
+            "INSERT INTO item_signals (shard, item_key, image_id, item, region_id, line_no, text, risk) "
+            "SELECT shard, image_id || '/region/' || region_id, image_id, 'region', region_id, NULL, caption, 1.0 - score FROM regions"
+        )
+        conn.execute(
+            "INSERT INTO item_signals (shard, item_key, image_id, item, region_id, line_no, text, risk) "
+            "SELECT shard, image_id || '/line/' || line_no, image_id, 'text', NULL, line_no, text, 1.0 - confidence FROM ocr_lines"
+        )
         conn.execute("COMMIT")
         conn.execute("ANALYZE")
     finally:
@@ -243,6 +252,7 @@ def time_queries(db: Path, repeat: int = 3) -> list[tuple[str, float]]:
             "cluster page 5": lambda: q.cluster_page(conn, 40, 10),
             "cluster samples (10 x 6)": lambda: q.cluster_samples(conn, [c.cluster_id for c in q.cluster_page(conn, 0, 10)], 6),
             "items page 1, no filter": lambda: q.item_page(conn, q.ItemFilter(), 0, 20),
+            "items page 1, riskiest first (the queue's default)": lambda: q.item_page(conn, q.ItemFilter(), 0, 20, order="risk"),
             "items page 200, no filter": lambda: q.item_page(conn, q.ItemFilter(), 4000, 20),
             "items count, no filter": lambda: q.count_items(conn, q.ItemFilter()),
             "items page, cluster filter": lambda: q.item_page(conn, q.ItemFilter(cluster_id=first_cluster), 0, 20),
