@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-ONTOLOGY_SCHEMA = Path(__file__).resolve().parents[1] / "config" / "ontology.schema.yaml"
+ONTOLOGY_SCHEMA = Path(__file__).resolve().parent / "schemas" / "ontology.schema.yaml"  # config/ links to it
 UNMAPPED = ("keep", "drop")
 # why apply_ontology dropped a region (the regions job's summary counts each)
 DROP_REASONS = ("excluded", "unmapped", "below_threshold")
