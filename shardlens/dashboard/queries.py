@@ -361,8 +361,9 @@ def _items_sql(f: ItemFilter) -> tuple[str, list]:
     return final_select(f"({arms})", "i") + where, params
 
 
-def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: int = 20, order: str = "confidence") -> list[dict]:
-    """One page of items (regions and OCR lines) matching the filter, with their image's path.
+def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: int = 20, order: str = "risk") -> list[dict]:
+    """One page of items (regions and OCR lines) matching the filter, with their image's path, in
+    ``order`` (:data:`ITEM_ORDERS`; by default riskiest first, as the review queue opens).
 
     When the filter does not look at reviews, the items are ordered and cut to the page first and
     only the page's items are looked up in the reviews."""
