@@ -151,17 +151,9 @@ class Fit:
         return cls(np.full(n, UNCLUSTERED), np.zeros(n), np.ones(n), nan, nan.copy(), nan.copy(), np.ones(n, dtype=int), {})
 
 
-def cluster_points(
-    points: list[TextPoint],
-    min_cluster_size: int = 2,
-    min_samples: int | None = 1,
-    pca_dims: int = 32,
-    selection_epsilon: float = 0.0,
-    min_similarity: float = 0.5,
-    threads: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, probabilities) per point of :func:`fit_points`."""
-    fit = fit_points(points, min_cluster_size, min_samples, pca_dims, selection_epsilon, min_similarity, threads)
+def cluster_points(points: list[TextPoint], **options) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) per point of :func:`fit_points` (same options, same defaults)."""
+    fit = fit_points(points, **options)
     return fit.labels, fit.probabilities
 
 
