@@ -48,22 +48,15 @@ def _terminate(
     """SIGTERM, wait, then SIGKILL one recorded daemon (only if it is still ours)."""
     if not _proc_is(pid, start_time, name):
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _proc_is(pid, start_time, name):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _proc_is(pid, start_time, name):
-            return
-        time.sleep(0.1)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not _proc_is(pid, start_time, name):
+                return
+            time.sleep(0.1)
 
 
 def _reap(pid: int) -> None:
