@@ -13,9 +13,8 @@ import sqlite3
 from pathlib import Path, PurePosixPath
 
 from .catalog import CatalogError, connect_readonly
-from .catalog_rules import item_key
+from .catalog_rules import IS_CLUSTER, item_key
 from .dashboard import queries
-from .dashboard.queries import IS_CLUSTER
 
 STATS_SECTIONS = ("files", "failed", "gate", "regions_per_class", "lines", "clusters", "reviews")
 

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_open
 from .catalog import connect_readonly
-from .dashboard.queries import IS_CLUSTER
+from .catalog_rules import IS_CLUSTER
 from .report import ingest_outcomes
 from .shard_jobs import job_summary  # noqa: F401  (the report's readers use it from here too)
 from .spreadsheet import csv_value
