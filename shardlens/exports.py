@@ -42,6 +42,7 @@ from .catalog_rules import image_key_sql, is_first_path_sql
 from .export_formats import FORMATS, STEM, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
 from .json_stream import ArrayWriter
 from .models.mirror import file_sha256
+from .run_config import guess_images_root
 from .shard_versions import tracked_versions
 from .label_studio import image_url, label_studio_tasks, write_label_studio  # noqa: F401 (image_url, label_studio_tasks: re-exported)
 from .spreadsheet import csv_cell
@@ -396,8 +397,6 @@ def images_root_of(db_path: str | Path, config: dict | None, images_root: str | 
     if images_root is None and config is not None and Path(config["images"]).expanduser().is_dir():
         images_root = config["images"]
     if images_root is None:
-        from .dashboard.launch import guess_images_root
-
         images_root = guess_images_root(db_path)
     return Path(images_root).expanduser().resolve().as_posix() if images_root is not None else None
 

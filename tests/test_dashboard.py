@@ -38,12 +38,12 @@ from shardlens.dashboard.launch import (
     DashboardError,
     check_access,
     dashboard_command,
-    guess_images_root,
     is_loopback,
     token_matches,
 )
 from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_dir
 from shardlens.exports import export_all
+from shardlens.run_config import guess_images_root
 from shardlens.reviews import Review, connect_store, record_reviews
 
 SCREENSHOT = REPO / "docs" / "dashboard.png"

@@ -23,8 +23,6 @@ import sys
 import threading
 from pathlib import Path
 
-import yaml
-
 APP = Path(__file__).resolve().with_name("app.py")
 
 TOKEN_ENV = "SHARDLENS_REVIEW_TOKEN"
@@ -65,38 +63,6 @@ def check_access(host: str, token: str | None) -> str | None:
 def token_matches(given: str | None, expected: str) -> bool:
     """Constant-time comparison of a presented token with the expected one (both stripped)."""
     return hmac.compare_digest((given or "").strip().encode("utf-8"), expected.strip().encode("utf-8"))
-
-
-def guess_images_root(db: str | Path) -> Path | None:
-    """The images folder of the workflow run that built ``db``: ``images:`` of
-    ``config/config.yaml`` in the run's folder (the catalog's grandparent, ``results/..``),
-    relative to that folder; None when there is no such config or folder."""
-    workdir = Path(db).resolve().parent.parent
-    config = workdir / "config" / "config.yaml"
-    root = None
-    if config.is_file():
-        try:
-            root = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("images")
-        except yaml.YAMLError:
-            root = None
-    if root is None and (workdir / "resources" / "demo").is_dir():
-        root = "resources/demo"
-    if not root:
-        return None
-    path = Path(str(root)).expanduser()
-    path = path if path.is_absolute() else workdir / path
-    return path if path.is_dir() else None
-
-
-def guess_audit_size(db: str | Path) -> int | None:
-    """``reviews.audit_size`` of the workflow run that built ``db`` (its ``config/config.yaml``,
-    as :func:`guess_images_root` finds it); None when it sets none (the schema's default then)."""
-    config = Path(db).resolve().parent.parent / "config" / "config.yaml"
-    try:
-        value = ((yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("reviews") or {}).get("audit_size")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int) and value >= 1 else None
 
 
 def dashboard_command(
