@@ -73,13 +73,13 @@ def image_key_sql(row: str) -> str:
 
 # An item's cluster and confidence, from its cluster member row ``m`` (joined by :func:`member_join`).
 CLUSTER_ID = "COALESCE(m.cluster_id, -1)"
+CONFIDENCE = "COALESCE(m.probability, 0.0)"
 
 # What counts as a cluster, everywhere a number of clusters is shown (the dashboard's sidebar, its
 # Clusters heading and map, ``shardlens stats``, the run report): HDBSCAN's clusters, cluster_id >= 0.
 # The 'unclustered' bucket (cluster_id -1: texts HDBSCAN left alone, its noise) is a row of the
 # clusters table and a card of the dashboard's list, but not a cluster.
 IS_CLUSTER = "cluster_id >= 0"
-CONFIDENCE = "COALESCE(m.probability, 0.0)"
 
 
 def member_join(item: str, row: str | None = None) -> str:
