@@ -64,7 +64,8 @@ rule manifest:
 
 
 # Makes the catalog (catalog.database): updated in place, in one transaction: only shards whose file digests changed,
-# shards gone from the plan dropped, clusters, the reviews' copy, the propagated labels
+# shards gone from the plan dropped, clusters, the reviews' copy (from the review store, an input
+# once someone has reviewed: a changed store refreshes the copy), the propagated labels
 # (shardlens/propagation.py) and the run (a changed layout or cache schema hash rebuilds
 # in full; `shardlens import-cache --full` on demand).
 # Snakemake removes the output's name before the job; build_catalog gives it back from a
@@ -76,6 +77,7 @@ rule catalog:
         manifest=f"{CACHE}/manifest.json",
         shards=shard_job_records,
         clusters=f"{CACHE}/clusters.jsonl",
+        reviews=existing_reviews_store,
     output:
         DATABASE,
     log:
@@ -89,6 +91,7 @@ rule catalog:
         mem_mb=attempt_scaled(2000),
         runtime=attempt_scaled(30),
     params:
+        # the store's path even before it exists (the input is empty then): no store, no reviews
         reviews=REVIEWS_DB,
         # recorded in the catalog: review imports and the dashboard propagate with it too
         propagate_similarity=config["reviews"]["propagate_similarity"],

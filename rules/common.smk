@@ -165,7 +165,8 @@ def folder_of(files, name):
 
 
 def existing_reviews_store(wildcards=None):
-    """The review store once someone has reviewed: new reviews then refresh the exports."""
+    """The review store once someone has reviewed: new reviews then refresh the catalog's copy
+    and the exports."""
     return [REVIEWS_DB] if os.path.exists(REVIEWS_DB) else []
 
 
