@@ -3,6 +3,9 @@
 
 
 # Makes cache/clusters.jsonl: the clusters of all shards' texts, with names and outlier scores.
+# Between runs the job keeps its state beside that output (cache/clusters.state.sqlite,
+# shardlens/cluster_state.py), which it reads and updates: neither an input (the job updates it)
+# nor an output (Snakemake would delete it before the job, and with it what makes a run incremental).
 rule cluster:
     input:
         embedding_outputs,
