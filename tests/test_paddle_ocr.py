@@ -220,6 +220,19 @@ def test_worker_death_is_reported(models_dir):
     bridge.close()
 
 
+def test_a_call_past_its_timeout_kills_the_worker(models_dir):
+    """The bridge's worker runs under shardlens.worker_process's supervisor: a call past
+    call_timeout kills it, and the calls after it fail (the bridge does not restart it)."""
+    paddle_python()
+    from shardlens.models.paddle_bridge import PaddleBridgeEngine, PaddleWorkerError
+
+    with PaddleBridgeEngine(PADDLE_OPTIONS, threads=1, models_dir=models_dir, call_timeout=0.001) as bridge:
+        with pytest.raises(PaddleWorkerError, match=r"did not answer 'warmup' within 0s \(killed\); it exited with code -9"):
+            bridge.warmup()
+        with pytest.raises(PaddleWorkerError, match=r"could not take the 'recognize' request .*; it exited with code -9"):
+            bridge.recognize(np.full((32, 32, 3), 255, np.uint8))
+
+
 def test_warmup_runs_without_deprecation_warnings(tmp_path, models_dir):
     """The Phase 2 guardrail, inside the paddle venv: importing paddle/paddlex/paddleocr, building
     the engine, warmup and a call raise no DeprecationWarning (-W turns any into an error)."""

@@ -5,69 +5,32 @@ they live in a separate venv (``make paddle-venv``), never in the main one. A
 :class:`PaddleBridgeEngine` starts ``<venv>/bin/python -m shardlens.models.paddle_worker`` once,
 sends it raw RGB pixels over stdin and reads JSON lines back (protocol in
 :mod:`shardlens.models.paddle_worker`). The worker's stderr goes to the ``shardlens.paddle_worker``
-logger (the job log). The worker is shut down by :meth:`close`, at ``with`` exit, when the engine
-is garbage-collected, or at interpreter exit, whichever comes first.
+logger (the job log). Its lifecycle (start, the deadline of each call, a kill after a timeout, its
+death reported with its exit code, the graceful stop) is a :class:`shardlens.worker_process.WorkerProcess`'s,
+of kind :class:`~shardlens.worker_process.PythonModule`. The worker is shut down by :meth:`close`,
+at ``with`` exit, when the engine is garbage-collected, or at interpreter exit, whichever comes first.
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import logging
 import os
-import queue
-import subprocess
-import threading
-import weakref
 from pathlib import Path
 
 import numpy as np
 
 from ..options import OCROptions
+from ..worker_process import PythonModule, WorkerClosed, WorkerDied, WorkerProcess, WorkerTimeout
 from .ocr_interface import OCRLine
 from .paddle_models import REPO_ROOT, PaddleNotInstalled, paddle_venv
 
 log = logging.getLogger("shardlens.paddle_worker")
 
+STOP_TIMEOUT_S = 10.0  # how long the worker has to leave (or to end after its output ended) before it is killed
+
 
 class PaddleWorkerError(RuntimeError):
     """The worker failed, died or did not answer in time; the message carries its stderr tail."""
-
-
-def _pump_stderr(stream, tail: collections.deque) -> None:
-    for raw in iter(stream.readline, b""):
-        text = raw.decode("utf-8", "replace").rstrip()
-        if text:
-            tail.append(text)
-            log.info("%s", text)
-    stream.close()
-
-
-def _pump_stdout(stream, replies: queue.Queue) -> None:
-    for raw in iter(stream.readline, b""):
-        replies.put(raw)
-    replies.put(None)  # end of output: the worker exited
-    stream.close()
-
-
-def _stop_worker(proc: subprocess.Popen, lock: threading.Lock, timeout: float = 10.0) -> None:
-    """Ask the worker to leave, then close its stdin (it exits on EOF too); kill if stuck."""
-    if proc.poll() is None:
-        with lock:
-            try:
-                proc.stdin.write(b'{"op": "shutdown"}\n')
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-            try:
-                proc.stdin.close()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
 
 
 class PaddleBridgeEngine:
@@ -105,19 +68,18 @@ class PaddleBridgeEngine:
         env["SHARDLENS_PADDLE_VENV"] = str(venv)
         env.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
         env.setdefault("OMP_NUM_THREADS", str(max(1, threads)))
-        self._lock = threading.Lock()
-        self._tail: collections.deque[str] = collections.deque(maxlen=40)
-        self._replies: queue.Queue = queue.Queue()
-        self._proc = subprocess.Popen(
-            [str(python), *python_flags, "-m", "shardlens.models.paddle_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+        worker = PythonModule(
+            python,
+            "shardlens.models.paddle_worker",
+            flags=python_flags,
             env=env,
+            goodbye={"op": "shutdown"},
+            stderr_log=log,
+            name="paddle-worker",
         )
-        self._finalizer = weakref.finalize(self, _stop_worker, self._proc, self._lock)
-        threading.Thread(target=_pump_stderr, args=(self._proc.stderr, self._tail), name="paddle-worker-stderr", daemon=True).start()
-        threading.Thread(target=_pump_stdout, args=(self._proc.stdout, self._replies), name="paddle-worker-stdout", daemon=True).start()
+        # no restart: a fresh worker would need its 'init' again; a lost one fails the calls after it
+        self._worker = WorkerProcess(worker, stop_timeout=STOP_TIMEOUT_S, restart=False)
+        self._worker.start()
         try:
             reply = self._call({"op": "init", **init}, timeout=startup_timeout)
         except BaseException:
@@ -131,36 +93,23 @@ class PaddleBridgeEngine:
     # -- protocol --------------------------------------------------------------------------
 
     def _failure(self, what: str) -> PaddleWorkerError:
-        code = self._proc.poll()
+        code = self._worker.exitcode
         state = f"exited with code {code}" if code is not None else "is still running"
-        tail = "\n".join(self._tail) or "(nothing on stderr)"
+        tail = "\n".join(self._worker.stderr_tail) or "(nothing on stderr)"
         return PaddleWorkerError(f"paddle worker {what}; it {state}. Last lines of its stderr:\n{tail}")
 
     def _call(self, header: dict, payload: bytes = b"", timeout: float | None = None) -> dict:
-        if self._finalizer is None or not self._finalizer.alive:
-            raise PaddleWorkerError("paddle worker was closed")
-        if payload:
-            header = {**header, "nbytes": len(payload)}
-        with self._lock:
-            try:
-                self._proc.stdin.write(json.dumps(header).encode("utf-8") + b"\n")
-                if payload:
-                    self._proc.stdin.write(payload)
-                self._proc.stdin.flush()
-            except (BrokenPipeError, OSError) as exc:
-                raise self._failure(f"could not take the {header['op']!r} request ({exc})") from None
-            try:
-                raw = self._replies.get(timeout=timeout or self.call_timeout)
-            except queue.Empty:
-                self._proc.kill()
-                raise self._failure(f"did not answer {header['op']!r} within {timeout or self.call_timeout:.0f}s (killed)") from None
-        if raw is None:
-            self._replies.put(None)  # later calls see the end too
-            self._proc.wait(timeout=10)
-            raise self._failure(f"ended during {header['op']!r}")
-        reply = json.loads(raw)
+        op, timeout = header["op"], timeout or self.call_timeout
+        try:
+            reply = self._worker.call((header, payload), timeout)
+        except WorkerClosed:
+            raise PaddleWorkerError("paddle worker was closed") from None
+        except WorkerTimeout:
+            raise self._failure(f"did not answer {op!r} within {timeout:.0f}s (killed)") from None
+        except WorkerDied as died:
+            raise self._failure(f"ended during {op!r}" if died.cause is None else f"could not take the {op!r} request ({died.cause})") from None
         if not reply.get("ok"):
-            raise PaddleWorkerError(f"paddle worker failed on {header['op']!r}: {reply.get('error')}\n{reply.get('traceback', '')}")
+            raise PaddleWorkerError(f"paddle worker failed on {op!r}: {reply.get('error')}\n{reply.get('traceback', '')}")
         return reply
 
     # -- OCREngine protocol ----------------------------------------------------------------
@@ -186,12 +135,16 @@ class PaddleBridgeEngine:
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._worker.pid
+
+    @property
+    def _proc(self):
+        """The worker's subprocess.Popen."""
+        return self._worker.process
 
     def close(self) -> None:
         """Stop the worker (idempotent)."""
-        if self._finalizer is not None:
-            self._finalizer()
+        self._worker.close()
 
     def __enter__(self) -> PaddleBridgeEngine:
         return self
