@@ -11,8 +11,9 @@ and the manifest record; unchanged, so no cached shard re-runs), and each stage'
 takes them as its script passes them and builds the options object; the stage itself is its
 ``run``. The scripts' calls stay as they are: Snakemake re-runs every job of a script rule whose
 script file is newer than the job's outputs, so editing a stage script re-runs that stage on every
-cached shard. Ingest takes ``limits`` and ``listing.allow_outside_root`` as they are; regions
-takes what :func:`shardlens.ontology.regions_options` derives from the ontology file.
+cached shard. Ingest takes ``limits`` and ``listing.allow_outside_root`` as they are
+(:class:`IngestOptions`, no one section of the config); regions takes what
+:func:`shardlens.ontology.regions_options` derives from the ontology file.
 """
 
 from __future__ import annotations
@@ -102,6 +103,48 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Limits(StageOptions):
+    """``limits``: safety limits for decoding untrusted files (shardlens/images/decoding.py, which
+    every stage reading images takes; ``from shardlens.images import Limits``).
+
+    ``decode_timeout_s``: ingest reads and decodes each file in a worker process and gives up on
+    a file that takes longer (error ``decode_timeout``); ``None`` decodes in-process, unguarded.
+    """
+
+    SECTION: ClassVar[tuple[str, ...]] = ("limits",)
+
+    max_bytes: int
+    max_pixels: int
+    decode_timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions(StageOptions):
+    """The ingest stage's: ``limits`` and ``listing.allow_outside_root``, the two params its rule
+    passes (:data:`shardlens.stages.params.STAGE_PARAMS`); no one section of the config holds
+    both, so :meth:`from_values` fills and validates each at its own place."""
+
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {"limits": Limits}
+
+    limits: Limits
+    allow_outside_root: bool
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of ``{"limits": config["limits"], "allow_outside_root":
+        config["listing"]["allow_outside_root"]}``, as :meth:`StageOptions.from_values` (an
+        unknown key is an error; a partial mapping is filled in from config/schema.yaml and
+        validated there, a bad value naming its config key)."""
+        values = copy.deepcopy(dict(values or {}))
+        cls._check_keys(values)
+        if not cls._complete(values):
+            listing = {"allow_outside_root": values["allow_outside_root"]} if "allow_outside_root" in values else {}
+            config = validate_config({"limits": values.get("limits", {}), "listing": listing})
+            values = {"limits": config["limits"], "allow_outside_root": config["listing"]["allow_outside_root"]}
+        return cls._of(values)
 
 
 @dataclass(frozen=True, slots=True)
