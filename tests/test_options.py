@@ -20,6 +20,7 @@ from shardlens.options import (
     LanguageOptions,
     Limits,
     OCROptions,
+    RegionsOptions,
     StageOptions,
 )
 from shardlens.stages import SHARD_STAGES
@@ -74,6 +75,9 @@ def test_given_values_win_and_the_object_is_frozen():
         (IngestOptions, {"limits": {"max_pixel": 10}}, "limits.max_pixel: unknown key"),
         (IngestOptions, {"allow_outside": True}, "allow_outside: unknown key (known: limits, allow_outside_root)"),
         (IngestOptions, {"allow_outside_root": "yes"}, "listing.allow_outside_root: 'yes' is not of type 'boolean'"),
+        (RegionsOptions, {"ontology": None, "vocabulary": None, "vocab": None}, "vocab: unknown key (known: ontology, vocabulary)"),
+        (RegionsOptions, {"ontology": None}, "regions: missing key vocabulary"),
+        (RegionsOptions, {"ontology": None, "vocabulary": {"terms": ["cat"]}}, "regions.vocabulary: missing key threshold"),
     ],
 )
 def test_unknown_keys_and_bad_values_are_one_line_errors(cls, values, message):
@@ -155,6 +159,21 @@ def test_limits_and_ingest_options_are_what_the_ingest_rule_passes():
     )
 
 
+def test_regions_options_are_what_regions_options_derives(tmp_path):
+    from shardlens.ontology import regions_options
+
+    ontology = tmp_path / "ontology.yaml"
+    ontology.write_text("classes:\n  animal: {native: [cat, dog]}\n")
+    for config in (load_config(), load_config(detect={"vocabulary": ["cat", "sign"]}), load_config(ontology=str(ontology))):
+        values = regions_options(config)
+        options = RegionsOptions.from_values(values)
+        assert options.to_dict() == values and RegionsOptions.from_values(options.to_dict()) == options
+    assert options.ontology == values["ontology"] and options.vocabulary is None
+    mapped = RegionsOptions.from_values(regions_options(load_config(detect={"vocabulary": ["cat", "sign"]})))
+    assert mapped.ontology is None and mapped.vocabulary.terms == ("cat", "sign")
+    assert mapped.vocabulary.threshold == schema_default("detect", "vocabulary_threshold")
+
+
 # --- no defaults of their own -------------------------------------------------------------
 
 
@@ -214,7 +233,7 @@ NOT_OPTIONS = {
 def test_the_entry_points_are_found():
     stages = dict(_stage_entry_points())
     assert {f"stages.{stage}.run_shard" for stage in SHARD_STAGES} <= set(stages)
-    assert {f"stages.{stage}.run" for stage in ("ingest", "gate", "ocr", "detect", "embed")} <= set(stages)
+    assert {f"stages.{stage}.run" for stage in ("ingest", "gate", "ocr", "detect", "regions", "embed")} <= set(stages)
     assert len(dict(_engine_entry_points())) == 16
 
 
@@ -238,4 +257,4 @@ def test_the_check_sees_a_default():
 
 
 def test_options_classes_are_stage_options():
-    assert all(issubclass(cls, StageOptions) for cls in [*OPTIONS, IngestOptions])
+    assert all(issubclass(cls, StageOptions) for cls in [*OPTIONS, IngestOptions, RegionsOptions])
