@@ -187,8 +187,10 @@ def _stage_entry_points():
 
 def _engine_entry_points():
     from shardlens.models import ocr_engines
+    from shardlens.models.crop_classifier import HFCropClassifier
     from shardlens.models.detectors import make_classifier, make_detector
     from shardlens.models.nanodet import NanoDetDetector
+    from shardlens.models.open_vocab_detector import HFOpenVocabDetector
     from shardlens.models.language import LanguageGuesser
     from shardlens.models.paddle_bridge import PaddleBridgeEngine
     from shardlens.models.paddle_ocr import PaddleOCREngine
@@ -206,6 +208,8 @@ def _engine_entry_points():
     yield "NanoDetDetector", NanoDetDetector
     yield "make_detector", make_detector
     yield "make_classifier", make_classifier
+    yield "HFOpenVocabDetector", HFOpenVocabDetector
+    yield "HFCropClassifier", HFCropClassifier
     yield "make_text_embedder", make_text_embedder
     yield "OnnxTextEmbedder", OnnxTextEmbedder
     yield "SentenceTransformersEmbedder", SentenceTransformersEmbedder
@@ -217,15 +221,16 @@ def _engine_entry_points():
 
 
 # Parameters that are no option of the config: how the bridge runs its worker process, and where
-# the embedders find their files and device (keyword-only; None: the installed model, the best
-# device), and the callback the ingest worker hears of a read file by (keyword-only; None in the
-# job process).
+# the embedders and hub models find their files and device (keyword-only; None: the installed
+# model, the best device; local_files_only: no hub download), and the callback the ingest worker
+# hears of a read file by (keyword-only; None in the job process).
 NOT_OPTIONS = {
     *(("PaddleBridgeEngine", name) for name in ("venv", "python_flags", "startup_timeout", "call_timeout")),
     ("OnnxTextEmbedder", "model_dir"),
     ("OnnxTextEmbedder", "onnx_path"),
     ("SentenceTransformersEmbedder", "model_dir"),
     ("SentenceTransformersEmbedder", "device"),
+    *((engine, name) for engine in ("HFOpenVocabDetector", "HFCropClassifier") for name in ("device", "local_files_only")),
     ("stages.ingest.ingest_file", "on_read"),
 }
 
@@ -234,7 +239,7 @@ def test_the_entry_points_are_found():
     stages = dict(_stage_entry_points())
     assert {f"stages.{stage}.run_shard" for stage in SHARD_STAGES} <= set(stages)
     assert {f"stages.{stage}.run" for stage in ("ingest", "gate", "ocr", "detect", "regions", "embed")} <= set(stages)
-    assert len(dict(_engine_entry_points())) == 16
+    assert len(dict(_engine_entry_points())) == 18
 
 
 def test_no_stage_or_engine_signature_declares_a_default():
