@@ -11,8 +11,9 @@ and the manifest record; unchanged, so no cached shard re-runs), and each stage'
 takes them as its script passes them and builds the options object; the stage itself is its
 ``run``. The scripts' calls stay as they are: Snakemake re-runs every job of a script rule whose
 script file is newer than the job's outputs, so editing a stage script re-runs that stage on every
-cached shard. Ingest takes ``limits`` and ``listing.allow_outside_root`` as they are; regions
-takes what :func:`shardlens.ontology.regions_options` derives from the ontology file.
+cached shard. Ingest takes ``limits`` and ``listing.allow_outside_root`` as they are
+(:class:`IngestOptions`, no one section of the config); regions takes what
+:func:`shardlens.ontology.regions_options` derives from the ontology file (:class:`RegionsOptions`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class StageOptions:
         kwargs = {}
         for field in fields(cls):
             value = filled.get(field.name) if field.name in cls.DERIVED else filled[field.name]
-            if field.name in cls.NESTED:
+            if field.name in cls.NESTED and value is not None:
                 value = cls.NESTED[field.name]._of(value)
             elif isinstance(value, list):
                 value = tuple(value)
@@ -102,6 +103,85 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(item) for item in value]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Limits(StageOptions):
+    """``limits``: safety limits for decoding untrusted files (shardlens/images/decoding.py, which
+    every stage reading images takes; ``from shardlens.images import Limits``).
+
+    ``decode_timeout_s``: ingest reads and decodes each file in a worker process and gives up on
+    a file that takes longer (error ``decode_timeout``); ``None`` decodes in-process, unguarded.
+    """
+
+    SECTION: ClassVar[tuple[str, ...]] = ("limits",)
+
+    max_bytes: int
+    max_pixels: int
+    decode_timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOptions(StageOptions):
+    """The ingest stage's: ``limits`` and ``listing.allow_outside_root``, the two params its rule
+    passes (:data:`shardlens.stages.params.STAGE_PARAMS`); no one section of the config holds
+    both, so :meth:`from_values` fills and validates each at its own place."""
+
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {"limits": Limits}
+
+    limits: Limits
+    allow_outside_root: bool
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of ``{"limits": config["limits"], "allow_outside_root":
+        config["listing"]["allow_outside_root"]}``, as :meth:`StageOptions.from_values` (an
+        unknown key is an error; a partial mapping is filled in from config/schema.yaml and
+        validated there, a bad value naming its config key)."""
+        values = copy.deepcopy(dict(values or {}))
+        cls._check_keys(values)
+        if not cls._complete(values):
+            listing = {"allow_outside_root": values["allow_outside_root"]} if "allow_outside_root" in values else {}
+            config = validate_config({"limits": values.get("limits", {}), "listing": listing})
+            values = {"limits": config["limits"], "allow_outside_root": config["listing"]["allow_outside_root"]}
+        return cls._of(values)
+
+
+@dataclass(frozen=True, slots=True)
+class VocabularyMapOptions(StageOptions):
+    """The regions stage's ``vocabulary``: the terms of ``detect.vocabulary`` a closed-set
+    detector's classes map onto by embedding, and the similarity a class needs
+    (``detect.vocabulary_threshold``)."""
+
+    terms: tuple[str, ...]
+    threshold: float
+
+
+@dataclass(frozen=True, slots=True)
+class RegionsOptions(StageOptions):
+    """The regions stage's, as :func:`shardlens.ontology.regions_options` derives them from the
+    config and the ontology file (validated there): ``ontology`` (the file's content, normalised by
+    :meth:`shardlens.ontology.Ontology.to_dict`) or ``vocabulary`` (the ``detect.vocabulary``
+    shorthand), or neither (the detector's names are kept). No section of the config holds them:
+    :meth:`from_values` takes both keys, refusing an unknown or a missing one."""
+
+    NESTED: ClassVar[dict[str, type[StageOptions]]] = {"vocabulary": VocabularyMapOptions}
+
+    ontology: dict[str, Any] | None
+    vocabulary: VocabularyMapOptions | None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any] | None = None) -> Self:
+        """The options of what :func:`shardlens.ontology.regions_options` returns; an unknown or
+        missing key raises :class:`~shardlens.config.ConfigError`, one line naming it."""
+        values = copy.deepcopy(dict(values or {}))
+        cls._check_keys(values)
+        vocabulary = values.get("vocabulary")
+        for where, given, spec in (("regions", values, cls), ("regions.vocabulary", vocabulary, VocabularyMapOptions)):
+            missing = [field.name for field in fields(spec) if isinstance(given, Mapping) and field.name not in given]
+            if missing:
+                raise ConfigError(f"{where}: missing key {missing[0]} (shardlens.ontology.regions_options gives every key)")
+        return cls._of(values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -520,7 +520,7 @@ def ingest_corpus_unprivileged(root: Path, work: Path, limits: dict | None = Non
     out = work / "ingest" / "0000.jsonl"
     code = (
         "import sys; from shardlens.images.decoding import Limits; from shardlens.stages.ingest import run_shard; "
-        f"run_shard({str(work / 'shards' / '0000.tsv')!r}, {str(root)!r}, {str(out)!r}, '0000', Limits(**{limits or {}!r}), allow_outside_root=False)"
+        f"run_shard({str(work / 'shards' / '0000.tsv')!r}, {str(root)!r}, {str(out)!r}, '0000', Limits.from_values({limits or {}!r}), allow_outside_root=False)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=drop_file_override, timeout=300)
     if proc.returncode != 0:

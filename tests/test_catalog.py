@@ -32,9 +32,9 @@ def cache(tmp_path_factory):
     cache = tmp / "cache"
     write_listings(plan, cache / "shards")
     for shard in plan.names:
-        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits(), allow_outside_root=False)
-        gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, GateOptions.from_values(), 1, Limits())
-        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, OCROptions.from_values(), 1, Limits())
+        ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits.from_values(), allow_outside_root=False)
+        gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, GateOptions.from_values(), 1, Limits.from_values())
+        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, OCROptions.from_values(), 1, Limits.from_values())
     manifest = build_manifest(cache, plan.names, models_for_config(load_config()), stages=["ingest", "gate", "ocr"])
     write_manifest(cache / "manifest.json", manifest)
     return cache

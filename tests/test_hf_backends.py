@@ -27,6 +27,19 @@ CLASSIFIERS = ["siglip", "clip"]
 PROMPTS = ["Cat", "a person", "rocket"]
 LABELS = ["cat", "dog", "rocket", "person"]
 
+# The engines take every value of the config (make_detector / make_classifier pass them); these
+# are the values the tests below build them with where a test does not set its own.
+DETECTOR = {"score_threshold": 0.1, "max_proposals": 100, "batch_size": 4, "threads": 1}
+CLASSIFIER = {"prompt_template": "a photo of a {}", "batch_size": 16, "threads": 1}
+
+
+def build_detector(backend: str, model: str, prompts: list[str], **given) -> HFOpenVocabDetector:
+    return HFOpenVocabDetector(backend, model, prompts, **(DETECTOR | given))
+
+
+def build_classifier(backend: str, model: str, labels: list[str], **given) -> HFCropClassifier:
+    return HFCropClassifier(backend, model, labels, **(CLASSIFIER | given))
+
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
@@ -72,7 +85,7 @@ def check_detections(
 
 @pytest.mark.parametrize("backend", DETECTORS)
 def test_detector_outputs_boxes_in_original_pixels(backend, tiny_models, images):
-    detector = HFOpenVocabDetector(
+    detector = build_detector(
         backend, str(tiny_models[backend]), PROMPTS, score_threshold=0.01, max_proposals=7, batch_size=2
     )
     assert detector.name == backend and detector.model_id == str(tiny_models[backend])
@@ -89,8 +102,8 @@ def test_detector_outputs_boxes_in_original_pixels(backend, tiny_models, images)
 @pytest.mark.parametrize("backend", DETECTORS)
 def test_detector_batching_matches_one_by_one(backend, tiny_models, images):
     model = str(tiny_models[backend])
-    batched = HFOpenVocabDetector(backend, model, PROMPTS, score_threshold=0.01, max_proposals=10, batch_size=4)
-    single = HFOpenVocabDetector(backend, model, PROMPTS, score_threshold=0.01, max_proposals=10, batch_size=1)
+    batched = build_detector(backend, model, PROMPTS, score_threshold=0.01, max_proposals=10, batch_size=4)
+    single = build_detector(backend, model, PROMPTS, score_threshold=0.01, max_proposals=10, batch_size=1)
     together = batched.detect_batch(images)
     alone = [single.detect_batch([image])[0] for image in images]
     for got, want in zip(together, alone):
@@ -101,16 +114,16 @@ def test_detector_batching_matches_one_by_one(backend, tiny_models, images):
 
 @pytest.mark.parametrize("backend", DETECTORS)
 def test_detector_threshold_and_max_proposals(backend, tiny_models, images):
-    loose = HFOpenVocabDetector(backend, str(tiny_models[backend]), PROMPTS, score_threshold=0.0, max_proposals=3)
+    loose = build_detector(backend, str(tiny_models[backend]), PROMPTS, score_threshold=0.0, max_proposals=3)
     results = loose.detect_batch(images[:2])
     assert all(len(dets) == 3 for dets in results)
     cut = sorted(d["score"] for dets in results for d in dets)[2]
-    strict = HFOpenVocabDetector(backend, str(tiny_models[backend]), PROMPTS, score_threshold=cut, max_proposals=3)
+    strict = build_detector(backend, str(tiny_models[backend]), PROMPTS, score_threshold=cut, max_proposals=3)
     assert all(d["score"] > cut for dets in strict.detect_batch(images[:2]) for d in dets)
 
 
 def test_detector_accepts_grey_and_rgba(tiny_models, images):
-    detector = HFOpenVocabDetector("owlv2", str(tiny_models["owlv2"]), PROMPTS, score_threshold=0.0, max_proposals=5)
+    detector = build_detector("owlv2", str(tiny_models["owlv2"]), PROMPTS, score_threshold=0.0, max_proposals=5)
     grey = images[1][:, :, 0]
     rgba = np.dstack([images[1], np.full(images[1].shape[:2], 255, np.uint8)])
     plain = detector.detect_batch([images[1]])[0]
@@ -124,10 +137,10 @@ def test_detector_accepts_grey_and_rgba(tiny_models, images):
 def test_grounding_dino_prompt_rules(tiny_models):
     model = str(tiny_models["grounding-dino"])
     with pytest.raises(ValueError, match="cannot contain '.'"):
-        HFOpenVocabDetector("grounding-dino", model, ["a cat. a dog"])
+        build_detector("grounding-dino", model, ["a cat. a dog"])
     with pytest.raises(ValueError, match="duplicate"):
-        HFOpenVocabDetector("grounding-dino", model, ["cat", "cat"])
-    detector = HFOpenVocabDetector("grounding-dino", model, PROMPTS)
+        build_detector("grounding-dino", model, ["cat", "cat"])
+    detector = build_detector("grounding-dino", model, PROMPTS)
     assert detector._dino_text == "cat. a person. rocket."
 
 
@@ -135,7 +148,7 @@ def test_grounding_dino_labels_follow_the_best_prompt_tokens(tiny_models):
     """Token logits -> prompt: the prompt owning the highest-scoring token, '.'/special tokens ignored."""
     import torch
 
-    detector = HFOpenVocabDetector("grounding-dino", str(tiny_models["grounding-dino"]), PROMPTS, score_threshold=0.5)
+    detector = build_detector("grounding-dino", str(tiny_models["grounding-dino"]), PROMPTS, score_threshold=0.5)
     tokens = detector.processor.tokenizer.convert_ids_to_tokens(
         detector.processor.tokenizer(detector._dino_text)["input_ids"]
     )
@@ -160,7 +173,7 @@ def test_grounding_dino_labels_follow_the_best_prompt_tokens(tiny_models):
 
 @pytest.mark.parametrize("backend", CLASSIFIERS)
 def test_classifier_top_k_per_box(backend, tiny_models, images):
-    classifier = HFCropClassifier(backend, str(tiny_models[backend]), LABELS, batch_size=2)
+    classifier = build_classifier(backend, str(tiny_models[backend]), LABELS, batch_size=2)
     image = images[0]
     boxes = [
         [0, 0, 100, 100],
@@ -195,8 +208,8 @@ def test_classifier_top_k_per_box(backend, tiny_models, images):
 @pytest.mark.parametrize("backend", CLASSIFIERS)
 def test_classifier_batching_and_text_embedded_once(backend, tiny_models, images, monkeypatch):
     model = str(tiny_models[backend])
-    big = HFCropClassifier(backend, model, LABELS, batch_size=16)
-    small = HFCropClassifier(backend, model, LABELS, batch_size=1)
+    big = build_classifier(backend, model, LABELS, batch_size=16)
+    small = build_classifier(backend, model, LABELS, batch_size=1)
     assert tuple(big.text_embeds.shape[:1]) == (len(LABELS),)
 
     def no_text(*args, **kwargs):
@@ -215,7 +228,7 @@ def test_classifier_batching_and_text_embedded_once(backend, tiny_models, images
 def test_crops_of_several_images_go_through_together(backend, tiny_models, images, monkeypatch):
     """classify_batch scores every image's crops in shared model batches, with the results of
     classify image by image."""
-    classifier = HFCropClassifier(backend, str(tiny_models[backend]), LABELS, batch_size=4)
+    classifier = build_classifier(backend, str(tiny_models[backend]), LABELS, batch_size=4)
     boxes = [[[0, 0, 60, 80], [100, 120, 300, 290], [5, 5, 6, 6]], [], [[200, 10, 451, 300], [10, 10, 10, 50]]]
     picked = [images[0], images[1], images[1]]
     alone = [classifier.classify(image, image_boxes, top_k=3) for image, image_boxes in zip(picked, boxes)]
@@ -230,7 +243,7 @@ def test_crops_of_several_images_go_through_together(backend, tiny_models, image
             assert [label for label, _ in g] == [label for label, _ in w]
             np.testing.assert_allclose([s for _, s in g], [s for _, s in w], rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="2 images but 1 box lists"):
-        classifier.classify_batch(picked[:2], boxes[:1])
+        classifier.classify_batch(picked[:2], boxes[:1], top_k=3)
 
 
 # --------------------------------------------------------------------------- files, versions, errors
@@ -240,9 +253,9 @@ def test_crops_of_several_images_go_through_together(backend, tiny_models, image
 def test_version_and_weight_files_hash_the_saved_files(backend, tiny_models):
     folder = tiny_models[backend]
     if backend in CLASSIFIERS:
-        loaded = HFCropClassifier(backend, str(folder), LABELS)
+        loaded = build_classifier(backend, str(folder), LABELS)
     else:
-        loaded = HFOpenVocabDetector(backend, str(folder), PROMPTS)
+        loaded = build_detector(backend, str(folder), PROMPTS)
     saved = sorted(p for p in folder.iterdir() if p.is_file())
     assert loaded.weight_files == saved
     assert {"config.json", "model.safetensors"} <= {p.name for p in saved}
@@ -267,9 +280,9 @@ def test_missing_local_dir_is_a_clear_error(backend, tmp_path):
     missing = tmp_path / "no-such-model"
     with pytest.raises(ModelLoadError) as info:
         if backend in CLASSIFIERS:
-            HFCropClassifier(backend, str(missing), LABELS)
+            build_classifier(backend, str(missing), LABELS)
         else:
-            HFOpenVocabDetector(backend, str(missing), PROMPTS)
+            build_detector(backend, str(missing), PROMPTS)
     message = str(info.value)
     assert backend in message and str(missing) in message and "does not exist" in message
 
@@ -277,18 +290,18 @@ def test_missing_local_dir_is_a_clear_error(backend, tmp_path):
 def test_wrong_or_empty_dir_and_unknown_backend(tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="owlvit.*empty"):
-        HFOpenVocabDetector("owlvit", str(tmp_path / "empty"), PROMPTS)
+        build_detector("owlvit", str(tmp_path / "empty"), PROMPTS)
     with pytest.raises(ModelLoadError, match="'owlv2' model, but .* holds a 'clip' model"):
-        HFOpenVocabDetector("owlv2", str(tiny_models["clip"]), PROMPTS)
+        build_detector("owlv2", str(tiny_models["clip"]), PROMPTS)
     with pytest.raises(ValueError, match="unknown detector backend 'yolo'"):
-        HFOpenVocabDetector("yolo", str(tiny_models["owlv2"]), PROMPTS)
+        build_detector("yolo", str(tiny_models["owlv2"]), PROMPTS)
     with pytest.raises(ValueError, match="unknown classifier backend"):
-        HFCropClassifier("blip", str(tiny_models["clip"]), LABELS)
+        build_classifier("blip", str(tiny_models["clip"]), LABELS)
 
 
 def test_uncached_hub_id_says_offline(tmp_path):
     with pytest.raises(ModelLoadError) as info:
-        HFOpenVocabDetector("owlv2", "shardlens-tests/not-a-cached-model", PROMPTS, local_files_only=True)
+        build_detector("owlv2", "shardlens-tests/not-a-cached-model", PROMPTS, local_files_only=True)
     message = str(info.value)
     assert "shardlens-tests/not-a-cached-model" in message and "owlv2" in message
     assert "offline" in message and "shardlens mirror-models" in message
@@ -307,14 +320,14 @@ def test_hub_id_resolved_from_the_local_cache_offline(tiny_models, tmp_path, mon
     snapshot = tiny_hf_models.fake_hub_cache(hub, "tiny-org/tiny-clip", tiny_models["clip"])
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    classifier = HFCropClassifier("clip", "tiny-org/tiny-clip", ["cat", "dog"])
+    classifier = build_classifier("clip", "tiny-org/tiny-clip", ["cat", "dog"])
     assert classifier.weight_files == sorted(snapshot.iterdir())
     assert all(p.is_symlink() for p in classifier.weight_files)
     # Same files, same digest as the folder they came from: the version names weights, not paths.
     assert classifier.version == f"clip:tiny-clip@{expected_digest(sorted(tiny_models['clip'].iterdir()))[:12]}"
     assert weight_files_for("tiny-org/tiny-clip") == classifier.weight_files
     with pytest.raises(ModelLoadError) as info:
-        HFCropClassifier("siglip", "tiny-org/never-downloaded", ["cat"])
+        build_classifier("siglip", "tiny-org/never-downloaded", ["cat"])
     message = str(info.value)
     assert "tiny-org/never-downloaded" in message and "siglip" in message
     assert "offline" in message and "mirror-models" in message

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardlens.images.decoding import Limits
 from shardlens.images.listing import ListingError, list_images
+from shardlens.options import IngestOptions
 from shardlens.stages.ingest import ingest_file
 
 
@@ -63,7 +63,7 @@ def test_missing_root_is_a_clear_error(tmp_path):
 )
 def test_bad_files_get_a_reason(tmp_path, name, content, reason):
     (tmp_path / name).write_bytes(content)
-    record = ingest_file(tmp_path, name, Limits())
+    record = ingest_file(tmp_path, name, IngestOptions.from_values())
     assert record["status"] == "error" and record["error"] == reason
     assert record["error_detail"]
 
@@ -77,16 +77,16 @@ def test_truncated_jpeg_and_png(tmp_path):
     Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(buf, "PNG")
     (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     for name in ("cut.jpg", "cut.png"):
-        record = ingest_file(tmp_path, name, Limits())
+        record = ingest_file(tmp_path, name, IngestOptions.from_values())
         assert (record["status"], record["error"]) == ("error", "truncated"), record
         assert record["image_id"] is not None  # the bytes were read and hashed
 
 
 def test_missing_file_and_limits(tmp_path):
-    assert ingest_file(tmp_path, "gone.jpg", Limits())["error"] == "not_found"
+    assert ingest_file(tmp_path, "gone.jpg", IngestOptions.from_values())["error"] == "not_found"
     write_jpeg(tmp_path / "big.jpg", size=(400, 300))
-    assert ingest_file(tmp_path, "big.jpg", Limits(max_pixels=100_000))["error"] == "too_many_pixels"
-    assert ingest_file(tmp_path, "big.jpg", Limits(max_bytes=10))["error"] == "too_large_bytes"
+    assert ingest_file(tmp_path, "big.jpg", IngestOptions.from_values({"limits": {"max_pixels": 100_000}}))["error"] == "too_many_pixels"
+    assert ingest_file(tmp_path, "big.jpg", IngestOptions.from_values({"limits": {"max_bytes": 10}}))["error"] == "too_large_bytes"
 
 
 def test_exif_orientation_swaps_width_and_height(tmp_path):
@@ -94,11 +94,11 @@ def test_exif_orientation_swaps_width_and_height(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
     image.save(tmp_path / "rot.jpg", exif=exif.tobytes())
-    record = ingest_file(tmp_path, "rot.jpg", Limits())
+    record = ingest_file(tmp_path, "rot.jpg", IngestOptions.from_values())
     assert (record["status"], record["width"], record["height"], record["format"]) == ("ok", 100, 300, "JPEG")
 
 
 def test_same_bytes_same_image_id(tmp_path):
     write_jpeg(tmp_path / "a.jpg")
     (tmp_path / "b.jpg").write_bytes((tmp_path / "a.jpg").read_bytes())
-    assert ingest_file(tmp_path, "a.jpg", Limits())["image_id"] == ingest_file(tmp_path, "b.jpg", Limits())["image_id"]
+    assert ingest_file(tmp_path, "a.jpg", IngestOptions.from_values())["image_id"] == ingest_file(tmp_path, "b.jpg", IngestOptions.from_values())["image_id"]

@@ -107,8 +107,8 @@ def test_mirrored_model_loads_with_the_same_version(tiny_clip, tmp_path):
 
     root = tmp_path / "mirror"
     mirror_model(tiny_clip, root)
-    original = HFCropClassifier("clip", str(tiny_clip), ["cat", "dog"])
-    mirrored = HFCropClassifier("clip", str(verify_mirror(root, "tiny-clip")), ["cat", "dog"])
+    original = HFCropClassifier("clip", str(tiny_clip), ["cat", "dog"], prompt_template="a photo of a {}", batch_size=16, threads=1)
+    mirrored = HFCropClassifier("clip", str(verify_mirror(root, "tiny-clip")), ["cat", "dog"], prompt_template="a photo of a {}", batch_size=16, threads=1)
     assert mirrored.version == original.version
 
 

@@ -22,6 +22,7 @@ from PIL import Image, ImageEnhance
 from conftest import REPO
 from small_catalog import catalog_of_folder
 from shardlens.images.decoding import Limits
+from shardlens.options import IngestOptions
 from shardlens.near_duplicates import close_pairs, group_hashes, hamming, hashes_to_array, perceptual_hash
 from shardlens.records import validate_record
 from shardlens.stages import ingest
@@ -85,7 +86,7 @@ def test_ingest_records_the_hash_or_null_and_loses_nothing(tmp_path):
     files = save_variants(DOG, root, "dog")
     Image.new("RGB", (64, 48), (200, 30, 30)).convert("LAB").save(root / "lab.tif")  # decodes; no grey conversion
     (root / "broken.jpg").write_bytes(b"not a jpeg")
-    records = {p: ingest.ingest_file(root, p, Limits()) for p in sorted(q.name for q in root.iterdir())}
+    records = {p: ingest.ingest_file(root, p, IngestOptions.from_values()) for p in sorted(q.name for q in root.iterdir())}
     for record in records.values():
         validate_record("ingest", record)
     assert records[files["original"].name]["phash"] == "b401c37e63cb49ab"
@@ -97,7 +98,7 @@ def test_ingest_records_the_hash_or_null_and_loses_nothing(tmp_path):
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(files["contrast"], alone / "x.jpg")
-    assert ingest.ingest_file(alone, "x.jpg", Limits())["phash"] == records[files["contrast"].name]["phash"]
+    assert ingest.ingest_file(alone, "x.jpg", IngestOptions.from_values())["phash"] == records[files["contrast"].name]["phash"]
 
 
 def test_ingest_shard_counts_images_without_a_hash(tmp_path):
@@ -110,7 +111,7 @@ def test_ingest_shard_counts_images_without_a_hash(tmp_path):
     plan = plan_shards(list_images(root), 1)
     write_listings(plan, tmp_path / "shards")
     shard = plan.names[0]
-    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits(decode_timeout_s=30), allow_outside_root=False)
+    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
     assert summary["ok"] == 5 and summary["errors"] == 0 and summary["extra"] == {"no_phash": 1}
 
 

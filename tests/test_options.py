@@ -11,11 +11,22 @@ import inspect
 import pytest
 
 from shardlens.config import ConfigError, load_config, schema_default
-from shardlens.options import ClassifierOptions, DetectOptions, EmbedOptions, GateOptions, LanguageOptions, OCROptions, StageOptions
+from shardlens.options import (
+    ClassifierOptions,
+    DetectOptions,
+    EmbedOptions,
+    GateOptions,
+    IngestOptions,
+    LanguageOptions,
+    Limits,
+    OCROptions,
+    RegionsOptions,
+    StageOptions,
+)
 from shardlens.stages import SHARD_STAGES
 from shardlens.stages.params import STAGE_OPTIONS, stage_options, stage_params
 
-OPTIONS = [GateOptions, OCROptions, LanguageOptions, DetectOptions, ClassifierOptions, EmbedOptions]
+OPTIONS = [Limits, GateOptions, OCROptions, LanguageOptions, DetectOptions, ClassifierOptions, EmbedOptions]
 
 
 def _schema_keys(section: tuple[str, ...]) -> list[str]:
@@ -59,6 +70,14 @@ def test_given_values_win_and_the_object_is_frozen():
         (OCROptions, {"engine": "tesseract"}, "ocr.engine: 'tesseract' is not one of"),
         (DetectOptions, {"classifier": {"backend": "clip", "modle": "m"}}, "detect.classifier.modle: unknown key"),
         (DetectOptions, {"vocabulary": ["cat"]}, "detect.vocabulary: not an option of this stage"),
+        (Limits, {"max_byte": 10}, "limits.max_byte: unknown key (known: max_bytes, "),
+        (Limits, {"decode_timeout_s": 0}, "limits.decode_timeout_s: 0 is less than or equal to the minimum of 0"),
+        (IngestOptions, {"limits": {"max_pixel": 10}}, "limits.max_pixel: unknown key"),
+        (IngestOptions, {"allow_outside": True}, "allow_outside: unknown key (known: limits, allow_outside_root)"),
+        (IngestOptions, {"allow_outside_root": "yes"}, "listing.allow_outside_root: 'yes' is not of type 'boolean'"),
+        (RegionsOptions, {"ontology": None, "vocabulary": None, "vocab": None}, "vocab: unknown key (known: ontology, vocabulary)"),
+        (RegionsOptions, {"ontology": None}, "regions: missing key vocabulary"),
+        (RegionsOptions, {"ontology": None, "vocabulary": {"terms": ["cat"]}}, "regions.vocabulary: missing key threshold"),
     ],
 )
 def test_unknown_keys_and_bad_values_are_one_line_errors(cls, values, message):
@@ -91,7 +110,7 @@ def test_a_renamed_key_reaching_a_stage_is_an_error_not_dropped(tmp_path):
     from shardlens.stages import gate
 
     with pytest.raises(ConfigError, match=r"^gate\.box_thresh: unknown key"):
-        gate.run_shard(tmp_path / "missing.jsonl", tmp_path, tmp_path / "out.jsonl", "0000", threads=1, limits=Limits(), box_thresh=0.5)
+        gate.run_shard(tmp_path / "missing.jsonl", tmp_path, tmp_path / "out.jsonl", "0000", threads=1, limits=Limits.from_values(), box_thresh=0.5)
     assert not (tmp_path / "out.jsonl").exists()
 
 
@@ -121,6 +140,40 @@ def test_options_hold_exactly_the_values_the_params_record(config):
     assert stage_options(config, "detect").prompts == (("cat", "sign") if config["detect"]["vocabulary"] else None)
 
 
+def test_limits_and_ingest_options_are_what_the_ingest_rule_passes():
+    """scripts/ingest.py builds ``Limits(**params.limits)`` (the whole validated section) and
+    passes ``allow_outside_root``; the options are the config's, and ``decode_timeout_s: null``
+    (decode in the job process) stays None."""
+    config = load_config()
+    params = stage_params(config, "ingest")
+    limits = Limits(**params["limits"])
+    assert limits == Limits.from_values() == Limits.from_values(params["limits"])
+    assert limits.to_dict() == params["limits"]
+    options = IngestOptions(limits=limits, allow_outside_root=params["allow_outside_root"])
+    assert options == IngestOptions.from_values() == IngestOptions.from_values(options.to_dict())
+    assert options.allow_outside_root is schema_default("listing", "allow_outside_root")
+    unguarded = load_config(limits={"decode_timeout_s": None})["limits"]
+    assert Limits(**unguarded).decode_timeout_s is None and Limits.from_values({"decode_timeout_s": None}).decode_timeout_s is None
+    assert IngestOptions.from_values({"limits": {"max_pixels": 5}, "allow_outside_root": True}) == IngestOptions(
+        limits=Limits(**{**params["limits"], "max_pixels": 5}), allow_outside_root=True
+    )
+
+
+def test_regions_options_are_what_regions_options_derives(tmp_path):
+    from shardlens.ontology import regions_options
+
+    ontology = tmp_path / "ontology.yaml"
+    ontology.write_text("classes:\n  animal: {native: [cat, dog]}\n")
+    for config in (load_config(), load_config(detect={"vocabulary": ["cat", "sign"]}), load_config(ontology=str(ontology))):
+        values = regions_options(config)
+        options = RegionsOptions.from_values(values)
+        assert options.to_dict() == values and RegionsOptions.from_values(options.to_dict()) == options
+    assert options.ontology == values["ontology"] and options.vocabulary is None
+    mapped = RegionsOptions.from_values(regions_options(load_config(detect={"vocabulary": ["cat", "sign"]})))
+    assert mapped.ontology is None and mapped.vocabulary.terms == ("cat", "sign")
+    assert mapped.vocabulary.threshold == schema_default("detect", "vocabulary_threshold")
+
+
 # --- no defaults of their own -------------------------------------------------------------
 
 
@@ -134,14 +187,17 @@ def _stage_entry_points():
 
 def _engine_entry_points():
     from shardlens.models import ocr_engines
+    from shardlens.models.crop_classifier import HFCropClassifier
     from shardlens.models.detectors import make_classifier, make_detector
     from shardlens.models.nanodet import NanoDetDetector
+    from shardlens.models.open_vocab_detector import HFOpenVocabDetector
     from shardlens.models.language import LanguageGuesser
     from shardlens.models.paddle_bridge import PaddleBridgeEngine
     from shardlens.models.paddle_ocr import PaddleOCREngine
     from shardlens.models.rapid_ocr import RapidOCREngine
     from shardlens.models.text_embedder import OnnxTextEmbedder, SentenceTransformersEmbedder, make_text_embedder
     from shardlens.models.text_gate import TextGate
+    from shardlens.stages.ingest import IsolatedIngest, ingest_file
 
     yield "TextGate", TextGate
     yield "LanguageGuesser", LanguageGuesser
@@ -152,29 +208,38 @@ def _engine_entry_points():
     yield "NanoDetDetector", NanoDetDetector
     yield "make_detector", make_detector
     yield "make_classifier", make_classifier
+    yield "HFOpenVocabDetector", HFOpenVocabDetector
+    yield "HFCropClassifier", HFCropClassifier
     yield "make_text_embedder", make_text_embedder
     yield "OnnxTextEmbedder", OnnxTextEmbedder
     yield "SentenceTransformersEmbedder", SentenceTransformersEmbedder
     for name, factory in ocr_engines.OCR_ENGINES.items():
         yield f"OCR_ENGINES[{name!r}]", factory
+    # what ingest's run reads each file with, in the job process or in the worker
+    yield "stages.ingest.ingest_file", ingest_file
+    yield "stages.ingest.IsolatedIngest", IsolatedIngest
 
 
 # Parameters that are no option of the config: how the bridge runs its worker process, and where
-# the embedders find their files and device (keyword-only; None: the installed model, the best device).
+# the embedders and hub models find their files and device (keyword-only; None: the installed
+# model, the best device; local_files_only: no hub download), and the callback the ingest worker
+# hears of a read file by (keyword-only; None in the job process).
 NOT_OPTIONS = {
     *(("PaddleBridgeEngine", name) for name in ("venv", "python_flags", "startup_timeout", "call_timeout")),
     ("OnnxTextEmbedder", "model_dir"),
     ("OnnxTextEmbedder", "onnx_path"),
     ("SentenceTransformersEmbedder", "model_dir"),
     ("SentenceTransformersEmbedder", "device"),
+    *((engine, name) for engine in ("HFOpenVocabDetector", "HFCropClassifier") for name in ("device", "local_files_only")),
+    ("stages.ingest.ingest_file", "on_read"),
 }
 
 
 def test_the_entry_points_are_found():
     stages = dict(_stage_entry_points())
     assert {f"stages.{stage}.run_shard" for stage in SHARD_STAGES} <= set(stages)
-    assert {"stages.gate.run", "stages.ocr.run", "stages.detect.run", "stages.embed.run"} <= set(stages)
-    assert len(dict(_engine_entry_points())) == 14
+    assert {f"stages.{stage}.run" for stage in ("ingest", "gate", "ocr", "detect", "regions", "embed")} <= set(stages)
+    assert len(dict(_engine_entry_points())) == 18
 
 
 def test_no_stage_or_engine_signature_declares_a_default():
@@ -197,4 +262,4 @@ def test_the_check_sees_a_default():
 
 
 def test_options_classes_are_stage_options():
-    assert all(issubclass(cls, StageOptions) for cls in OPTIONS)
+    assert all(issubclass(cls, StageOptions) for cls in [*OPTIONS, IngestOptions, RegionsOptions])

@@ -23,6 +23,7 @@ from PIL import Image, ImageFile
 from badinputs import CORPUS_LIMITS, UNLISTED, SmallDisk, can_deny_reads, ingest_corpus_unprivileged, make_corpus, png_bomb, tall_small_jpeg
 from shardlens.images.decoding import ImageError, Limits, open_image, read_bytes
 from shardlens.images.listing import ListingError, list_images
+from shardlens.options import IngestOptions
 from shardlens.stages import ingest
 from shardlens.stages.ingest import IsolatedIngest, ingest_file
 
@@ -85,7 +86,7 @@ def test_permission_denied_code_path(tmp_path, monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(decoding.os, "open", deny)
-    record = ingest_file(tmp_path, "locked.jpg", Limits())
+    record = ingest_file(tmp_path, "locked.jpg", IngestOptions.from_values())
     assert (record["status"], record["error"], record["image_id"]) == ("error", "permission_denied", None)
     assert record["error_detail"] == "locked.jpg: permission denied"
 
@@ -97,17 +98,17 @@ def test_pillow_bomb_guard_is_the_configured_limit():
     # over twice the limit: Pillow refuses while reading the header (its own text would quote
     # twice our limit); the detail names the declared size and limits.max_pixels
     with pytest.raises(ImageError) as refused:
-        open_image(bomb, Limits(max_pixels=400_000))
+        open_image(bomb, Limits.from_values({"max_pixels": 400_000}))
     assert refused.value.reason == "too_many_pixels"
     assert refused.value.detail == "1,000,000 pixels declared is over the limit of 400,000 pixels (limits.max_pixels)"
     # between the limit and twice it: Pillow's DecompressionBombWarning is an error here
     with pytest.raises(ImageError) as warned:
-        open_image(bomb, Limits(max_pixels=600_000))
+        open_image(bomb, Limits.from_values({"max_pixels": 600_000}))
     assert warned.value.reason == "too_many_pixels"
     assert warned.value.detail == "1,000,000 pixels declared is over the limit of 600,000 pixels (limits.max_pixels)"
     # under the limit the guard stays quiet (this header-only file then fails as truncated)
     with pytest.raises(ImageError) as fine:
-        open_image(bomb, Limits(max_pixels=2_000_000))
+        open_image(bomb, Limits.from_values({"max_pixels": 2_000_000}))
     assert fine.value.reason == "truncated"
     assert Image.MAX_IMAGE_PIXELS == before
 
@@ -117,7 +118,7 @@ def test_limits_keys_in_the_config_schema_are_limits_fields():
     the same default."""
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     props = schema["properties"]["limits"]["properties"]
-    defaults = Limits()
+    defaults = Limits.from_values()
     for key, spec in props.items():
         assert hasattr(defaults, key), f"config limits.{key} is not a Limits field"
         assert getattr(defaults, key) == spec["default"], key
@@ -128,7 +129,7 @@ def test_read_bytes_never_blocks_on_a_named_pipe(tmp_path):
     os.mkfifo(tmp_path / "pipe.png")
     started = time.monotonic()
     with pytest.raises(ImageError) as err:
-        read_bytes(tmp_path / "pipe.png", Limits())
+        read_bytes(tmp_path / "pipe.png", Limits.from_values())
     assert err.value.reason == "io_error" and "named pipe" in err.value.detail
     assert time.monotonic() - started < 1
 
@@ -175,7 +176,7 @@ def test_a_hanging_or_crashing_decoder_costs_one_file(tmp_path, stuck_decoder):
     (tmp_path / "crash.png").write_bytes(b"CRSH" + b"\x00" * 60)
     (tmp_path / "fine.png").write_bytes(_ok_png())
     started = time.monotonic()
-    with IsolatedIngest(tmp_path, Limits(decode_timeout_s=0.5)) as worker:
+    with IsolatedIngest(tmp_path, IngestOptions.from_values({"limits": {"decode_timeout_s": 0.5}})) as worker:
         hung = worker("hang.png")
         after_hang = worker("fine.png")
         crashed = worker("crash.png")
@@ -196,7 +197,7 @@ def test_ingest_shard_goes_on_after_a_hang(tmp_path, stuck_decoder):
     (tmp_path / "a_hang.png").write_bytes(b"HANG" + b"\x00" * 60)
     (tmp_path / "b_fine.png").write_bytes(_ok_png())
     (tmp_path / "listing.tsv").write_text("path\tsize\tmtime_ns\na_hang.png\t64\t0\nb_fine.png\t1\t0\n")
-    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits(decode_timeout_s=0.5), allow_outside_root=False)
+    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits.from_values({"decode_timeout_s": 0.5}), allow_outside_root=False)
     assert (summary["ok"], summary["errors"], summary["extra"]) == (1, 1, {"worker_restarts": 1})
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert '"decode_timeout"' in lines[0] and '"status":"ok"' in lines[1]
@@ -210,10 +211,10 @@ def test_worker_cost_in_the_common_case(tmp_path):
         (tmp_path / name).write_bytes(data)
     started = time.perf_counter()
     for name in names:
-        ingest_file(tmp_path, name, Limits())
+        ingest_file(tmp_path, name, IngestOptions.from_values())
     in_process = time.perf_counter() - started
     started = time.perf_counter()
-    with IsolatedIngest(tmp_path, Limits(decode_timeout_s=30)) as worker:
+    with IsolatedIngest(tmp_path, IngestOptions.from_values({"limits": {"decode_timeout_s": 30}})) as worker:
         records = [worker(name) for name in names]
     isolated = time.perf_counter() - started
     assert all(r["status"] == "ok" for r in records)
@@ -253,14 +254,14 @@ def test_list_file_cannot_escape_by_dotdot_absolute_path_or_symlink(tmp_path):
     # 3. a symlink out (the file itself, or a folder on the way): listed cheaply, refused by ingest
     entries = list_images(root, list_file=listing("link.jpg", "outdir/secret.jpg"))
     for entry in entries:
-        record = ingest_file(root, entry.path, Limits())
+        record = ingest_file(root, entry.path, IngestOptions.from_values())
         assert (record["error"], record["image_id"], record["bytes"]) == ("permission_denied", None, None), record
         assert "outside the images root" in record["error_detail"] and "allow_outside_root" in record["error_detail"]
     # allowed in the config, all three work
     allowed = list_images(root, list_file=listing("../secret.jpg", str(tmp_path / "secret.jpg"), "link.jpg"), allow_outside_root=True)
     assert [e.path for e in allowed] == [str(tmp_path / "secret.jpg"), "link.jpg"]  # the first two are one file
     for entry in allowed:
-        record = ingest_file(root, entry.path, Limits(), allow_outside_root=True)
+        record = ingest_file(root, entry.path, IngestOptions.from_values({"allow_outside_root": True}))
         assert record["status"] == "ok", record
 
 
@@ -277,7 +278,7 @@ def test_walk_does_not_follow_links_out_of_the_root(tmp_path):
     assert [e.path for e in entries] == ["secret.jpg", "sub/in.jpg"]
     assert skipped == [("outdir", "symlink_outside_root")]
     # the file link is listed (so it is reported), and ingest refuses it
-    assert ingest_file(root, "secret.jpg", Limits())["error"] == "permission_denied"
+    assert ingest_file(root, "secret.jpg", IngestOptions.from_values())["error"] == "permission_denied"
     assert [e.path for e in list_images(root, follow_symlinks=True, allow_outside_root=True)] == [
         "outdir/secret.jpg", "secret.jpg", "sub/in.jpg"
     ]
@@ -395,7 +396,7 @@ def test_a_listed_name_with_a_trailing_space_is_kept_and_pointed_out(tmp_path):
 
     (tmp_path / "photo.jpg").write_bytes(b"x")
     with pytest.raises(ImageError) as missing:
-        read_bytes(tmp_path / "photo.jpg ", Limits())
+        read_bytes(tmp_path / "photo.jpg ", Limits.from_values())
     assert missing.value.reason == "not_found"
     assert missing.value.detail == f"{str(tmp_path / 'photo.jpg ')!r} does not exist (the listed name has spaces at its start or end; names are kept exactly)"
 
@@ -424,12 +425,12 @@ def test_a_jpeg_whose_header_declares_more_than_it_holds_is_not_ok(tmp_path):
     assert len(tall) <= 1024 and tall.endswith(b"\xff\xd9")
     assert Image.open(io.BytesIO(tall)).size == (1000, 65_500)
     (tmp_path / "tall.jpg").write_bytes(tall)
-    record = ingest_file(tmp_path, "tall.jpg", Limits())
+    record = ingest_file(tmp_path, "tall.jpg", IngestOptions.from_values())
     assert (record["status"], record["error"], record["width"], record["height"]) == ("error", "truncated", None, None)
     assert "declared 1000x65500 pixels" in record["error_detail"] and record["image_id"]
     # the decoder of detect/gate/ocr (drafted, reduced scale) refuses it too
     with pytest.raises(ImageError, match="truncated"):
-        open_image(tall, Limits(), draft_size=480)
+        open_image(tall, Limits.from_values(), draft_size=480)
     for name, image, kw in [
         ("grey.jpg", Image.new("RGB", (50, 40), (128, 128, 128)), {}),
         ("grey_progressive.jpg", Image.new("L", (50, 40), 128), {"progressive": True}),
@@ -438,7 +439,7 @@ def test_a_jpeg_whose_header_declares_more_than_it_holds_is_not_ok(tmp_path):
         buf = io.BytesIO()
         image.save(buf, "JPEG", **kw)
         (tmp_path / name).write_bytes(buf.getvalue())
-        record = ingest_file(tmp_path, name, Limits())
+        record = ingest_file(tmp_path, name, IngestOptions.from_values())
         assert (record["status"], record["width"], record["height"]) == ("ok", *image.size), record
 
 
@@ -465,7 +466,7 @@ def test_ten_thousand_files_in_one_folder(tmp_path):
     assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
     write_listing(tmp_path / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     started = time.monotonic()
-    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30), allow_outside_root=False)
+    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
     ingested = time.monotonic() - started
     print(f"\n10,000 files: listed and sharded in {listed:.2f} s, ingested in {ingested:.1f} s")
     assert (summary["images"], summary["ok"], summary["errors"], summary["records"]) == (10_000, 10_000, 0, 10_000)
@@ -491,13 +492,13 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     listing = listing_text(plan.shards["0000"])
     cache = tmp_path / "cache"
     write_listing(cache / "shards" / "0000.tsv", listing)
-    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits(decode_timeout_s=30), allow_outside_root=False)
+    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
     before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
 
     text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
     (root / "c.png").unlink()
     with caplog.at_level("WARNING"):
-        gate.run(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", GateOptions.from_values(), threads=1, limits=Limits())
+        gate.run(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", GateOptions.from_values(), threads=1, limits=Limits.from_values())
     records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
     assert set(records) == set(before.values())
     assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]

@@ -125,7 +125,7 @@ class ThumbnailCache:
     def __init__(self, cache_dir: str | Path, images_root: str | Path | None, limits: Limits | None = None):
         self.cache_dir = Path(cache_dir)
         self.images_root = Path(images_root) if images_root else None
-        self.limits = limits or Limits()
+        self.limits = limits or Limits.from_values()  # the schema's default limits
 
     # ---------------------------------------------------------------- keys and paths
     @staticmethod

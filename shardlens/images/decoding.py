@@ -14,12 +14,12 @@ import stat as stat_mod
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..options import Limits  # declared with the other options; imported from here and from shardlens.images
 from .listing import is_inside
 
 # Pillow must raise on truncated files (our 'truncated' reason), never pad them silently.
@@ -35,20 +35,7 @@ class ImageError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Safety limits for decoding untrusted files (config ``limits``).
-
-    ``decode_timeout_s``: ingest reads and decodes each file in a worker process and gives up on
-    a file that takes longer (error ``decode_timeout``); ``None`` decodes in-process, unguarded.
-    """
-
-    max_bytes: int = 200 * 1024 * 1024
-    max_pixels: int = 120_000_000
-    decode_timeout_s: float | None = 60.0
-
-
-def resolve_inside(root: Path, rel_path: str, allow_outside_root: bool = False) -> Path:
+def resolve_inside(root: Path, rel_path: str, allow_outside_root: bool) -> Path:
     """``root / rel_path``, refused (``permission_denied``) when it resolves outside the root.
 
     Listing keeps clean relative paths without resolving them (cheap for millions of entries),

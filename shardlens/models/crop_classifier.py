@@ -13,6 +13,10 @@ import numpy as np
 
 from .hub_resolution import HUB_CLASSIFIER_CLASSES, as_rgb, load_model, model_version, pick_device, to_pil
 
+# Crops per forward pass in the detect stage (no option of the config: a crop's scores do not
+# depend on the crops beside it, so this only trades memory for speed)
+CROP_BATCH_SIZE = 16
+
 
 class HFCropClassifier:
     """Zero-shot classifier of image crops: SigLIP (sigmoid scores) or CLIP (softmax over labels).
@@ -21,6 +25,11 @@ class HFCropClassifier:
     ``classify`` crops boxes from an image in memory, embeds the crops in batches and returns,
     per box, the ``top_k`` ``(label, score)`` pairs, best first (``[]`` for a box with no area
     inside the image).
+
+    :func:`shardlens.models.detectors.make_classifier` builds it from the detect options
+    (``detect.classifier.prompt_template``; ``batch_size`` :data:`CROP_BATCH_SIZE`, ``top_k``
+    ``detect.top_k``): it declares no default of its own. ``device`` (None: the best one) and
+    ``local_files_only`` (no hub download) are no options of the config.
     """
 
     def __init__(
@@ -28,10 +37,11 @@ class HFCropClassifier:
         backend: str,
         model: str,
         labels: list[str],
-        prompt_template: str = "a photo of a {}",
-        batch_size: int = 16,
+        prompt_template: str,
+        batch_size: int,
+        threads: int,
+        *,
         device: str | None = None,
-        threads: int = 1,
         local_files_only: bool = False,
     ) -> None:
         import torch
@@ -104,12 +114,12 @@ class HFCropClassifier:
                 probs = logits.softmax(dim=-1)
         return probs.float().cpu().numpy()
 
-    def classify(self, image: np.ndarray, boxes: list[list[float]], top_k: int = 3) -> list[list[tuple[str, float]]]:
+    def classify(self, image: np.ndarray, boxes: list[list[float]], top_k: int) -> list[list[tuple[str, float]]]:
         """Per box, the ``top_k`` ``(label, score)`` pairs best first; ``[]`` for a degenerate box."""
         return self.classify_batch([image], [boxes], top_k=top_k)[0]
 
     def classify_batch(
-        self, images: list[np.ndarray], boxes: list[list[list[float]]], top_k: int = 3
+        self, images: list[np.ndarray], boxes: list[list[list[float]]], top_k: int
     ) -> list[list[list[tuple[str, float]]]]:
         """``classify`` for several images at once: the crops of all of them go through the model
         together, ``batch_size`` crops at a time (the label texts were embedded once, at

@@ -85,7 +85,7 @@ def make_classifier(options: DetectOptions, threads: int):
     labels = list(options.prompts or [])
     if not labels:
         raise ValueError("a crop classifier needs prompts (the labels it chooses among): an ontology file's classes, or detect.vocabulary")
-    from .crop_classifier import HFCropClassifier
+    from .crop_classifier import CROP_BATCH_SIZE, HFCropClassifier
 
     return HFCropClassifier(
         backend=backend,
@@ -93,6 +93,7 @@ def make_classifier(options: DetectOptions, threads: int):
         model=checked_model(classifier.model, False),
         labels=labels,
         prompt_template=classifier.prompt_template,
+        batch_size=CROP_BATCH_SIZE,
         threads=threads,
     )
 

@@ -38,6 +38,11 @@ class HFOpenVocabDetector:
     prompt separately. Grounding DINO pads a batch to its largest image, which changes the
     features, so it is only batched across images of the same size (results do not depend on
     how images are grouped into calls).
+
+    :func:`shardlens.models.detectors.make_detector` builds it from the detect options
+    (``detect.score_threshold``, ``detect.max_detections``, ``detect.batch_size``): it takes every
+    value of the config, and declares no default of its own. ``device`` (None: the best one) and
+    ``local_files_only`` (no hub download) are no options of the config.
     """
 
     def __init__(
@@ -45,11 +50,12 @@ class HFOpenVocabDetector:
         backend: str,
         model: str,
         prompts: list[str],
-        score_threshold: float = 0.1,
-        max_proposals: int = 100,
-        batch_size: int = 4,
+        score_threshold: float,
+        max_proposals: int,
+        batch_size: int,
+        threads: int,
+        *,
         device: str | None = None,
-        threads: int = 1,
         local_files_only: bool = False,
     ) -> None:
         import torch

@@ -16,25 +16,29 @@ import functools
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from ..images.decoding import ImageError, Limits, open_image, read_bytes, resolve_inside
 from ..isolated_worker import IsolatedWorker
 from ..jobs import JobSummary, Progress, job_logger, prefetch
 from ..near_duplicates import perceptual_hash, require_hasher
+from ..options import IngestOptions
 from ..records import SCHEMA_VERSION, write_jsonl
 from ..shards import read_listing
 
 
-def ingest_file(root: Path, rel_path: str, limits: Limits, allow_outside_root: bool = False, on_read=None) -> dict:
-    """The ingest record of one file; never raises for a bad file (status 'error' + reason).
+def ingest_file(root: Path, rel_path: str, options: IngestOptions, *, on_read: Callable[[str, int], None] | None = None) -> dict:
+    """The ingest record of one file under ``options`` (its limits, and whether a path may
+    resolve outside ``root``); never raises for a bad file (status 'error' + reason).
 
     ``on_read(image_id, n_bytes)``, if given, is called once the bytes are read and hashed,
     before decoding (the worker reports it so a decode timeout still knows the image id).
     """
+    limits = options.limits
     record = _empty_record(rel_path)
     try:
-        path = resolve_inside(root, rel_path, allow_outside_root)
+        path = resolve_inside(root, rel_path, options.allow_outside_root)
     except ImageError as exc:  # nothing is read from a path outside the root, not even its size
         return record | {"status": "error", "error": exc.reason, "error_detail": _relative_detail(exc.detail, root)}
     try:
@@ -87,30 +91,30 @@ def _empty_record(rel_path: str) -> dict:
     }
 
 
-def _ingest_reporting_read(root: Path, limits: Limits, allow_outside_root: bool, rel_path: str, report) -> dict:
+def _ingest_reporting_read(root: Path, options: IngestOptions, rel_path: str, report) -> dict:
     """:func:`ingest_file` in the worker: reports ``(image_id, bytes)`` once the file is read."""
-    return ingest_file(root, rel_path, limits, allow_outside_root, on_read=report)
+    return ingest_file(root, rel_path, options, on_read=report)
 
 
 class IsolatedIngest:
     """Ingest files one by one in a worker process (:class:`~shardlens.isolated_worker.IsolatedWorker`),
-    each within ``limits.decode_timeout_s``.
+    each within ``options.limits.decode_timeout_s`` (which must be set).
 
     The common case costs one fork per shard job and two small pipe messages per file. A file
     whose read and decode take longer gets ``decode_timeout``; a worker that dies (a decoder
     crash) gets ``corrupt``; either way the worker is replaced and the shard goes on.
     """
 
-    def __init__(self, root: Path, limits: Limits, allow_outside_root: bool = False):
-        self.root, self.limits, self.allow_outside_root = Path(root), limits, allow_outside_root
-        self._worker = IsolatedWorker(functools.partial(_ingest_reporting_read, self.root, limits, allow_outside_root))
+    def __init__(self, root: Path, options: IngestOptions):
+        self.root, self.options = Path(root), options
+        self._worker = IsolatedWorker(functools.partial(_ingest_reporting_read, self.root, options))
 
     @property
     def restarts(self) -> int:
         return self._worker.restarts
 
     def __call__(self, rel_path: str) -> dict:
-        timeout = float(self.limits.decode_timeout_s)
+        timeout = float(self.options.limits.decode_timeout_s)
         record = _empty_record(rel_path)
 
         def read(image_id: str, n_bytes: int) -> None:
@@ -147,6 +151,12 @@ def run_shard(
     limits: Limits,
     allow_outside_root: bool,
 ) -> dict:
+    """:func:`run` with the options of the rule's params, as scripts/ingest.py passes them
+    (``limits`` built from config ``limits``, and ``listing.allow_outside_root``)."""
+    return run(listing, images_root, output, shard, IngestOptions(limits=limits, allow_outside_root=allow_outside_root))
+
+
+def run(listing: str | Path, images_root: str | Path, output: str | Path, shard: str, options: IngestOptions) -> dict:
     """Write ``cache/ingest/{shard}.jsonl`` for the paths in the shard's listing file.
 
     The job's summary line counts ``ok`` (decoded), ``errors`` (status error) and ``skipped``
@@ -162,12 +172,12 @@ def run_shard(
     records = []
     seen_ok: set[str] = set()
     unhashed = 0  # decoded, but no perceptual hash (a mode it cannot be computed from, e.g. CIELab)
-    if limits.decode_timeout_s:
-        worker = IsolatedIngest(root, limits, allow_outside_root)
+    if options.limits.decode_timeout_s:
+        worker = IsolatedIngest(root, options)
         results = ((p, _safe(worker, p)) for p in paths)
-    else:
+    else:  # decode_timeout_s: null decodes in this process, unguarded
         worker = None
-        results = prefetch(paths, lambda p: ingest_file(root, p, limits, allow_outside_root))
+        results = prefetch(paths, lambda p: ingest_file(root, p, options))
     try:
         for rel_path, record in results:
             if isinstance(record, BaseException):  # a bug, not a bad file: still keep going

@@ -14,7 +14,7 @@ from typing import Any
 from ..clustering import OUTLIER_SCORE_METHOD
 from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
-from ..options import DetectOptions, EmbedOptions, GateOptions, OCROptions, StageOptions
+from ..options import DetectOptions, EmbedOptions, GateOptions, OCROptions, RegionsOptions, StageOptions
 
 # cache name (a per-shard stage of shardlens.stages.SHARD_STAGES, or an aggregate of AGGREGATES)
 # -> rule param name -> path of keys into the validated config (defaults applied), or a function
@@ -42,8 +42,15 @@ STAGE_PARAMS: dict[str, dict[str, tuple[str, ...] | Callable[[dict], Any]]] = {
 
 # stage -> the typed options its ``options`` param builds (shardlens/options.py); the stage script
 # builds them from the rule's params, so the params Snakemake and the manifest record stay the
-# config values themselves
-STAGE_OPTIONS: dict[str, type[StageOptions]] = {"gate": GateOptions, "ocr": OCROptions, "detect": DetectOptions, "embed": EmbedOptions}
+# config values themselves (ingest has no ``options`` param: its run_shard builds
+# shardlens.options.IngestOptions of its ``limits`` and ``allow_outside_root``)
+STAGE_OPTIONS: dict[str, type[StageOptions]] = {
+    "gate": GateOptions,
+    "ocr": OCROptions,
+    "detect": DetectOptions,
+    "regions": RegionsOptions,
+    "embed": EmbedOptions,
+}
 
 
 def stage_params(config: dict, stage: str) -> dict[str, Any]:

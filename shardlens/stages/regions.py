@@ -9,35 +9,43 @@ and what follows, never detection (docs/adr/0009-ontology.md).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..jobs import JobSummary, job_logger
 from ..ontology import DROP_REASONS, Ontology, apply_ontology, vocabulary_ontology
+from ..options import RegionsOptions
 from ..records import read_jsonl, write_jsonl
 
 
-def shard_ontology(options: dict, detections: list[dict], threads: int) -> Ontology | None:
-    """The ontology of the regions options (:func:`shardlens.ontology.regions_options`): the
-    file's, or the one ``detect.vocabulary`` stands for over the detector names in this shard, or
-    None (the detector's names kept)."""
-    if options.get("ontology") is not None:
-        return Ontology.from_dict(options["ontology"], source="ontology")
-    vocabulary = options.get("vocabulary")
+def shard_ontology(options: RegionsOptions, detections: list[dict], threads: int) -> Ontology | None:
+    """The ontology of the regions options: the file's, or the one ``detect.vocabulary`` stands
+    for over the detector names in this shard, or None (the detector's names kept)."""
+    if options.ontology is not None:
+        return Ontology.from_dict(options.ontology, source="ontology")
+    vocabulary = options.vocabulary
     if vocabulary is None:
         return None
     from ..models.text_embedder import OnnxTextEmbedder
 
     names = {candidate["label"] for region in detections for candidate in region["labels"]}
     embed = OnnxTextEmbedder(threads).encode if names else None  # the vocabulary map embeds with onnx, whatever embed.backend
-    return vocabulary_ontology(names, vocabulary["terms"], embed, vocabulary["threshold"])
+    return vocabulary_ontology(names, list(vocabulary.terms), embed, vocabulary.threshold)
 
 
-def run_shard(detect: str | Path, output: str | Path, shard: str, options: dict, threads: int) -> dict:
+def run_shard(detect: str | Path, output: str | Path, shard: str, options: Mapping[str, Any], threads: int) -> dict:
+    """:func:`run` with the options of the rule's params (what
+    :func:`shardlens.ontology.regions_options` derives; an unknown key is an error)."""
+    return run(detect, output, shard, RegionsOptions.from_values(options), threads)
+
+
+def run(detect: str | Path, output: str | Path, shard: str, options: RegionsOptions, threads: int) -> dict:
     logger = job_logger("regions")
     detections = list(read_jsonl(detect, "detection"))
     summary = JobSummary(shard=shard, stage="regions", images=len({r["image_id"] for r in detections}))
     ontology = shard_ontology(options, detections, threads=threads)
-    if ontology is not None and options.get("vocabulary") is not None:
+    if ontology is not None and options.vocabulary is not None:
         logger.info("vocabulary map: %s", {n: c.name for c in ontology.classes for n in c.native})
     regions, dropped = [], Counter()
     for detection in detections:
