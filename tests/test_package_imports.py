@@ -18,9 +18,6 @@ import shardlens
 # backends import the interface, the registry imports them). Any other cycle fails, and so does
 # an entry here that is gone (remove it then).
 KNOWN_DEFERRED_CYCLES = {
-    # adapters/__init__ finds its adapters (phase1, pre_outlier_scores) at call time; they import
-    # the base class
-    frozenset({"shardlens.adapters", "shardlens.adapters.phase1", "shardlens.adapters.pre_outlier_scores"}),
     # reviews calls back into catalog, label_studio and propagation, which import reviews' tables
     frozenset({
         "shardlens.catalog", "shardlens.catalog.build", "shardlens.catalog.load", "shardlens.catalog.schema",

@@ -33,7 +33,7 @@ phase-1 shards until the workflow re-runs them.
 from __future__ import annotations
 
 from ..records import SCHEMA_VERSION
-from . import CacheAdapter
+from .base import CacheAdapter
 
 # The schema_hash phase-1 manifests carry (shardlens 0.4's hash over its two contracts).
 PHASE1_SCHEMA_HASH = "5f1e0d3c9a7b2e4f6a8c0b1d3e5f7a9c2b4d6e8f0a1c3e5b7d9f1a3c5e7b9d0f"

@@ -11,7 +11,7 @@ so the cluster rule runs again, and the manifest then carries the current schema
 
 from __future__ import annotations
 
-from . import CacheAdapter
+from .base import CacheAdapter
 
 # schema_hash() of the contracts as they were before outlier_score (commit 97e91bc)
 PRE_OUTLIER_SCORES_SCHEMA_HASH = "5cc7482ad021f6a8046314cd25438d48084e7536c86e20a29ea934d6cd28a09a"
