@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from .models.detector_backends import OPEN_VOCABULARY
+
 ONTOLOGY_SCHEMA = Path(__file__).resolve().parent / "schemas" / "ontology.schema.yaml"  # config/ links to it
 UNMAPPED = ("keep", "drop")
 # why apply_ontology dropped a region (the regions job's summary counts each)
@@ -231,8 +233,6 @@ def load_ontology(path: str | Path) -> Ontology:
 
 
 def is_open_vocabulary(detect: dict) -> bool:
-    from .models.detectors import OPEN_VOCABULARY
-
     return detect["backend"] in OPEN_VOCABULARY
 
 

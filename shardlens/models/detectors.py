@@ -20,11 +20,8 @@ from typing import Protocol
 import numpy as np
 
 from ..options import DetectOptions
-
-CLOSED_SET = ("nanodet",)
-OPEN_VOCABULARY = ("owlv2", "owlvit", "grounding-dino")
-DETECTOR_BACKENDS = CLOSED_SET + OPEN_VOCABULARY
-CLASSIFIER_BACKENDS = ("siglip", "clip")
+from .detector_backends import CLASSIFIER_BACKENDS, DETECTOR_BACKENDS, OPEN_VOCABULARY
+from .mirror import verify_mirror
 
 
 def checked_model(model: str, allow_changed: bool = False, update_lock: bool = True) -> str:
@@ -33,8 +30,6 @@ def checked_model(model: str, allow_changed: bool = False, update_lock: bool = T
     that loads it updates the lock; planning checks with ``update_lock=False`` and writes nothing)."""
     folder = Path(model)
     if folder.is_dir() and (folder.parent / "mirror.lock.json").exists():
-        from .mirror import verify_mirror
-
         verify_mirror(folder.parent, folder.name, allow_changed=allow_changed, update_lock=update_lock)
     return model
 

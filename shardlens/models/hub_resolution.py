@@ -27,7 +27,7 @@ from .weights import sha256_file
 log = logging.getLogger(__name__)
 
 # transformers classes of each hub backend: backend -> (model class, processor class, accepted
-# config model_type). The list of detector backends is models/detectors.py's DETECTOR_BACKENDS.
+# config model_type). The list of detector backends is models/detector_backends.py's DETECTOR_BACKENDS.
 HUB_DETECTOR_CLASSES: dict[str, tuple[str, str, str]] = {
     "owlv2": ("Owlv2ForObjectDetection", "Owlv2Processor", "owlv2"),
     "owlvit": ("OwlViTForObjectDetection", "OwlViTProcessor", "owlvit"),

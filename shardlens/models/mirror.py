@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_open, staging_folder
+from .detector_backends import OPEN_VOCABULARY
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +261,6 @@ def config_models(config: dict[str, Any]) -> list[tuple[str, str]]:
 
     Raises :class:`MirrorError` when such a backend is set without its model.
     """
-    from .detectors import OPEN_VOCABULARY
-
     detect = config.get("detect") or {}
     named: list[tuple[str, str]] = []
     backend = detect.get("backend")
