@@ -22,7 +22,7 @@ WORKER = r"""
 import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
-from shardlens.clustering import TextPoint, build_clusters, cluster_points
+from shardlens.cluster_fit import TextPoint, build_clusters, cluster_points
 from shardlens.models.text_embedder import make_text_embedder
 from shardlens.options import EmbedOptions
 

@@ -1,5 +1,5 @@
 # Clusters over all shards: HDBSCAN groups of the texts' embeddings, with readable names
-# (shardlens/clustering.py), which reviewers accept or relabel in one go.
+# (shardlens/cluster_fit.py), which reviewers accept or relabel in one go.
 
 
 # Makes cache/clusters.jsonl: the clusters of all shards' texts, with names and outlier scores.

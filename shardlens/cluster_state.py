@@ -40,7 +40,7 @@ and the run refits, reading no embedding file again). A new text's assignment de
 the fitted members, never on the other new texts, so the same sequence of runs gives the same
 clusters.
 
-**Outlier scores.** A fitted text has HDBSCAN's ``outlier_scores_`` (:mod:`shardlens.clustering`).
+**Outlier scores.** A fitted text has HDBSCAN's ``outlier_scores_`` (:mod:`shardlens.cluster_fit`).
 The state keeps no HDBSCAN model, so a text that joins later gets the score
 ``hdbscan.prediction.approximate_predict_scores`` gives a new point, computed from what the state
 keeps, against the fitted member its assignment looked at (its nearest fitted, clustered member:
@@ -49,8 +49,8 @@ by mutual reachability in the fit space: lambda = 1 / the mutual reachability di
 the text and that member in the fit space (the text projected with the fit's PCA; its core
 distance is the distance to its ``min_samples``-th nearest fitted copy, as the fit counts a
 member's), scored against the lambda_max of the node that member leaves
-(:func:`labels.glosh`). So the score, like the cluster, depends on the fit alone and not on the
-other new texts or their order. A text of a group without fitted clusters scores 1 (hdbscan
+(:func:`shardlens.cluster_fit.glosh`). So the score, like the cluster, depends on the fit alone
+and not on the other new texts or their order. A text of a group without fitted clusters scores 1 (hdbscan
 predicts every new point an outlier when there is no cluster).
 
 Ids and names stay stable. A refit matches its clusters to the previous ones by shared
@@ -70,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .clustering import ITEM_OF_KIND, UNCLUSTERED, FitSpace, TextPoint, build_clusters, fit_points, glosh
+from .cluster_fit import ITEM_OF_KIND, UNCLUSTERED, FitSpace, TextPoint, build_clusters, display_name, fit_points, glosh
 from .records import read_jsonl
 from .vectors import decode_vector
 
@@ -302,7 +302,7 @@ class ClusterState:
             texts = {points[i].text for i in idx}
             name = old_names.get(cluster_id)
             if name not in texts:
-                name = _display_name(idx, points)
+                name = display_name(idx, points)
             rows.append((cluster_id, points[idx[0]].item, name))
         self.conn.executemany("INSERT INTO clusters VALUES (?, ?, ?)", rows)
         next_id = max([int(self.meta("next_cluster_id", "0")), *(c + 1 for c in members)])
@@ -410,7 +410,7 @@ class ClusterState:
         ]
         for cid in orphans:
             points = self.points(f"WHERE t.cluster_id = {int(cid)}")
-            self.conn.execute("UPDATE clusters SET name = ? WHERE cluster_id = ?", (_display_name(list(range(len(points))), points), cid))
+            self.conn.execute("UPDATE clusters SET name = ? WHERE cluster_id = ?", (display_name(list(range(len(points))), points), cid))
 
     def records(self) -> list[dict]:
         """The cluster records of the current state (contract ``cluster``)."""
@@ -473,12 +473,6 @@ def fit_sample(points: list[TextPoint], limit: int | None) -> list[TextPoint]:
             group = sorted(group, key=lambda p: (-p.count, hashlib.sha256(p.text.encode("utf-8", "surrogatepass")).hexdigest()))[:limit]
         chosen.update((p.item, p.text) for p in group)
     return [p for p in points if (p.item, p.text) in chosen]
-
-
-def _display_name(members: list[int], points: list[TextPoint]) -> str:
-    from .clustering import display_name
-
-    return display_name(members, points)
 
 
 def update_clusters(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shardlens.clustering import TextPoint, build_clusters, cluster_points, ctfidf_keywords
+from shardlens.cluster_fit import TextPoint, build_clusters, cluster_points, ctfidf_keywords
 from collections import Counter
 
 
@@ -119,7 +119,7 @@ def direct_fit(points, min_cluster_size=2, min_samples=1):
     """hdbscan on the same points, as clustering.py prepares them (PCA, a text repeated per occurrence)."""
     import hdbscan
 
-    from shardlens.clustering import reduce_dimensions
+    from shardlens.cluster_fit import reduce_dimensions
 
     vectors = reduce_dimensions(np.stack([p.vector for p in points]).astype(np.float64), 32)
     repeats = [min(p.count, min_cluster_size) for p in points]
@@ -133,7 +133,7 @@ def test_fitted_points_carry_hdbscans_outlier_scores(embed, repeated):
     """Each point's outlier score is outlier_scores_ of a direct hdbscan fit on the same points
     (noise included); where hdbscan gives NaN (a repeated text makes lambda_max infinite) it is the
     limit 1. glosh() on the kept lambdas gives the same scores: what scoring a later text uses."""
-    from shardlens.clustering import fit_points, glosh
+    from shardlens.cluster_fit import fit_points, glosh
 
     counts = {t: (1 + (i % 4 == 0) * 3 if repeated else 1) for i, t in enumerate(SIGNS)}
     points = sorted((TextPoint(t, {"ocr"}, counts[t], v) for t, v in zip(SIGNS, embed(SIGNS))), key=lambda p: p.text)
@@ -151,14 +151,14 @@ def test_fitted_points_carry_hdbscans_outlier_scores(embed, repeated):
     assert [glosh(l, m) for l, m in zip(fit.lambdas, fit.lambda_max)] == pytest.approx(fit.outlier_scores.tolist(), abs=1e-12)
     assert fit.spaces["text"].axes.shape == (384, 32) and fit.spaces["text"].min_samples == 1
     # the fit space of a later text is the fit's: a fitted text projected on its own lands on its fitted point
-    from shardlens.clustering import reduce_dimensions
+    from shardlens.cluster_fit import reduce_dimensions
 
     reduced = reduce_dimensions(np.stack([p.vector for p in points]).astype(np.float64), 32)
     assert fit.spaces["text"].point(points[3].vector) == pytest.approx(reduced[3], abs=1e-9)
 
 
 def test_glosh_conventions():
-    from shardlens.clustering import glosh
+    from shardlens.cluster_fit import glosh
 
     assert glosh(2.0, 8.0) == 0.75
     assert glosh(np.inf, np.inf) == 0.0  # a copy of a repeated text: as dense as it gets

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import one_line_error, shardlens_cli
 
+from shardlens.cluster_fit import load_points
 from shardlens.cluster_state import state_path
-from shardlens.clustering import load_points, run_clustering
+from shardlens.clustering import run_clustering
 from shardlens.records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from shardlens.vectors import encode_vector
 
@@ -259,7 +260,7 @@ def test_the_outlier_score_of_an_assigned_text_is_hdbscans_formula_at_its_neares
     distance), against the largest lambda of the tree node that member leaves and below."""
     import hdbscan
 
-    from shardlens.clustering import glosh
+    from shardlens.cluster_fit import glosh
 
     run(tmp_path, write_shards(tmp_path, ONCE, embed), "never")
     new = {**ONCE_ADDED[0]["ocr"], **ONCE_ADDED[1]["ocr"]}

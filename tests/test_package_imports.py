@@ -23,8 +23,6 @@ KNOWN_DEFERRED_CYCLES = {
         "shardlens.catalog", "shardlens.catalog.build", "shardlens.catalog.load", "shardlens.catalog.schema",
         "shardlens.label_studio", "shardlens.propagation", "shardlens.reviews", "shardlens.risk",
     }),  # fmt: skip
-    # clustering runs the fits whose state cluster_state keeps with clustering's options
-    frozenset({"shardlens.cluster_state", "shardlens.clustering"}),
 }
 
 

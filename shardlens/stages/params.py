@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..clustering import OUTLIER_SCORE_METHOD
+from ..cluster_fit import OUTLIER_SCORE_METHOD
 from ..near_duplicates import PHASH_METHOD
 from ..ontology import detector_options, regions_options
 from ..options import DetectOptions, EmbedOptions, GateOptions, OCROptions, RegionsOptions, StageOptions
