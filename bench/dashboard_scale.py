@@ -225,7 +225,8 @@ def add_reviews(db: Path, store: Path, n: int, seed: int = 1) -> int:
     """``n`` reviews of random regions through the validated path (record_reviews)."""
     import sqlite3
 
-    from shardlens.reviews import Review, record_reviews
+    from shardlens.review_store import Review
+    from shardlens.reviews import record_reviews
 
     conn = sqlite3.connect(db)
     picked = conn.execute("SELECT image_id, region_id, caption FROM regions ORDER BY (rowid * 2654435761) % 4294967311 LIMIT ?", (n,)).fetchall()

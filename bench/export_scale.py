@@ -139,7 +139,8 @@ def change_one_shard(cache: Path, db: Path, names: list[str], shard: str) -> dic
 def record_one_review(db: Path, store: Path, shard: str) -> None:
     import sqlite3
 
-    from shardlens.reviews import Review, record_reviews
+    from shardlens.review_store import Review
+    from shardlens.reviews import record_reviews
 
     conn = sqlite3.connect(db)
     image_id, region_id = conn.execute("SELECT image_id, region_id FROM regions WHERE shard = ? ORDER BY image_id LIMIT 1", (shard,)).fetchone()

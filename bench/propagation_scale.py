@@ -1,6 +1,6 @@
 """Propagated labels at scale: what one refresh of ``propagated_labels`` costs on a large catalog,
 which is what every catalog update and every review recorded in the dashboard pays
-(:func:`shardlens.reviews.mirror_reviews` copies the store and refreshes in one transaction).
+(:func:`shardlens.review_writer.mirror_reviews` copies the store and refreshes in one transaction).
 
 The catalog is written straight into the real schema (``shardlens.catalog.connect``): ``--texts``
 distinct OCR texts, one line each, in groups of five look-alikes (a centre plus noise, cosine
@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "bench"))
 from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 from shardlens.catalog import connect  # noqa: E402
 from shardlens.propagation import refresh_propagation  # noqa: E402
-from shardlens.reviews import CLUSTER_COLUMNS, COLUMNS, connect_store, mirror_reviews  # noqa: E402
+from shardlens.review_store import CLUSTER_COLUMNS, COLUMNS, connect_store  # noqa: E402
+from shardlens.review_writer import mirror_reviews  # noqa: E402
 from shardlens.vectors import encode_vector  # noqa: E402
 
 DIM = 384

@@ -29,8 +29,9 @@ accepted clusters (those with a passed audit) **weighted by cluster size** (item
 audit was drawn); its interval is the same weighted mean of the clusters' Wilson bounds (a
 conservative envelope, not a pooled interval).
 
-Audits live in the review store (``audits``, ``audit_items``; schema in :mod:`shardlens.reviews`),
-which no workflow rule rewrites, and are mirrored into the catalog with the reviews.
+Audits live in the review store (``audits``, ``audit_items``; schema in
+:mod:`shardlens.review_store`), which no workflow rule rewrites, and are mirrored into the catalog
+with the reviews.
 """
 
 from __future__ import annotations
@@ -42,16 +43,17 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .reviews import (
+from .catalog_rules import item_key
+from .review_store import (
     AUDIT_COLUMNS,
-    ClusterReviewResult,
     Review,
     ReviewError,
-    _now,
-    cluster_member_items,
     connect_store,
-    item_key,
-    mirror_reviews,
+)
+from .review_writer import _now, mirror_reviews
+from .reviews import (
+    ClusterReviewResult,
+    cluster_member_items,
     record_cluster_review,
     record_reviews,
 )

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 def fail(message: object) -> NoReturn:
     """How every command refuses: ``error: MESSAGE`` on stderr and exit code 2, no traceback.
     MESSAGE is one line naming the file and the reason (a rejected review file lists its
-    problems on the lines below it: :class:`shardlens.reviews.ReviewError`)."""
+    problems on the lines below it: :class:`shardlens.review_store.ReviewError`)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
 
@@ -100,7 +100,8 @@ def import_reviews_cmd(
     store: Path = typer.Option(Path("reviews/reviews.sqlite"), help="the review store (never rewritten by the workflow)"),
 ) -> None:
     """Validate every row and store the reviews, all or nothing. A bad row rejects the file."""
-    from .reviews import ReviewError, import_reviews
+    from .review_store import ReviewError
+    from .reviews import import_reviews
 
     if not db.exists():
         fail(f"catalog {db} does not exist: run `snakemake` first")

@@ -32,7 +32,8 @@ from .atomic import atomic_open
 from .catalog import CatalogError, connect_readonly, fetch_rows
 from .export_formats import export_paths
 from .json_stream import ArrayWriter
-from .reviews import Review, ReviewError, _store_reviews, catalog_problems
+from .review_store import Review, ReviewError
+from .review_writer import _store_reviews, catalog_problems
 
 # Names in the labeling config; the tasks and the import refer to them.
 IMAGE = "image"  # the <Image> object, and the task's data key holding the image URL

@@ -5,8 +5,8 @@ label a person's decision about similar items implies, with ``propagated_from`` 
 decision. It is derived, never edited: :func:`refresh_propagation` recomputes it from the
 catalog's tables inside the caller's transaction, on every catalog build or update
 (:func:`shardlens.catalog.import_cache`) and every time reviews are recorded or imported
-(:func:`shardlens.reviews.mirror_reviews`). ``final_annotations`` reads it: a human review wins,
-then a propagated label, then the machine label (``label_source`` 'review' | 'propagated' |
+(:func:`shardlens.review_writer.mirror_reviews`). ``final_annotations`` reads it: a human review
+wins, then a propagated label, then the machine label (``label_source`` 'review' | 'propagated' |
 'machine').
 
 Rules, in this order (an item gets at most one propagated label, from the first that applies):
@@ -78,7 +78,7 @@ import numpy as np
 
 from .catalog_rules import item_key, item_key_sql
 from .near_duplicates import has_near_duplicates
-from .reviews import Review
+from .review_store import Review
 from .table_sync import sync_table
 
 RECORDED = "recorded"  # use the threshold the catalog recorded (or the schema's default)

@@ -83,7 +83,7 @@ import sqlite3
 
 import numpy as np
 
-from .reviews import item_key
+from .catalog_rules import item_key
 from .table_sync import sync_table
 
 REGION_COMPONENTS = ("score", "margin", "disagreement", "exemplar", "outlier")

@@ -21,7 +21,7 @@ from shardlens.audits import (
     wilson,
 )
 from shardlens.catalog import build_catalog
-from shardlens.reviews import ReviewError, connect_store
+from shardlens.review_store import ReviewError, connect_store
 from test_propagation import image_id, write_cache
 
 QUIET = {"log": lambda message: None}

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import one_line_error
 from conftest import shardlens_cli as shardlens
-from shardlens.reviews import Review, record_reviews
+from shardlens.review_store import Review
+from shardlens.reviews import record_reviews
 
 
 

@@ -22,7 +22,8 @@ from shardlens.coco import LABEL_MODES, CocoOptions, coco_detection, coco_text, 
 from shardlens.config import load_config
 from shardlens.exports import export_all
 from shardlens.models.nanodet import COCO_CLASSES
-from shardlens.reviews import Review, record_reviews
+from shardlens.review_store import Review
+from shardlens.reviews import record_reviews
 
 
 def load(path: Path) -> COCO:

@@ -43,8 +43,9 @@ from shardlens.dashboard.launch import (
 )
 from shardlens.dashboard.thumbnails import Box, ThumbnailCache, default_cache_dir
 from shardlens.exports import export_all
+from shardlens.review_store import Review, connect_store
+from shardlens.reviews import record_reviews
 from shardlens.run_config import guess_images_root
-from shardlens.reviews import Review, connect_store, record_reviews
 
 SCREENSHOT = REPO / "docs" / "dashboard.png"
 VIEW_COLUMNS = (
@@ -310,7 +311,8 @@ def test_propagated_labels_in_the_queries(tmp_path):
     propagated_from included), the label-source filter lists exactly the view's rows of each
     source, the label filter finds propagated labels, and the bulk actions' items are the
     filtered propagated ones."""
-    from shardlens.reviews import mirror_reviews, record_cluster_review
+    from shardlens.review_writer import mirror_reviews
+    from shardlens.reviews import record_cluster_review
 
     bench = load_bench()
     db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews.sqlite"

@@ -27,7 +27,8 @@ from conftest import copy_tree, snakemake
 from shardlens.catalog import build_catalog
 from shardlens.exports import COLUMNS, PARTITION_FILE, REVIEW_COLUMNS, STATE_FILE, export_all, export_catalog, parquet_dataset, parquet_schema
 from shardlens.json_stream import ArrayWriter, ObjectWriter
-from shardlens.reviews import Review, import_review_csv, record_reviews
+from shardlens.review_store import Review
+from shardlens.reviews import import_review_csv, record_reviews
 from shardlens.spreadsheet import csv_cell
 
 
@@ -398,7 +399,8 @@ def test_exports_say_where_each_label_comes_from(tmp_path):
     from test_propagation import LOOK_ALIKES, image_id, write_cache
 
     from shardlens.catalog import build_catalog
-    from shardlens.reviews import Review, record_reviews
+    from shardlens.review_store import Review
+    from shardlens.reviews import record_reviews
 
     db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite"
     images = {"r.png": {"lines": ["EXIT"]}, "s.png": {"lines": ["EXIT.", "EXlT"]}}

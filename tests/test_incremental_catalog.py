@@ -31,7 +31,8 @@ from shardlens.records import record_check
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.shard_versions import TRACKING_TABLES
 from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jsonl
-from shardlens.reviews import Review, connect_store, record_reviews
+from shardlens.review_store import Review, connect_store
+from shardlens.reviews import record_reviews
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "gate", "ocr", "regions", "embed"]  # the catalog reads regions (the ontology applied), not detect

@@ -272,7 +272,7 @@ def test_groups_do_not_depend_on_the_sharding(tmp_path):
 
 def test_max_distance_regroups_in_place_and_null_turns_grouping_off(dog_catalog, tmp_path):
     from shardlens.catalog import build_catalog
-    from shardlens.reviews import mirror_reviews
+    from shardlens.review_writer import mirror_reviews
 
     run = tmp_path / "run"
     shutil.copytree(dog_catalog.parents[1], run)
@@ -342,7 +342,8 @@ def test_a_review_of_one_photo_reaches_its_near_copies_marked_propagated(dog_cat
     not the 2% crop (8 bits: in no group) nor the giraffe; a rejection reaches nobody; a person's
     own review of a copy's region wins."""
     from shardlens.propagation import normalised_iou
-    from shardlens.reviews import Review, record_reviews
+    from shardlens.review_store import Review
+    from shardlens.reviews import record_reviews
 
     run = tmp_path / "run"
     shutil.copytree(dog_catalog.parents[1], run)
@@ -411,7 +412,9 @@ def test_ocr_lines_match_by_box_and_the_group_rule_comes_before_clusters(tmp_pat
     from test_propagation import image_id, labels, write_cache
 
     from shardlens.catalog import build_catalog
-    from shardlens.reviews import Review, connect_store, mirror_reviews, record_cluster_review, record_reviews
+    from shardlens.review_store import Review, connect_store
+    from shardlens.review_writer import mirror_reviews
+    from shardlens.reviews import record_cluster_review, record_reviews
 
     db, store = tmp_path / "results" / "annotations.sqlite", tmp_path / "reviews" / "reviews.sqlite"
     base = 0x0F0F0F0F0F0F0F0F

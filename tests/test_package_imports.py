@@ -17,13 +17,7 @@ import shardlens
 # as the split of models/ocr_engines.py into interface, RapidOCR and registry did (the Paddle
 # backends import the interface, the registry imports them). Any other cycle fails, and so does
 # an entry here that is gone (remove it then).
-KNOWN_DEFERRED_CYCLES = {
-    # reviews calls back into catalog, label_studio and propagation, which import reviews' tables
-    frozenset({
-        "shardlens.catalog", "shardlens.catalog.build", "shardlens.catalog.load", "shardlens.catalog.schema",
-        "shardlens.label_studio", "shardlens.propagation", "shardlens.reviews", "shardlens.risk",
-    }),  # fmt: skip
-}
+KNOWN_DEFERRED_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:

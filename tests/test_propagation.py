@@ -18,15 +18,14 @@ from shardlens.catalog import build_catalog, import_cache
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.propagation import refresh_propagation, review_of_propagated
 from shardlens.records import SCHEMA_VERSION, write_jsonl
-from shardlens.reviews import (
+from shardlens.review_store import (
     STORE_DDL,
     Review,
     ReviewError,
     connect_store,
-    mirror_reviews,
-    record_cluster_review,
-    record_reviews,
 )
+from shardlens.review_writer import mirror_reviews
+from shardlens.reviews import record_cluster_review, record_reviews
 from shardlens.vectors import encode_vector
 
 STAGES = ["ingest", "gate", "ocr", "detect", "regions", "embed"]

@@ -15,7 +15,8 @@ import pytest
 from conftest import copy_tree, snakemake
 from shardlens.catalog import import_cache
 from shardlens.exports import export_catalog, parquet_dataset
-from shardlens.reviews import Review, record_reviews
+from shardlens.review_store import Review
+from shardlens.reviews import record_reviews
 
 QUIET = {"log": lambda message: None}
 

@@ -17,8 +17,8 @@ from ..digest_cache import DIGESTS_FILE, DigestCache
 from ..near_duplicates import distance_setting, refresh_near_duplicates
 from ..propagation import RECORDED, refresh_propagation
 from ..records import SCHEMA_VERSION, RecordError, read_jsonl, schema_hash
-from ..reviews import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, CLUSTER_COLUMNS, read_audit_rows, read_store, replace_audit_copies, replace_copies
-from ..reviews import COLUMNS as REVIEW_COLUMNS
+from ..review_store import AUDIT_COLUMNS, AUDIT_ITEM_COLUMNS, CLUSTER_COLUMNS, read_audit_rows, read_store, replace_audit_copies, replace_copies
+from ..review_store import COLUMNS as REVIEW_COLUMNS
 from ..risk import refresh_risk, replace_shard_signals, signal_rows
 from ..shard_versions import new_epoch, start_tracking
 from ..sqlite_connect import connect_writer

@@ -16,7 +16,7 @@ from ..catalog_rules import IMAGE_COLUMNS, final_select, image_key_sql, item_sel
 from ..near_duplicates import NEAR_DUPLICATES_DDL
 from ..propagation import PROPAGATION_DDL
 from ..records import schema_hash, load_schema
-from ..reviews import AUDITS_DDL, CLUSTER_REVIEWS_DDL, STORE_DDL
+from ..review_store import AUDITS_DDL, CLUSTER_REVIEWS_DDL, STORE_DDL
 from ..risk import RISK_DDL
 from ..shard_versions import TRACKING_DDL
 from ..sqlite_connect import connect_reader, connect_writer

@@ -13,7 +13,8 @@ import streamlit as st
 from shardlens.dashboard.launch import TOKEN_ENV
 from shardlens.dashboard.thumbnails import default_cache_dir
 from shardlens.propagation import review_of_propagated
-from shardlens.reviews import Review, ReviewError, record_reviews
+from shardlens.review_store import Review, ReviewError
+from shardlens.reviews import record_reviews
 from shardlens.run_config import guess_audit_size, guess_images_root
 
 

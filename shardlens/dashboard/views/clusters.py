@@ -11,7 +11,8 @@ from shardlens.audits import accept_after_audit, audit_saves_actions, draw_audit
 from shardlens.dashboard import queries as q
 from shardlens.dashboard.state import SOURCE, Settings, flash, go_cluster_queue, go_image, reviewer
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache
-from shardlens.reviews import ReviewError, record_cluster_review
+from shardlens.review_store import ReviewError
+from shardlens.reviews import record_cluster_review
 
 
 THUMB = 320  # cluster samples: drawn at 320 px, shown 4 in a row (about 200 px wide at 1280 px)
