@@ -1,5 +1,8 @@
-"""The package stands alone and its modules import one way (issue #20, item 5): no module of
-``shardlens`` imports snakemake, and the graph of module-level imports has no cycle."""
+"""The package stands alone and its modules import one way (issue #20, items 4 and 5): no module of
+``shardlens`` imports snakemake, and the graph of its imports has no cycle, neither through the
+imports run when a module is imported nor through those deferred into functions (a deferred
+import hides a cycle that a module-level one would make; modules that do one job import one way,
+as the split of models/ocr_engines.py into interface, RapidOCR and registry did)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,6 @@ import pkgutil
 from pathlib import Path
 
 import shardlens
-
-# Module-level imports have no cycle today: none is allowed.
-#
-# Imports deferred into functions hide cycles that module-level imports would make. Those known
-# today are listed here, by the modules in each; #20 item 4 (modules that do one job) breaks them,
-# as the split of models/ocr_engines.py into interface, RapidOCR and registry did (the Paddle
-# backends import the interface, the registry imports them). Any other cycle fails, and so does
-# an entry here that is gone (remove it then).
-KNOWN_DEFERRED_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
@@ -128,11 +122,16 @@ def test_the_cycle_finder_finds_cycles():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
+def test_imports_inside_functions_are_counted_apart(tmp_path):
+    path = tmp_path / "mod.py"
+    path.write_text("from . import a\n\n\ndef f():\n    from .b import c\n\n\nif TYPE_CHECKING:\n    from . import d\n")
+    assert _imports("shardlens.mod", path, module_level=True) == {"shardlens", "shardlens.a"}
+    assert _imports("shardlens.mod", path, module_level=False) == {"shardlens", "shardlens.a", "shardlens.b", "shardlens.b.c", "shardlens.d"}
+
+
 def test_no_import_cycle():
     assert _cycles(_graph(module_level=True)) == [], "import cycles (module-level imports)"
 
 
-def test_no_cycle_through_deferred_imports_but_the_known_ones():
-    cycles = {frozenset(c) for c in _cycles(_graph(module_level=False))}
-    assert cycles - KNOWN_DEFERRED_CYCLES == set(), "new import cycles (counting imports inside functions)"
-    assert KNOWN_DEFERRED_CYCLES - cycles == set(), "KNOWN_DEFERRED_CYCLES lists a cycle that is gone: remove it"
+def test_no_import_cycle_through_deferred_imports():
+    assert _cycles(_graph(module_level=False)) == [], "import cycles (counting imports inside functions)"
