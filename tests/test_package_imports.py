@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import pkgutil
+import re
 from pathlib import Path
 
 import shardlens
@@ -135,3 +136,52 @@ def test_no_import_cycle():
 
 def test_no_import_cycle_through_deferred_imports():
     assert _cycles(_graph(module_level=False)) == [], "import cycles (counting imports inside functions)"
+
+
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
+
+
+def _parts() -> dict[str, int]:
+    """docs/ARCHITECTURE.md's table of parts: each module or package named in a row (``images/``
+    is the package) with the row's number."""
+    parts: dict[str, int] = {}
+    for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0].isdigit():
+            for name in re.findall(r"`([a-z_/]+)`", cells[2]):
+                parts["shardlens." + name.rstrip("/").replace("/", ".")] = int(cells[0])
+    return parts
+
+
+def _part_of(module: str, parts: dict[str, int]) -> int | None:
+    """The part of ``module``: that of the longest name in ``parts`` that is it or holds it (the
+    package's own ``__init__`` belongs to the base)."""
+    if module == "shardlens":
+        return 0
+    while module not in parts and "." in module:
+        module = module.rsplit(".", 1)[0]
+    return parts.get(module)
+
+
+def test_every_module_is_in_one_part_of_the_architecture():
+    parts = _parts()
+    assert len(set(parts.values())) == 9, "docs/ARCHITECTURE.md's table of parts was not read"
+    assert [name for name in _modules() if _part_of(name, parts) is None] == []
+
+
+def test_imports_follow_the_order_of_the_parts():
+    """No module imports one of a part below its own (counting imports inside functions)."""
+    parts = _parts()
+    upward = sorted(
+        f"{name} (part {_part_of(name, parts)}) imports {target} (part {_part_of(target, parts)})"
+        for name, targets in _graph(module_level=False).items()
+        for target in targets
+        if _part_of(target, parts) > _part_of(name, parts)
+    )
+    assert upward == []
+
+
+def test_a_module_belongs_to_the_part_of_its_package():
+    parts = {"shardlens.low": 0, "shardlens.high": 1}
+    assert _part_of("shardlens.high.sub", parts) == 1 and _part_of("shardlens.low", parts) == 0
+    assert _part_of("shardlens.elsewhere", parts) is None
