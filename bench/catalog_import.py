@@ -19,8 +19,8 @@ import cProfile
 import hashlib
 import json
 import pstats
-import statistics
 import shutil
+import statistics
 import sys
 import tempfile
 import time

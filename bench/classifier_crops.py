@@ -69,8 +69,9 @@ def boxes_for(images, n_crops: int, seed: int = 0) -> list[list[list[float]]]:
 def build_siglip_base(dest: Path) -> tuple[Path, str]:
     """A randomly initialised SigLIP-base (google/siglip-base-patch16-224 shapes) + processor in ``dest``."""
     import torch
-    from tiny_hf_models import gemma_tokenizer
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor
+
+    from tiny_hf_models import gemma_tokenizer
 
     tokenizer = gemma_tokenizer(model_max_length=64)
     specials = {
@@ -139,6 +140,7 @@ def main() -> None:
         args.crops, args.rounds, args.tiny_rounds, args.batch_sizes = 24, 1, 3, [1, 8]
 
     import torch
+
     import tiny_hf_models
 
     torch.set_num_threads(args.threads)

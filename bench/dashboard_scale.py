@@ -292,10 +292,9 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
 
     from playwright.sync_api import sync_playwright
 
+    from shardlens.dashboard import queries as q
     from shardlens.dashboard.launch import dashboard_command
     from tests.browser import CHROMIUM, CHROMIUM_ARGS
-
-    from shardlens.dashboard import queries as q
 
     conn = q.open_catalog(db)
     first_page = [c.cluster_id for c in q.cluster_page(conn, 0, 10)]

@@ -16,11 +16,12 @@ import statistics
 import time
 
 import numpy as np
-from _common import REPO, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 from PIL import Image, ImageOps
 
 from shardlens.models.nanodet import NanoDetDetector
 from shardlens.options import DetectOptions
+
+from _common import REPO, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 
 OPTIONS = {
     "letterbox (default)": {"resize": "letterbox", "flip": False},

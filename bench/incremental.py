@@ -68,21 +68,26 @@ from functools import lru_cache
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PYTHON, REPO, add_common_args, command_line, emit, fmt_load, load_average, log, snakemake_cmd, wait_for_quiet, write_workdir_config  # noqa: E402
 from plan_scale import make_listing  # noqa: E402
+
+from _common import PYTHON, REPO, add_common_args, command_line, emit, fmt_load, load_average, log, snakemake_cmd, wait_for_quiet, write_workdir_config  # noqa: E402
 
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from shardlens.records import record_check  # noqa: E402
 from shardlens.config import load_config  # noqa: E402
 from shardlens.images.listing import list_images  # noqa: E402
 from shardlens.quality_set import COCO_CLASSES  # noqa: E402
-from shardlens.records import SCHEMA_VERSION, dumps, validate_record  # noqa: E402
-from shardlens.shards import listing_text, plan_shards, shard_count_for, write_listing  # noqa: E402
+from shardlens.records import (  # noqa: E402
+    SCHEMA_VERSION,
+    dumps,
+    record_check,  # noqa: E402
+    validate_record,
+)
 from shardlens.shard_jobs import write_shard_jobs  # noqa: E402
+from shardlens.shards import listing_text, plan_shards, shard_count_for, write_listing  # noqa: E402
 from shardlens.stages import SHARD_STAGES  # noqa: E402
 from shardlens.vectors import encode_vector  # noqa: E402
 

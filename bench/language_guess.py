@@ -18,8 +18,9 @@ import statistics
 import subprocess
 import sys
 
-from _common import PYTHON, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 from ocr_accuracy import PHRASES
+
+from _common import PYTHON, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 
 OPTIONS = {
     "19 languages, high accuracy (default)": {"low_accuracy": False},

@@ -26,9 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 from shardlens.catalog import connect  # noqa: E402
 from shardlens.near_duplicates import chunk_plan, close_pairs, group_hashes, hashes_to_array, refresh_near_duplicates  # noqa: E402
+
+from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 
 
 def synthesize(n: int, planted_share: float, max_distance: int, seed: int = 0) -> tuple[list[str], list[str], set[tuple[int, int]]]:

@@ -18,7 +18,6 @@ import json
 from collections import Counter
 
 import numpy as np
-from _common import REPO, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 from PIL import Image, ImageOps
 
 from shardlens.config import load_config
@@ -26,6 +25,8 @@ from shardlens.models.nanodet import NanoDetDetector
 from shardlens.ontology import apply_ontology, load_ontology
 from shardlens.options import DetectOptions
 from shardlens.stages.detect import merge_candidates
+
+from _common import REPO, fmt_load, git_commit, log  # bench/ is the script's sys.path[0]
 
 
 def main() -> None:

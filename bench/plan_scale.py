@@ -36,10 +36,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import add_common_args, command_line, emit, generate_images, log, planned_jobs, run_snakemake, wait_for_quiet, write_workdir_config  # noqa: E402
-
 from shardlens.images.listing import list_images  # noqa: E402
 from shardlens.shards import plan_shards, shard_count_for, write_listings  # noqa: E402
+
+from _common import add_common_args, command_line, emit, generate_images, log, planned_jobs, run_snakemake, wait_for_quiet, write_workdir_config  # noqa: E402
 
 
 def make_listing(folder: Path, n: int) -> Path:

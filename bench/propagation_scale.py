@@ -30,12 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 from shardlens.catalog import connect  # noqa: E402
 from shardlens.propagation import refresh_propagation  # noqa: E402
 from shardlens.review_store import CLUSTER_COLUMNS, COLUMNS, connect_store  # noqa: E402
 from shardlens.review_writer import mirror_reviews  # noqa: E402
 from shardlens.vectors import encode_vector  # noqa: E402
+
+from _common import add_common_args, command_line, emit, log, wait_for_quiet  # noqa: E402
 
 DIM = 384
 CLASSES = 50

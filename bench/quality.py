@@ -55,10 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import PYTHON, REPO, cpu_model, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 
 from shardlens.evaluation import match_predictions, score
 from shardlens.quality_set import QualitySetError, load_ground_truth
+
+from _common import PYTHON, REPO, cpu_model, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 
 QUALITY = REPO / "tests" / "quality"
 REFERENCE_NANODET_THRESHOLD = 0.3

@@ -42,7 +42,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import command_line, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 from quality import QUALITY, BenchError, run_workflow, sha256, write_workdir_config
 
 from shardlens.audits import audit_saves_actions, draw_sample, wilson
@@ -50,6 +49,8 @@ from shardlens.catalog import import_cache
 from shardlens.config import schema_default
 from shardlens.evaluation import line_verdicts, region_verdicts
 from shardlens.quality_set import QualitySetError, load_ground_truth
+
+from _common import command_line, fmt_load, git_commit, load_average, log  # bench/ is the script's sys.path[0]
 
 
 @dataclass

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path

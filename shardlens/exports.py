@@ -41,10 +41,10 @@ from .catalog import connect_readonly
 from .catalog_rules import image_key_sql, is_first_path_sql
 from .export_formats import FORMATS, STEM, check_formats, export_paths  # noqa: F401 (FORMATS: re-exported)
 from .json_stream import ArrayWriter
+from .label_studio import image_url, label_studio_tasks, write_label_studio  # noqa: F401 (image_url, label_studio_tasks: re-exported)
 from .models.mirror import file_sha256
 from .run_config import guess_images_root
 from .shard_versions import tracked_versions
-from .label_studio import image_url, label_studio_tasks, write_label_studio  # noqa: F401 (image_url, label_studio_tasks: re-exported)
 from .spreadsheet import csv_cell
 
 COLUMNS = (

@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import json
 import math
-from bisect import bisect_left
 import sqlite3
+from bisect import bisect_left
 from itertools import combinations
 
 import numpy as np

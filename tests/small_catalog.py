@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
-from conftest import smooth_image, text_image
 from shardlens.catalog import build_catalog
 from shardlens.config import load_config
 from shardlens.images.decoding import Limits
@@ -21,6 +20,8 @@ from shardlens.models.registry import models_for_config
 from shardlens.shards import plan_shards, write_listings
 from shardlens.stages import detect, gate, ingest, ocr, regions
 from shardlens.stages.params import stage_options, stage_params
+
+from conftest import smooth_image, text_image
 
 STAGES = ["ingest", "gate", "ocr", "detect", "regions"]
 

@@ -65,8 +65,8 @@ def test_a_folder_is_staged_beside_its_target_and_never_left_behind(tmp_path, um
 
 
 def test_cache_and_exports_follow_the_umask(tmp_path, umask_022):
-    from shardlens.records import write_jsonl
     from shardlens.exports import write_csv
+    from shardlens.records import write_jsonl
 
     write_jsonl(tmp_path / "cache" / "gate" / "0000.jsonl", "gate", [])
     write_csv(tmp_path / "results" / "annotations.csv", [])

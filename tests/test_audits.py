@@ -9,6 +9,7 @@ import random
 import sqlite3
 
 import pytest
+from test_propagation import image_id, write_cache
 
 from shardlens.audits import (
     accept_after_audit,
@@ -22,7 +23,6 @@ from shardlens.audits import (
 )
 from shardlens.catalog import build_catalog
 from shardlens.review_store import ReviewError, connect_store
-from test_propagation import image_id, write_cache
 
 QUIET = {"log": lambda message: None}
 

@@ -7,7 +7,6 @@ import sqlite3
 
 import pytest
 
-from conftest import text_image
 from shardlens.catalog import CatalogError, import_cache
 from shardlens.config import load_config
 from shardlens.images.decoding import Limits
@@ -17,6 +16,8 @@ from shardlens.models.registry import models_for_config
 from shardlens.options import GateOptions, OCROptions
 from shardlens.shards import plan_shards, write_listings
 from shardlens.stages import gate, ingest, ocr
+
+from conftest import text_image
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error
-from conftest import shardlens_cli as shardlens
 from shardlens.review_store import Review
 from shardlens.reviews import record_reviews
 
-
+from conftest import one_line_error
+from conftest import shardlens_cli as shardlens
 
 
 def sql(db: Path, query: str, *params) -> list[tuple]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from shardlens.cluster_fit import TextPoint, build_clusters, cluster_points, ctfidf_keywords
-from collections import Counter
 
 
 @pytest.fixture(scope="module")

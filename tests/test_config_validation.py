@@ -10,8 +10,9 @@ import json
 import pytest
 import yaml
 
-from conftest import REPO
 from shardlens.config import SCHEMA, load_config
+
+from conftest import REPO
 
 ACCEPTED = [
     {},

@@ -29,8 +29,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import CHROMIUM, CHROMIUM_ARGS
-from conftest import REPO, skip_unless_available, smooth_image, snakemake, text_image, write_config
 from shardlens.dashboard import queries as q
 from shardlens.dashboard.launch import (
     MIN_TOKEN_LENGTH,
@@ -46,6 +44,9 @@ from shardlens.exports import export_all
 from shardlens.review_store import Review, connect_store
 from shardlens.reviews import record_reviews
 from shardlens.run_config import guess_images_root
+
+from browser import CHROMIUM, CHROMIUM_ARGS
+from conftest import REPO, skip_unless_available, smooth_image, snakemake, text_image, write_config
 
 SCREENSHOT = REPO / "docs" / "dashboard.png"
 VIEW_COLUMNS = (

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
 from shardlens.models.minilm_onnx import ONNX_PATH
 from shardlens.models.text_embedder import default_model_dir
 from shardlens.models.weights import package_dir, sha256_file
+
+from conftest import REPO
 
 
 def stated_hashes() -> dict[str, str]:
@@ -38,8 +39,9 @@ def test_the_perceptual_hash_method_names_the_pinned_and_installed_imagehash():
     package agree, and DEPENDENCIES.md lists it."""
     from importlib.metadata import version
 
-    from shardlens.near_duplicates import PHASH_METHOD
     from test_envs import pyproject_pins
+
+    from shardlens.near_duplicates import PHASH_METHOD
 
     pinned = pyproject_pins()["imagehash"]
     assert PHASH_METHOD.startswith(f"imagehash {pinned} phash")

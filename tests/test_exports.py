@@ -23,13 +23,14 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import copy_tree, snakemake
 from shardlens.catalog import build_catalog
 from shardlens.exports import COLUMNS, PARTITION_FILE, REVIEW_COLUMNS, STATE_FILE, export_all, export_catalog, parquet_dataset, parquet_schema
 from shardlens.json_stream import ArrayWriter, ObjectWriter
 from shardlens.review_store import Review
 from shardlens.reviews import import_review_csv, record_reviews
 from shardlens.spreadsheet import csv_cell
+
+from conftest import copy_tree, snakemake
 
 
 @pytest.fixture()
@@ -263,10 +264,11 @@ def test_the_parquet_dataset_holds_the_csv_rows_one_partition_per_shard(small_ca
 def reload_catalog(run: Path, shards: list[str]) -> dict:
     """The manifest of ``shards`` written again and the catalog updated in place, as the workflow's
     manifest and catalog rules do after a shard changed."""
-    from small_catalog import STAGES
     from shardlens.config import load_config
     from shardlens.manifest import build_manifest, write_manifest
     from shardlens.models.registry import models_for_config
+
+    from small_catalog import STAGES
 
     config = load_config(run / "config" / "config.yaml")
     write_manifest(run / "cache" / "manifest.json", build_manifest(run / "cache", shards, models_for_config(config), stages=STAGES))

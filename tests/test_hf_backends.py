@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tiny_hf_models
 from shardlens.models.crop_classifier import HFCropClassifier
 from shardlens.models.hub_resolution import ModelLoadError, model_version, weight_files_for
 from shardlens.models.open_vocab_detector import HFOpenVocabDetector
+
+import tiny_hf_models
 
 DETECTORS = ["owlv2", "owlvit", "grounding-dino"]
 CLASSIFIERS = ["siglip", "clip"]

@@ -27,12 +27,11 @@ from jsonschema import Draft202012Validator
 
 from shardlens import catalog
 from shardlens.catalog import build_catalog, catalog_hash, import_cache, keep_path
-from shardlens.records import record_check
 from shardlens.manifest import build_manifest, write_manifest
-from shardlens.shard_versions import TRACKING_TABLES
-from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, write_jsonl
+from shardlens.records import SCHEMA_VERSION, load_schema, read_jsonl, record_check, write_jsonl
 from shardlens.review_store import Review, connect_store
 from shardlens.reviews import record_reviews
+from shardlens.shard_versions import TRACKING_TABLES
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "gate", "ocr", "regions", "embed"]  # the catalog reads regions (the ontology applied), not detect
@@ -539,9 +538,10 @@ def test_the_workflow_updates_the_catalog_in_place_and_equals_a_full_rebuild(tmp
     job updates the same file (Snakemake's delete undone by the second name), loads only the
     shards whose files changed, keeps the reviews, makes no backup copy, and ends equal to a
     full rebuild from the same cache."""
-    from conftest import snakemake, text_image, write_config
     from shardlens.shards import shard_names, shard_of
     from shardlens.stages import SHARD_STAGES
+
+    from conftest import snakemake, text_image, write_config
 
     workdir = tmp_path / "run"
     write_config(workdir, images=str(tiny_images), shards={"count": 3})

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import one_line_error, shardlens_cli
 
 from shardlens.cluster_fit import load_points
 from shardlens.cluster_state import state_path
 from shardlens.clustering import run_clustering
 from shardlens.records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from shardlens.vectors import encode_vector
+
+from conftest import one_line_error, shardlens_cli
 
 OPTIONS = {
     "min_cluster_size": 2, "min_samples": 1, "pca_dims": 32, "selection_epsilon": 0.0, "min_similarity": 0.5,

@@ -24,8 +24,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, copy_tree, skip_unless_available, snakemake, text_image, write_config
 from shardlens.label_studio import image_url, labeling_config
+
+from conftest import REPO, copy_tree, skip_unless_available, snakemake, text_image, write_config
 
 # Names that break naive URLs: a space, '#' (fragment), '?' (query), '%' (escape), '&', '+',
 # non-ASCII, and a leading '=' (a spreadsheet formula).

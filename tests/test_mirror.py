@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import tiny_hf_models
 from shardlens.models.mirror import LOCK_NAME, MirrorError, file_sha256, mirror_model, verify_mirror
+
+import tiny_hf_models
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,7 @@ def test_cli_mirror_and_a_run_refusing_changed_weights(tmp_path):
     from shardlens.cli import app
     from shardlens.models.detectors import detector_weight_files
     from shardlens.models.mirror import MirrorError
+
     from tiny_hf_models import build_owlv2
 
     source = build_owlv2(tmp_path / "owl")

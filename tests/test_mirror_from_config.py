@@ -13,10 +13,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import tiny_hf_models
 from shardlens.cli import app
 from shardlens.config import load_config
 from shardlens.models.mirror import LOCK_NAME, MirrorError, config_models, verify_mirror
+
+import tiny_hf_models
 
 OWL_ID = "tiny-org/tiny-owlv2"
 SIGLIP_ID = "tiny-org/tiny-siglip"

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shardlens.options import DetectOptions
 from shardlens.models.nanodet import (
     COCO_CLASSES,
     DEFAULT_MODEL_PATH,
@@ -22,6 +21,7 @@ from shardlens.models.nanodet import (
     nms_per_class,
     preprocess,
 )
+from shardlens.options import DetectOptions
 
 BINS = 11
 BIG = 60.0  # a logit this much above the others puts all the softmax mass on its bin (e^-60 ~ 1e-26)

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from conftest import REPO
-from small_catalog import catalog_of_folder
 from shardlens.images.decoding import Limits
-from shardlens.options import IngestOptions
 from shardlens.near_duplicates import close_pairs, group_hashes, hamming, hashes_to_array, perceptual_hash
+from shardlens.options import IngestOptions
 from shardlens.records import validate_record
 from shardlens.stages import ingest
+
+from conftest import REPO
+from small_catalog import catalog_of_folder
 
 QUALITY = REPO / "tests" / "quality" / "images"
 DOG = QUALITY / "objects" / "darknet_dog.jpg"

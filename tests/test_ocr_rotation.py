@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import skip_unless_available
 from shardlens.evaluation import cer, edit_distance, normalise
+
+from conftest import skip_unless_available
 
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 LINES = ["Main Street Station", "Open daily from 9 to 5"]

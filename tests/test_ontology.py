@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, one_line_error, planned_jobs, shardlens_cli, snakemake, write_config
 from shardlens.config import load_config
 from shardlens.ontology import (
     OntologyError,
@@ -26,6 +25,8 @@ from shardlens.ontology import (
 )
 from shardlens.records import validate_record
 from shardlens.stages.params import stage_params
+
+from conftest import REPO, one_line_error, planned_jobs, shardlens_cli, snakemake, write_config
 
 IMAGE = "ab" * 32
 
@@ -227,9 +228,9 @@ def test_suggest_maps_native_classes_onto_terms_and_prints_a_valid_file(tmp_path
     assert "# similarity" in proc.stdout
     # the same mapping the vocabulary shorthand applies
     from shardlens.models.text_embedder import make_text_embedder
-    from shardlens.options import EmbedOptions
     from shardlens.models.vocabulary import build_vocabulary_map
     from shardlens.ontology import native_classes
+    from shardlens.options import EmbedOptions
 
     classes = native_classes({"backend": "nanodet"})
     mapping = build_vocabulary_map(classes, ["automobile", "person", "invoice"], make_text_embedder(EmbedOptions.from_values({"backend": "onnx"}), threads=1).encode, 0.6).mapping

@@ -189,9 +189,9 @@ def _engine_entry_points():
     from shardlens.models import ocr_engines
     from shardlens.models.crop_classifier import HFCropClassifier
     from shardlens.models.detectors import make_classifier, make_detector
+    from shardlens.models.language import LanguageGuesser
     from shardlens.models.nanodet import NanoDetDetector
     from shardlens.models.open_vocab_detector import HFOpenVocabDetector
-    from shardlens.models.language import LanguageGuesser
     from shardlens.models.paddle_bridge import PaddleBridgeEngine
     from shardlens.models.paddle_ocr import PaddleOCREngine
     from shardlens.models.rapid_ocr import RapidOCREngine

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from conftest import skip_unless_available
 from shardlens.evaluation import cer, edit_distance, normalise
 from shardlens.models import paddle_models
 from shardlens.models.paddle_models import (
@@ -30,6 +29,8 @@ from shardlens.models.paddle_models import (
     paddle_venv,
 )
 from shardlens.options import OCROptions
+
+from conftest import skip_unless_available
 
 FONTS = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
 PADDLE_OPTIONS = OCROptions.from_values({"engine": "paddleocr"})

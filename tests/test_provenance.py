@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error
-from conftest import shardlens_cli as shardlens
 from shardlens.config import load_config
 from shardlens.manifest import build_manifest, canonical_json, history_entries, record_history, write_manifest
 from shardlens.provenance import diff_paths, format_diff
-from shardlens.shards import shard_of, shard_names
+from shardlens.shards import shard_names, shard_of
 from shardlens.stages.params import STAGE_PARAMS, stage_params
+
+from conftest import one_line_error
+from conftest import shardlens_cli as shardlens
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "gate", "ocr", "detect", "embed"]
@@ -301,9 +302,9 @@ def snakemake_params(workdir: Path, output: str) -> list[str]:
 def test_workflow_manifest_params_are_what_snakemake_gave_the_rules(tmp_path, tiny_images):
     """Per stage, the manifest's params plus the model hash are exactly the values Snakemake
     passed the rule (and recorded to decide re-runs)."""
-    from conftest import snakemake, write_config
-
     from shardlens.stages import SHARD_STAGES
+
+    from conftest import snakemake, write_config
 
     workdir = tmp_path / "run"
     write_config(workdir, images=str(tiny_images), shards={"count": 2}, ocr={"box_thresh": 0.4})

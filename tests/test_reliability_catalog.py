@@ -23,9 +23,9 @@ import pytest
 from shardlens import catalog
 from shardlens.adapters.phase1 import PHASE1_SCHEMA_HASH
 from shardlens.catalog import SCHEMA_ADAPTERS, CatalogError, build_catalog, import_cache
-from shardlens.shard_versions import TRACKING_TABLES
 from shardlens.manifest import build_manifest, write_manifest
 from shardlens.records import SCHEMA_VERSION, file_digest, schema_hash, write_jsonl
+from shardlens.shard_versions import TRACKING_TABLES
 
 STAGES = ["ingest", "gate", "ocr"]
 REPO = Path(__file__).resolve().parents[1]

@@ -20,12 +20,13 @@ import pytest
 import yaml
 from PIL import Image, ImageFile
 
-from badinputs import CORPUS_LIMITS, UNLISTED, SmallDisk, can_deny_reads, ingest_corpus_unprivileged, make_corpus, png_bomb, tall_small_jpeg
 from shardlens.images.decoding import ImageError, Limits, open_image, read_bytes
 from shardlens.images.listing import ListingError, list_images
 from shardlens.options import IngestOptions
 from shardlens.stages import ingest
 from shardlens.stages.ingest import IsolatedIngest, ingest_file
+
+from badinputs import CORPUS_LIMITS, UNLISTED, SmallDisk, can_deny_reads, ingest_corpus_unprivileged, make_corpus, png_bomb, tall_small_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -478,11 +479,11 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     record made from other bytes under its old image_id; both are skipped as ``ingest_error``,
     the log names each file and why, the others are scored as usual, and the next plan's listing
     differs, so the next run ingests the shard again."""
-    from conftest import text_image
-
-    from shardlens.shards import listing_text, plan_shards, write_listing
     from shardlens.options import GateOptions
+    from shardlens.shards import listing_text, plan_shards, write_listing
     from shardlens.stages import gate
+
+    from conftest import text_image
 
     root = tmp_path / "images"
     root.mkdir()

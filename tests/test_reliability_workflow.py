@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from badinputs import CORPUS_LIMITS, ROTATED_TEXT, UNLISTED, SmallDisk, copy_corpus, drop_file_override, make_corpus, read_only, rotated_sign_box, unprivileged
-from conftest import REPO, copy_tree, snakemake, write_config
 from shardlens.records import read_jsonl
 from shardlens.report import summary_line, write_ingest_report
 from shardlens.shard_versions import TRACKING_TABLES
+
+from badinputs import CORPUS_LIMITS, ROTATED_TEXT, UNLISTED, SmallDisk, copy_corpus, drop_file_override, make_corpus, read_only, rotated_sign_box, unprivileged
+from conftest import REPO, copy_tree, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 

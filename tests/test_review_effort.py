@@ -7,8 +7,9 @@ import importlib
 
 import pytest
 
-from conftest import REPO
 from shardlens.audits import draw_sample
+
+from conftest import REPO
 
 
 @pytest.fixture()

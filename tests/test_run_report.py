@@ -18,13 +18,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import snakemake
 from shardlens import run_report
 from shardlens.catalog import connect
 from shardlens.jobs import JobSummary
 from shardlens.report import write_ingest_report
 from shardlens.shard_jobs import write_shard_jobs
 from shardlens.stages import SHARD_STAGES
+
+from conftest import snakemake
 
 
 def _insert(conn: sqlite3.Connection, table: str, **row) -> None:

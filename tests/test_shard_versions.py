@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_tree, snakemake
 from shardlens.catalog import import_cache
 from shardlens.exports import export_catalog, parquet_dataset
 from shardlens.review_store import Review
 from shardlens.reviews import record_reviews
+
+from conftest import copy_tree, snakemake
 
 QUIET = {"log": lambda message: None}
 

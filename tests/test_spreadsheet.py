@@ -9,8 +9,9 @@ import sqlite3
 import pytest
 from PIL import Image
 
-from conftest import snakemake, text_image, write_config
 from shardlens.spreadsheet import csv_cell, csv_value
+
+from conftest import snakemake, text_image, write_config
 
 HOSTILE = ["=cmd|' /C calc'!A0", '=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\rx"]
 HARMLESS = ["plain", "it's", "'abc", "", "a=b", "12"]

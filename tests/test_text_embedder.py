@@ -66,8 +66,8 @@ print(json.dumps({"embedded": len(records), "heavy": sorted(m for m in sys.modul
 
 
 def test_default_shard_stages_never_import_torch(tmp_path):
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     from conftest import text_image
 

@@ -17,10 +17,10 @@ are made from live in :mod:`shardlens.catalog_rules`."""
 
 from __future__ import annotations
 
-from .schema import FIXED_DDL, STAGE_TABLES, CatalogError, catalog_hash, connect, connect_readonly, fetch_rows, record_columns, schema_statements, table_ddl
+from .build import build_catalog, keep_path
 from .derive import CATALOG_DERIVATION, link_lines_to_regions
 from .load import SCHEMA_ADAPTERS, import_cache, read_manifest, read_records, verify_shard_files
-from .build import build_catalog, keep_path
+from .schema import FIXED_DDL, STAGE_TABLES, CatalogError, catalog_hash, connect, connect_readonly, fetch_rows, record_columns, schema_statements, table_ddl
 
 __all__ = [
     "CATALOG_DERIVATION",

@@ -6,7 +6,6 @@ candidates and the risk signals of a shard are derived alongside (:mod:`shardlen
 
 from __future__ import annotations
 
-
 # Bump when rows are derived differently from the same records (e.g. how OCR lines link to
 # regions): a catalog written by another derivation is then rebuilt, like one of another layout.
 CATALOG_DERIVATION = 1

@@ -27,7 +27,6 @@ from ..table_sync import sync_table
 from .derive import link_lines_to_regions
 from .schema import STAGE_TABLES, CatalogError, catalog_hash, record_columns, schema_statements
 
-
 # Schema hashes this catalog can read, with the adapter that turns such a cache's manifest and
 # records into the current ones (None: already current). Reading an older cache goes through its
 # adapter, one per version (shardlens/adapters/); any other hash is refused, listing these.

@@ -15,13 +15,12 @@ from pathlib import Path
 from ..catalog_rules import IMAGE_COLUMNS, final_select, image_key_sql, item_select
 from ..near_duplicates import NEAR_DUPLICATES_DDL
 from ..propagation import PROPAGATION_DDL
-from ..records import schema_hash, load_schema
+from ..records import load_schema, schema_hash
 from ..review_store import AUDITS_DDL, CLUSTER_REVIEWS_DDL, STORE_DDL
 from ..risk import RISK_DDL
 from ..shard_versions import TRACKING_DDL
 from ..sqlite_connect import connect_reader, connect_writer
 from .derive import CATALOG_DERIVATION
-
 
 # record kind -> (table, primary key). Every stage table also has a 'shard' column. The regions
 # are the regions stage's (the ontology applied); the detector's own records (kind 'detection')

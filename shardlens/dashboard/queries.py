@@ -20,13 +20,24 @@ from pathlib import Path
 import numpy as np
 
 from ..catalog_rules import (
-    CLUSTER_ID, CONFIDENCE, IMAGE_COLUMNS, IS_CLUSTER, ITEM_GROUPS, ITEM_TABLES, LABEL_SOURCE, final_label_sql,
-    final_select, first_path_sql, is_first_path_sql, item_select, member_items, member_join,
+    CLUSTER_ID,
+    CONFIDENCE,
+    IMAGE_COLUMNS,
+    IS_CLUSTER,
+    ITEM_GROUPS,
+    ITEM_TABLES,
+    LABEL_SOURCE,
+    final_label_sql,
+    final_select,
+    first_path_sql,
+    is_first_path_sql,
+    item_select,
+    member_items,
+    member_join,
 )  # fmt: skip
 from ..near_duplicates import group_of, has_near_duplicates
 from ..sqlite_connect import connect_reader
 from ..vectors import decode_vector
-
 
 # Orderings of the item list (the review queue). Every one ends in the item's key so pages
 # never overlap or skip an item.

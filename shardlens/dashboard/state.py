@@ -17,7 +17,6 @@ from shardlens.review_store import Review, ReviewError
 from shardlens.reviews import record_reviews
 from shardlens.run_config import guess_audit_size, guess_images_root
 
-
 VIEWS = ("Clusters", "Review queue", "Image", "Map")
 SOURCE = "dashboard"
 LABEL_SOURCE_CHOICES = {"any": None, "machine": "machine", "propagated": "propagated", "reviewed": "review"}

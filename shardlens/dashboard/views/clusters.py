@@ -14,7 +14,6 @@ from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache
 from shardlens.review_store import ReviewError
 from shardlens.reviews import record_cluster_review
 
-
 THUMB = 320  # cluster samples: drawn at 320 px, shown 4 in a row (about 200 px wide at 1280 px)
 SAMPLES = 4
 CLUSTER_ORDER_CHOICES = {"riskiest first": "risk", "largest first": "size"}

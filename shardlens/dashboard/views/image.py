@@ -13,7 +13,6 @@ from shardlens.dashboard.item_text import box_color, item_name, propagated_marke
 from shardlens.dashboard.state import Settings, flash, go_image, item_review, submit
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache
 
-
 LARGE = 1024
 NEAR_THUMB = 160  # near-duplicate thumbnails: drawn at 160 px, six in a row
 

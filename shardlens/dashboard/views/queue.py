@@ -13,7 +13,6 @@ from shardlens.dashboard.state import Settings, catalog_signature, flash, go_ima
 from shardlens.dashboard.thumbnails import COLORS, Box, ThumbnailCache
 from shardlens.propagation import review_of_propagated
 
-
 QUEUE_PAGE = 20
 
 
