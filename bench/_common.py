@@ -119,7 +119,22 @@ def command_line() -> str:
 # The generated image set
 # --------------------------------------------------------------------------------------------
 
-PHOTO_SOURCES = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "camera", "coins", "moon", "retina", "colorwheel", "brick", "grass", "gravel", "cell")
+PHOTO_SOURCES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "camera",
+    "coins",
+    "moon",
+    "retina",
+    "colorwheel",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+)
 WORDS = (
     "open", "hours", "exit", "sale", "today", "parking", "station", "coffee", "bakery", "market", "hotel",
     "pharmacy", "bank", "museum", "library", "school", "north", "south", "main", "street", "platform",

@@ -53,25 +53,70 @@ def generate_cache(cache: Path, shards: int, per_shard: int) -> tuple[int, list[
             path = f"camera{k % 7}/day{int(shard):04d}/img_{k:05d}.jpg"
             image_id = hashlib.sha256(f"{shard}/{k}".encode()).hexdigest()
             w, h = 4000, 3000
-            ingest.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "path": path, "bytes": int(rng.integers(1e6, 5e6)),
-                           "width": w, "height": h, "format": "JPEG", "phash": None, "status": "ok", "error": None, "error_detail": None})
+            ingest.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": image_id,
+                    "path": path,
+                    "bytes": int(rng.integers(1e6, 5e6)),
+                    "width": w,
+                    "height": h,
+                    "format": "JPEG",
+                    "phash": None,
+                    "status": "ok",
+                    "error": None,
+                    "error_detail": None,
+                }
+            )
             has_text = bool(rng.random() < 0.3)
-            gate.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": has_text, "score": round(float(rng.random()), 6),
-                         "decision": "ocr" if has_text else "skip", "skip_reason": None if has_text else "no_text_regions",
-                         "text_regions": 2 if has_text else 0, "gate_version": "ppocr-det-onnx:PP-OCRv6_det_small@0123456789ab"})
+            gate.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": image_id,
+                    "has_text": has_text,
+                    "score": round(float(rng.random()), 6),
+                    "decision": "ocr" if has_text else "skip",
+                    "skip_reason": None if has_text else "no_text_regions",
+                    "text_regions": 2 if has_text else 0,
+                    "gate_version": "ppocr-det-onnx:PP-OCRv6_det_small@0123456789ab",
+                }
+            )
             if has_text:
                 for line_no in range(2):
                     text = " ".join(rng.choice(WORDS, size=3)).upper()
-                    ocr.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "line_no": line_no, "region_id": None, "text": text,
-                                "confidence": 0.93, "language": "en", "language_confidence": 0.8,
-                                "bbox": [100.0, 100.0 + 60 * line_no, 900.0, 150.0 + 60 * line_no], "source": "rapidocr-3.10.0:PP-OCRv6_rec_small@0123456789ab"})
+                    ocr.append(
+                        {
+                            "schema_version": SCHEMA_VERSION,
+                            "image_id": image_id,
+                            "line_no": line_no,
+                            "region_id": None,
+                            "text": text,
+                            "confidence": 0.93,
+                            "language": "en",
+                            "language_confidence": 0.8,
+                            "bbox": [100.0, 100.0 + 60 * line_no, 900.0, 150.0 + 60 * line_no],
+                            "source": "rapidocr-3.10.0:PP-OCRv6_rec_small@0123456789ab",
+                        }
+                    )
                     texts.setdefault(("ocr", text), []).append([image_id, None, line_no])
             for region_id in range(int(rng.integers(0, 5))):
-                labels = [{"label": str(c), "score": round(0.9 - 0.2 * i, 6), "source": "detector"} for i, c in enumerate(rng.choice(NOUNS, size=3, replace=False))]
+                labels = [
+                    {"label": str(c), "score": round(0.9 - 0.2 * i, 6), "source": "detector"} for i, c in enumerate(rng.choice(NOUNS, size=3, replace=False))
+                ]
                 x0, y0 = float(rng.integers(0, 3000)), float(rng.integers(0, 2000))
-                detect.append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "region_id": region_id,
-                               "bbox": [x0, y0, x0 + 500.0, y0 + 400.0], "score": labels[0]["score"], "labels": labels,
-                               "caption": labels[0]["label"], "detector_label": labels[0]["label"], "detector_version": "nanodet:nanodet-g-416@0123456789ab"})
+                detect.append(
+                    {
+                        "schema_version": SCHEMA_VERSION,
+                        "image_id": image_id,
+                        "region_id": region_id,
+                        "bbox": [x0, y0, x0 + 500.0, y0 + 400.0],
+                        "score": labels[0]["score"],
+                        "labels": labels,
+                        "caption": labels[0]["label"],
+                        "detector_label": labels[0]["label"],
+                        "detector_version": "nanodet:nanodet-g-416@0123456789ab",
+                    }
+                )
                 texts.setdefault(("caption", labels[0]["label"]), []).append([image_id, region_id, None])
                 for c in labels[1:]:
                     texts.setdefault(("label", c["label"]), []).append([image_id, region_id, None])
@@ -79,8 +124,17 @@ def generate_cache(cache: Path, shards: int, per_shard: int) -> tuple[int, list[
         for kind, text in sorted(texts):
             v = rng.standard_normal(384).astype("float32")
             v /= np.linalg.norm(v)
-            embed.append({"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": texts[(kind, text)],
-                          "model": "all-MiniLM-L6-v2@0123456789ab", "dim": 384, "vector": encode_vector(v)})
+            embed.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": kind,
+                    "text": text,
+                    "occurrences": texts[(kind, text)],
+                    "model": "all-MiniLM-L6-v2@0123456789ab",
+                    "dim": 384,
+                    "vector": encode_vector(v),
+                }
+            )
         write_jsonl(cache / "ingest" / f"{shard}.jsonl", "ingest", ingest)
         write_jsonl(cache / "gate" / f"{shard}.jsonl", "gate", gate)
         write_jsonl(cache / "ocr" / f"{shard}.jsonl", "ocr", ocr)
@@ -109,8 +163,19 @@ def plain_import(cache: Path, db: Path, names: list[str]) -> int:
             with (cache / stage / f"{shard}.jsonl").open(encoding="utf-8") as handle:
                 for line in handle:
                     r = json.loads(line)
-                    batch.append((shard, *[json.dumps(r.get(c), separators=(",", ":"), ensure_ascii=False) if isinstance(r.get(c), (list, dict))
-                                           else int(r[c]) if isinstance(r.get(c), bool) else r.get(c) for c in columns]))
+                    batch.append(
+                        (
+                            shard,
+                            *[
+                                json.dumps(r.get(c), separators=(",", ":"), ensure_ascii=False)
+                                if isinstance(r.get(c), (list, dict))
+                                else int(r[c])
+                                if isinstance(r.get(c), bool)
+                                else r.get(c)
+                                for c in columns
+                            ],
+                        )
+                    )
                     if kind == "region":
                         labels += [(shard, r["image_id"], r["region_id"], rank, c["label"], c["score"], c["source"]) for rank, c in enumerate(r["labels"])]
             marks = ", ".join("?" * (len(columns) + 1))

@@ -150,7 +150,10 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
             x0, y0 = float(rng.integers(0, w // 2)), float(rng.integers(0, h // 2))
             x1, y1 = min(w, x0 + float(rng.integers(20, w // 2))), min(h, y0 + float(rng.integers(20, h // 2)))
             score = round(float(rng.uniform(0.25, 0.99)), 6)
-            cands = [{"label": text.split(" ", 1)[-1], "score": score, "source": "detector"}, {"label": NOUNS[t % len(NOUNS)], "score": round(score / 2, 6), "source": "vocabulary"}]
+            cands = [
+                {"label": text.split(" ", 1)[-1], "score": score, "source": "detector"},
+                {"label": NOUNS[t % len(NOUNS)], "score": round(score / 2, 6), "source": "vocabulary"},
+            ]
             add(
                 "region", shard=shard, image_id=image_id, region_id=r, bbox=json.dumps([x0, y0, x1, y1]), score=score,
                 labels=json.dumps(cands), caption=text, detector_label=cands[0]["label"], detector_version="synthetic",
@@ -180,7 +183,16 @@ def synthesize_catalog(db: Path, images_root: Path, regions: int = 100_000, regi
         members.append(("text" if kind == "ocr" else "region", text, k, json.dumps([kind]), counts[t], prob, "fitted"))
         vector = (centres[k] if k >= 0 else rng.normal(size=DIM)) + rng.normal(scale=0.35, size=DIM)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-        add("embedding", shard="0000", kind=kind, text=text, occurrences=json.dumps(occurrences[t][:50]), model="synthetic", dim=DIM, vector=encode_vector(vector))
+        add(
+            "embedding",
+            shard="0000",
+            kind=kind,
+            text=text,
+            occurrences=json.dumps(occurrences[t][:50]),
+            model="synthetic",
+            dim=DIM,
+            vector=encode_vector(vector),
+        )
     sizes: dict[int, int] = {}
     items: dict[int, str] = {}
     for item, text, k, _, count, _, _ in members:
@@ -258,7 +270,9 @@ def time_queries(db: Path, repeat: int = 3) -> list[tuple[str, float]]:
             "items count, no filter": lambda: q.count_items(conn, q.ItemFilter()),
             "items page, cluster filter": lambda: q.item_page(conn, q.ItemFilter(cluster_id=first_cluster), 0, 20),
             "items count, cluster filter": lambda: q.count_items(conn, q.ItemFilter(cluster_id=first_cluster)),
-            "items page, unreviewed + conf 0.3-0.6": lambda: q.item_page(conn, q.ItemFilter(unreviewed_only=True, min_confidence=0.3, max_confidence=0.6), 0, 20),
+            "items page, unreviewed + conf 0.3-0.6": lambda: q.item_page(
+                conn, q.ItemFilter(unreviewed_only=True, min_confidence=0.3, max_confidence=0.6), 0, 20
+            ),
             "items page, OCR search 'exit'": lambda: q.item_page(conn, q.ItemFilter(text_search="exit"), 0, 20),
             "items page, label 'dog'": lambda: q.item_page(conn, q.ItemFilter(label="dog"), 0, 20),
             "image detail (regions, lines, gate)": lambda: (q.image_info(conn, some_image), q.image_regions(conn, some_image), q.image_lines(conn, some_image)),
@@ -318,7 +332,9 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
             time.sleep(0.1)
         figures["server_ready_s"] = time.perf_counter() - t0
         with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-            ctx = p.chromium.launch_persistent_context(profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+            ctx = p.chromium.launch_persistent_context(
+                profile, executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000}
+            )
             ctx.set_default_timeout(timeout * 1000)
             for _ in range(loads):
                 page = ctx.new_page()
@@ -355,10 +371,7 @@ def render_line(name: str, figures: dict) -> str:
 
 
 def browser_figures(work: Path, db: Path, store: Path, images: Path, counts: dict, args) -> None:
-    print(
-        "\n| first page (clusters) | server ready (s) | cold cache: list / all thumbnails (s) | warm: list / all (s) | shown |"
-        "\n|---|---:|---:|---:|---|"
-    )
+    print("\n| first page (clusters) | server ready (s) | cold cache: list / all thumbnails (s) | warm: list / all (s) | shown |\n|---|---:|---:|---:|---|")
     small = work / "small"
     if not (small / "results" / "annotations.sqlite").exists():
         synthesize_catalog(small / "results" / "annotations.sqlite", images, regions=1000, clusters=max(1, args.clusters // 10))

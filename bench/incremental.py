@@ -308,7 +308,15 @@ def embed_records(detect: list[dict], ocr: list[dict], texts: TextSource) -> lis
 
 
 # per-image seconds of each stage's job (BENCHMARKS.md, 500-image shards): for the report's figure
-JOB_SECONDS = {"shard_listing": (0.3, 0.0), "ingest": (0.2, 0.002), "gate": (0.4, 0.047), "ocr": (3.6, 0.1), "detect": (0.4, 0.03), "regions": (0.4, 0.0008), "embed": (0.5, 0.003)}
+JOB_SECONDS = {
+    "shard_listing": (0.3, 0.0),
+    "ingest": (0.2, 0.002),
+    "gate": (0.4, 0.047),
+    "ocr": (3.6, 0.1),
+    "detect": (0.4, 0.03),
+    "regions": (0.4, 0.0008),
+    "embed": (0.5, 0.003),
+}
 
 
 def job_files(work: Path, stage: str, shard: str, summary: dict, mtime_ns: int) -> list[Path]:
@@ -327,7 +335,16 @@ def job_files(work: Path, stage: str, shard: str, summary: dict, mtime_ns: int) 
     return [logfile, bench]
 
 
-def write_shard(work: Path, shard: str, paths: list[str], texts: TextSource, base_ns: int, changed: set[str] = frozenset(), distinct: dict[str, set] | None = None, job_record: bool = True) -> dict[str, int]:
+def write_shard(
+    work: Path,
+    shard: str,
+    paths: list[str],
+    texts: TextSource,
+    base_ns: int,
+    changed: set[str] = frozenset(),
+    distinct: dict[str, set] | None = None,
+    job_record: bool = True,
+) -> dict[str, int]:
     """Write one shard's stage outputs, logs and benchmarks, with modification times in stage
     order from ``base_ns`` (1 ms apart), then (``job_record``) the shard's job record
     ``logs/jobs/{shard}.json`` as its shard_jobs job writes it; return records per stage. Every
@@ -350,7 +367,13 @@ def write_shard(work: Path, shard: str, paths: list[str], texts: TextSource, bas
         with target.open("w", encoding="utf-8", newline="\n") as handle:
             handle.writelines(dumps(r) + "\n" for r in records[stage])
         counts[stage] = len(records[stage])
-        images = len(paths) if stage in ("ingest", "gate") else len({r["image_id"] for r in records[stage]}) if stage != "embed" else len({o[0] for r in records[stage] for o in r["occurrences"]})
+        images = (
+            len(paths)
+            if stage in ("ingest", "gate")
+            else len({r["image_id"] for r in records[stage]})
+            if stage != "embed"
+            else len({o[0] for r in records[stage] for o in r["occurrences"]})
+        )
         summary = {"images": images, "ok": images, "records": counts[stage]}
         stamp = base_ns + k * 1_000_000
         for path in [target, *job_files(work, stage, shard, summary, stamp)]:
@@ -595,9 +618,19 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the generated data (absent or empty; default: a new folder in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds each snakemake invocation may take")
-    parser.add_argument("--memory-limit", type=float, default=0, help="GiB of address space Snakemake and each job may take (RLIMIT_AS; 0: none), so that a job that outgrows a shared machine fails instead of the machine")
-    parser.add_argument("--extra-config", type=yaml.safe_load, default={}, metavar="YAML",
-                        help="more sections of the workdir's config, e.g. '{labels: {pca_dims: 4}}' to get past a slow rule in a diagnostic run (named in the table)")
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=0,
+        help="GiB of address space Snakemake and each job may take (RLIMIT_AS; 0: none), so that a job that outgrows a shared machine fails instead of the machine",
+    )
+    parser.add_argument(
+        "--extra-config",
+        type=yaml.safe_load,
+        default={},
+        metavar="YAML",
+        help="more sections of the workdir's config, e.g. '{labels: {pca_dims: 4}}' to get past a slow rule in a diagnostic run (named in the table)",
+    )
     add_common_args(parser)
     args = parser.parse_args()
     if not isinstance(args.extra_config, dict) or {"images", "listing", "shards"} & set(args.extra_config):
@@ -690,16 +723,28 @@ def report(args, work, load_before, plan, records, cache_bytes, distinct, gen, f
         verdict = f"**not measured**: {second.failed_rule or 'a job'} did not finish" if second.stopped or second.rc else f"**{'met' if met else 'missed'}**"
         lines += [
             f"| **second invocation: wall time** | **{describe(second, work)}**; {jobs_text(second)} |",
-            f"| second invocation: until its first job starts (planning) | {second.first_job_s:.1f} s |" if second.first_job_s is not None else "| second invocation: until its first job starts | – |",
+            f"| second invocation: until its first job starts (planning) | {second.first_job_s:.1f} s |"
+            if second.first_job_s is not None
+            else "| second invocation: until its first job starts | – |",
             f"| second invocation: peak memory | {mb(second.max_rss_mb)} |",
             f"| load average (1, 5, 15 min) around the second invocation | before {fmt_load(gen['load_second'])}; after {fmt_load(gen['load_after_second'])} |",
             f"| target ≤ {TARGET_S:.0f} s | {verdict} |",
         ]
     if full.failed_rule and second:
-        lines += ["", f"The full build's {full.failed_rule} job failed; the second invocation ran anyway and tried it again, so its "
-                  "wall time is not the target's figure: the per-rule times below are what it measured."]
-    lines += ["", "Per rule (job wall time from `benchmarks/{rule}.tsv`, max RSS from the same; started = seconds after the invocation began, as Snakemake logged it):", ""]
-    lines += ["| rule | full build: job s | full build: max RSS | second: job s | second: max RSS | second: started at | second: why it ran |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"The full build's {full.failed_rule} job failed; the second invocation ran anyway and tried it again, so its "
+            "wall time is not the target's figure: the per-rule times below are what it measured.",
+        ]
+    lines += [
+        "",
+        "Per rule (job wall time from `benchmarks/{rule}.tsv`, max RSS from the same; started = seconds after the invocation began, as Snakemake logged it):",
+        "",
+    ]
+    lines += [
+        "| rule | full build: job s | full build: max RSS | second: job s | second: max RSS | second: started at | second: why it ran |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def cells(run: Run | None, bench: dict, rule: str) -> str:
         """job s | max RSS of the rule's job in ``run``; a job that did not end says how long it ran."""
@@ -716,16 +761,27 @@ def report(args, work, load_before, plan, records, cache_bytes, distinct, gen, f
         if rule == "all":
             continue
         sj = next((j for j in (second.jobs.values() if second else ()) if j["rule"] == rule), None)
-        lines.append(f"| {rule} | {cells(full, full_bench, rule)} | {cells(second, second_bench, rule)} | "
-                     + (f"{sj['start']:.1f} | {sj['reason'][:80]} |" if sj else "– | did not run |"))
+        lines.append(
+            f"| {rule} | {cells(full, full_bench, rule)} | {cells(second, second_bench, rule)} | "
+            + (f"{sj['start']:.1f} | {sj['reason'][:80]} |" if sj else "– | did not run |")
+        )
     if second:
         in_jobs = sum(second_bench.get(j["rule"], {}).get("s", 0) for j in second.finished() if j["rule"] != "all")
         last = max((j["end"] for j in second.finished() if j["rule"] != "all"), default=0.0)
-        lines += ["", f"Second invocation: {second.wall:.1f} s = {second.first_job_s or 0:.1f} s until the first job starts (planning), "
-                  f"{last - (second.first_job_s or 0):.1f} s from the first job's start to the last one's end (Σ {in_jobs:.1f} s of job wall time; "
-                  f"export and ingest_report may run side by side), {second.wall - last:.1f} s after it. Snakemake samples a job's memory "
-                  "now and then: a job shorter than a second may show only its start."]
-    emit(f"Incremental re-run at scale: {args.images:,} images, one shard changed" + (" (config changed)" if args.extra_config else ""), command_line(), load_before, lines, append=args.append)
+        lines += [
+            "",
+            f"Second invocation: {second.wall:.1f} s = {second.first_job_s or 0:.1f} s until the first job starts (planning), "
+            f"{last - (second.first_job_s or 0):.1f} s from the first job's start to the last one's end (Σ {in_jobs:.1f} s of job wall time; "
+            f"export and ingest_report may run side by side), {second.wall - last:.1f} s after it. Snakemake samples a job's memory "
+            "now and then: a job shorter than a second may show only its start.",
+        ]
+    emit(
+        f"Incremental re-run at scale: {args.images:,} images, one shard changed" + (" (config changed)" if args.extra_config else ""),
+        command_line(),
+        load_before,
+        lines,
+        append=args.append,
+    )
 
 
 if __name__ == "__main__":

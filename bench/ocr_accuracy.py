@@ -408,7 +408,8 @@ def main() -> None:
     cjk = find_cjk_font()
     if cjk is None:
         log(
-            "no Chinese font found (looked for " + ", ".join(f"{p} from {pkg}" for p, pkg in CJK_FONTS)
+            "no Chinese font found (looked for "
+            + ", ".join(f"{p} from {pkg}" for p, pkg in CJK_FONTS)
             + ", then fc-list :lang=zh): SKIPPING the Chinese (zh) images. Install one with `apt-get install fonts-wqy-microhei`."
         )
     else:
@@ -462,7 +463,12 @@ def main() -> None:
             for name in names:
                 r = results[name][s.key]
                 n = truth_chars(s)
-                row[name] = {"lines": r.texts, "seconds": round(r.seconds, 4), "cer_joined": round(joined_edits(r.texts, s.lines) / n, 4), "cer_unordered": round(unordered_edits(r.texts, s.lines) / n, 4)}
+                row[name] = {
+                    "lines": r.texts,
+                    "seconds": round(r.seconds, 4),
+                    "cer_joined": round(joined_edits(r.texts, s.lines) / n, 4),
+                    "cer_unordered": round(unordered_edits(r.texts, s.lines) / n, 4),
+                }
             out.append(row)
         args.details.write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
         log(f"details written to {args.details}")
@@ -509,7 +515,9 @@ def main() -> None:
             cells = []
             for name in names:
                 secs = [results[name][s.key].seconds * 1000 for s in rows]
-                cells.append(f"{fmt_cer(cer_of(rows, results[name], 'joined'))} | {fmt_cer(cer_of(rows, results[name], 'unordered'))} | {statistics.median(secs):.0f} / {p90(secs):.0f}")
+                cells.append(
+                    f"{fmt_cer(cer_of(rows, results[name], 'joined'))} | {fmt_cer(cer_of(rows, results[name], 'unordered'))} | {statistics.median(secs):.0f} / {p90(secs):.0f}"
+                )
             body.append(f"| {label} | {len(rows)} | " + " | ".join(cells) + " |")
         if factor == "language" and any(charsets.values()):
             body += ["", "Truth characters missing from each recogniser's dictionary (it cannot output them; each costs at least one edit):", ""]

@@ -38,7 +38,9 @@ def main() -> None:
     ontology = load_ontology(args.ontology)
     quality = REPO / "tests" / "quality"
     gold = json.loads((quality / "ground_truth.json").read_text())["images"]
-    detector = NanoDetDetector(DetectOptions.from_values({"score_threshold": detect["score_threshold"], "iou_threshold": detect["iou_threshold"]}), threads=args.threads)
+    detector = NanoDetDetector(
+        DetectOptions.from_values({"score_threshold": detect["score_threshold"], "iou_threshold": detect["iou_threshold"]}), threads=args.threads
+    )
     counts, dropped = Counter(), []
     for image in gold:
         with Image.open(quality / "images" / image["file"]) as im:

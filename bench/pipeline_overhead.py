@@ -276,7 +276,11 @@ def main() -> None:
         f"{args.images} generated images ({args.width}x{args.height}; {n_text} with rendered text, the rest scikit-image photo crops), "
         f"default config. Bare: the five `run_shard` calls on one shard of all {args.images} images in one process "
         f"(threads=2; imports {sum(b['import_s'] for b in bare) / len(bare):.1f} s left out; "
-        + (f"mean of a run before and after the workflow runs: {sum(bare[0]['stages'].values()):.1f} s and {sum(bare[1]['stages'].values()):.1f} s). " if len(bare) > 1 else "one run, before the workflow runs). ")
+        + (
+            f"mean of a run before and after the workflow runs: {sum(bare[0]['stages'].values()):.1f} s and {sum(bare[1]['stages'].values()):.1f} s). "
+            if len(bare) > 1
+            else "one run, before the workflow runs). "
+        )
         + "Workflow: wall time of `snakemake --cores 2 --until embed` in a fresh workdir.",
         "",
         "| images per shard | shards | jobs | workflow wall (s) | workflow images/s | bare (s) | bare images/s | ratio (workflow / bare) |",
@@ -338,8 +342,7 @@ def main() -> None:
             work = max(0.0, p["run"] - p["model_load"])
             fixed = pystart + p["imports"] + p["model_load"] + start["preamble"]
             lines.append(
-                f"| {stage} | {p['wall']:.2f} | {pystart:.2f} | {p['imports']:.2f} | {p['model_load']:.2f} | {work:.2f} | "
-                f"{fixed / (fixed + work):.0%} |"
+                f"| {stage} | {p['wall']:.2f} | {pystart:.2f} | {p['imports']:.2f} | {p['model_load']:.2f} | {work:.2f} | {fixed / (fixed + work):.0%} |"
             )
 
     emit(

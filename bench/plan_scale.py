@@ -63,9 +63,7 @@ def time_parse(root: Path, listing: Path, shards: int) -> tuple[float, float, fl
 
 def time_dry_run(workdir: Path, listing: Path, shards: int, timeout: float | None = None) -> tuple[float, int]:
     (workdir / "config").mkdir(parents=True, exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(
-        f"images: {workdir / 'images'}\nlisting: {{list_file: {listing}}}\nshards: {{count: {shards}}}\n"
-    )
+    (workdir / "config" / "config.yaml").write_text(f"images: {workdir / 'images'}\nlisting: {{list_file: {listing}}}\nshards: {{count: {shards}}}\n")
     (workdir / "images").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "-n", "--quiet", "rules"]
     t0 = time.perf_counter()
@@ -120,8 +118,16 @@ def measure_rerun(work: Path, n_images: int, shards: int, until: str | None, tim
     after_s, proc = run_snakemake(work, "-n", *target, timeout=timeout)
     left = planned_jobs(proc.stdout + proc.stderr)
     log(f"  -n {dry_s:.1f} s {dry_jobs}; re-run {rerun_s:.1f} s {rerun_jobs}; then -n plans {left or 'nothing'}")
-    return {"first_s": first_s, "first_jobs": first_jobs, "noop_s": noop_s, "dry_s": dry_s, "dry_jobs": dry_jobs,
-            "rerun_s": rerun_s, "rerun_jobs": rerun_jobs, "left": left}
+    return {
+        "first_s": first_s,
+        "first_jobs": first_jobs,
+        "noop_s": noop_s,
+        "dry_s": dry_s,
+        "dry_jobs": dry_jobs,
+        "rerun_s": rerun_s,
+        "rerun_jobs": rerun_jobs,
+        "left": left,
+    }
 
 
 def main() -> None:
@@ -161,7 +167,9 @@ def plan_part(args) -> None:
         listing = make_listing(root, args.paths)
         log(f"parse {args.paths:,} paths")
         read_s, assign_s, write_s = time_parse(root, listing, 1000)
-        rows.append(f"| parse: list {args.paths:,} paths + assign 1,000 shards + write listings | – | {read_s + assign_s + write_s:.2f} s (list {read_s:.2f}, assign {assign_s:.2f}, write {write_s:.2f}) |")
+        rows.append(
+            f"| parse: list {args.paths:,} paths + assign 1,000 shards + write listings | – | {read_s + assign_s + write_s:.2f} s (list {read_s:.2f}, assign {assign_s:.2f}, write {write_s:.2f}) |"
+        )
         for shards in args.shards:
             work = tmp / f"dry{shards}"
             work.mkdir()
@@ -273,7 +281,11 @@ def curve_part(args) -> None:
                 rerun_s, proc = run_snakemake(work, "--cores", "2", "--until", "embed")
                 verified = (size, run_s, rerun_s, planned_jobs(proc.stdout + proc.stderr))
             dry = f"{dry_s:.1f} s" if jobs >= 0 else f"> {args.curve_timeout:.0f} s (stopped)"
-            rows.append(f"| {size:,} | {count:,} | {jobs:,} | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |" if jobs >= 0 else f"| {size:,} | {count:,} | – | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |")
+            rows.append(
+                f"| {size:,} | {count:,} | {jobs:,} | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |"
+                if jobs >= 0
+                else f"| {size:,} | {count:,} | – | {dry} | {run_s:.0f} s ({run_s / size * 1000:.0f} ms/image) |"
+            )
             log(rows[-1])
     lines = [
         f"`snakemake -n` (plain, job list printed) for {args.curve_paths:,} listed paths at each `shards.size`; one shard's stages = "
@@ -285,12 +297,18 @@ def curve_part(args) -> None:
         "|---|---|---|---|---|",
         *rows,
     ]
-    lines += ["", f"Our share of a plan, in one process ({args.curve_paths:,} paths, {ours[3]:,} shards): listing the paths (read the list file, stat each) "
-              f"{ours[0]:.1f} s, assigning shards {ours[1]:.1f} s, every shard's listing text {ours[2]:.1f} s; the rest of `snakemake -n` is Snakemake "
-              "(parsing, DAG building, printing the jobs)."]
+    lines += [
+        "",
+        f"Our share of a plan, in one process ({args.curve_paths:,} paths, {ours[3]:,} shards): listing the paths (read the list file, stat each) "
+        f"{ours[0]:.1f} s, assigning shards {ours[1]:.1f} s, every shard's listing text {ours[2]:.1f} s; the rest of `snakemake -n` is Snakemake "
+        "(parsing, DAG building, printing the jobs).",
+    ]
     if verified:
         size, run_s, rerun_s, counts = verified
-        lines += ["", f"Check at size {size}: after one image was rewritten, the re-run planned {counts} and took {rerun_s:.0f} s (the shard's first run: {run_s:.0f} s)."]
+        lines += [
+            "",
+            f"Check at size {size}: after one image was rewritten, the re-run planned {counts} and took {rerun_s:.0f} s (the shard's first run: {run_s:.0f} s).",
+        ]
     emit("Shard size: planning a million paths against re-running one shard", command_line(), load_before, lines, append=args.append)
 
 

@@ -87,8 +87,14 @@ def synthesize(db: Path, store: Path, texts: int, regions: int, reviews: int, se
 
     now = "2025-01-01T00:00:00+00:00"
     picked = rng.choice(texts, size=min(reviews, texts), replace=False)
-    rows = [(f"{ids[t % n_images]}/line/{t // n_images}", ids[t % n_images], None, int(t // n_images), "relabeled", f"sign {t // 5}", "bench", now, "bench", now) for t in picked]
-    rows += [(f"{ids[r % n_images]}/region/{r // n_images}", ids[r % n_images], int(r // n_images), None, "relabeled", "thing", "bench", now, "bench", now) for r in range(10)]
+    rows = [
+        (f"{ids[t % n_images]}/line/{t // n_images}", ids[t % n_images], None, int(t // n_images), "relabeled", f"sign {t // 5}", "bench", now, "bench", now)
+        for t in picked
+    ]
+    rows += [
+        (f"{ids[r % n_images]}/region/{r // n_images}", ids[r % n_images], int(r // n_images), None, "relabeled", "thing", "bench", now, "bench", now)
+        for r in range(10)
+    ]
     cluster = [("cluster/region/0", 0, "region", "relabeled", "thing", "class 0", "bench", now, "bench", now)]
     conn = connect_store(store)
     conn.executemany(f"INSERT OR REPLACE INTO reviews ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows)

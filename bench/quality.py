@@ -122,8 +122,7 @@ def effective_config(workdir: Path, plain: list[str]) -> dict:
     except Exception as exc:
         reason = next((ln for ln in str(exc).splitlines() if "ValidationError" in ln), str(exc).splitlines()[0])
         raise BenchError(
-            f"the workflow config is not valid ({reason}); nested --config values reach Snakemake as strings: "
-            "use a dotted key (detect.score_threshold=0.3)"
+            f"the workflow config is not valid ({reason}); nested --config values reach Snakemake as strings: use a dotted key (detect.score_threshold=0.3)"
         ) from exc
 
 
@@ -319,13 +318,9 @@ def rows_of(report: dict | None) -> dict[str, str]:
     r = report or {}
     cells: dict[str, str] = {}
     g = r.get("gate")
-    cells["Gate has_text: precision / recall / F1"] = (
-        f"{fmt(g['precision'])} / {fmt(g['recall'])} / {fmt(g['f1'])} ({g['images']})" if g else "n/a"
-    )
+    cells["Gate has_text: precision / recall / F1"] = f"{fmt(g['precision'])} / {fmt(g['recall'])} / {fmt(g['f1'])} ({g['images']})" if g else "n/a"
     g = r.get("gate_decision")
-    cells["Gate decision (OCR ran): precision / recall / F1"] = (
-        f"{fmt(g['precision'])} / {fmt(g['recall'])} / {fmt(g['f1'])}" if g else "n/a"
-    )
+    cells["Gate decision (OCR ran): precision / recall / F1"] = f"{fmt(g['precision'])} / {fmt(g['recall'])} / {fmt(g['f1'])}" if g else "n/a"
     o = r.get("ocr")
     cells["CER case-sensitive micro / macro"] = f"{fmt(o['cer_cs_micro'])} / {fmt(o['cer_cs_macro'])} ({o['images']})" if o else "n/a"
     cells["CER case-insensitive micro / macro"] = f"{fmt(o['cer_ci_micro'])} / {fmt(o['cer_ci_macro'])}" if o else "n/a"
@@ -364,10 +359,7 @@ def timing(workdir: Path, gold: list[dict], preds: dict[str, dict], refs: dict, 
     n = len(gold)
     ocr_images = sum(1 for g in gold if ((preds.get(g["file"]) or {}).get("gate") or {}).get("decision") == "ocr")
     stage = {name: stage_seconds(workdir, name) for name in ("gate", "ocr", "detect")}
-    ref_ms = {
-        name: [refs[name][image_ids[g["file"]]]["ms"] for g in gold if image_ids[g["file"]] in refs[name]]
-        for name in ("rapidocr", "nanodet")
-    }
+    ref_ms = {name: [refs[name][image_ids[g["file"]]]["ms"] for g in gold if image_ids[g["file"]] in refs[name]] for name in ("rapidocr", "nanodet")}
     figures = {
         "gate_ms_per_image": stage["gate"] and stage["gate"] * 1000 / n,
         "ocr_ms_per_image": stage["ocr"] and stage["ocr"] * 1000 / n,
@@ -487,11 +479,7 @@ def run(args: argparse.Namespace) -> None:
         scores[split] = {s: score(subset, predictions[s], threshold, PARTS[s]) for s in SYSTEMS}
         body += [*table(split, len(subset), scores[split]), ""]
     time_lines, time_figures = timing(workdir, gold, ours, refs, image_ids)
-    print(
-        "\n".join(
-            header(args, gold, workdir, threshold, (load_before, load_after), started) + body + time_lines + notes(refs, workdir, scores)
-        )
-    )
+    print("\n".join(header(args, gold, workdir, threshold, (load_before, load_after), started) + body + time_lines + notes(refs, workdir, scores)))
     if args.json:
         figures = {
             "commit": commit(), "date": started.isoformat(), "machine": {"cores": os.cpu_count(), "cpu": cpu_model()},

@@ -183,9 +183,13 @@ def main() -> None:
             r = result[runtime]
             agree = "reference" if runtime == "torch" else f"{cmin:.6f} / {cmean:.6f}" + (" ✓" if cmin >= 0.999 else " ✗ (< 0.999)")
             name = "PyTorch (sentence-transformers)" if runtime == "torch" else "onnxruntime (+ tokenizers)"
-            lines.append(f"| MiniLM-L6-v2 | {name} | {batch} | {r['median_ms']:.1f} | {r['texts_per_s']:.0f} | {r['load_s']:.1f} | {r['peak_rss_mb']:.0f} | {agree} |")
+            lines.append(
+                f"| MiniLM-L6-v2 | {name} | {batch} | {r['median_ms']:.1f} | {r['texts_per_s']:.0f} | {r['load_s']:.1f} | {r['peak_rss_mb']:.0f} | {agree} |"
+            )
         speed = result["torch"]["median_ms"] / result["onnxruntime"]["median_ms"]
-        lines.append(f"| | **onnxruntime / PyTorch** | {batch} | **{speed:.2f}× faster** | | | **{result['onnxruntime']['peak_rss_mb'] / result['torch']['peak_rss_mb']:.2f}× the memory** | |")
+        lines.append(
+            f"| | **onnxruntime / PyTorch** | {batch} | **{speed:.2f}× faster** | | | **{result['onnxruntime']['peak_rss_mb'] / result['torch']['peak_rss_mb']:.2f}× the memory** | |"
+        )
     lines.append(
         f"| NanoDet-g 416 | onnxruntime | {args.detect_batch} images | {det['median_ms']:.0f} | {det['images_per_s']:.1f} images/s | {det['load_s']:.1f} | {det['peak_rss_mb']:.0f} | no PyTorch model to compare |"
     )

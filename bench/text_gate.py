@@ -151,11 +151,27 @@ def prepare_set(folder: Path, n: int, fraction: float, size: tuple[int, int]) ->
     write_listings(plan, cache / "shards")
     shard = plan.names[0]
     ingest_out = cache / "ingest" / f"{shard}.jsonl"
-    ingest.run_shard(listing=cache / "shards" / f"{shard}.tsv", images_root=images, output=ingest_out, shard=shard, limits=Limits(**config["limits"]), allow_outside_root=False)
+    ingest.run_shard(
+        listing=cache / "shards" / f"{shard}.tsv",
+        images_root=images,
+        output=ingest_out,
+        shard=shard,
+        limits=Limits(**config["limits"]),
+        allow_outside_root=False,
+    )
     path_of = {r["image_id"]: r["path"] for r in read_jsonl(ingest_out, "ingest")}
     all_ocr = cache / "gate_all" / f"{shard}.jsonl"
     records = [
-        {"schema_version": SCHEMA_VERSION, "image_id": i, "has_text": True, "score": 1.0, "decision": "ocr", "skip_reason": None, "text_regions": 1, "gate_version": "none"}
+        {
+            "schema_version": SCHEMA_VERSION,
+            "image_id": i,
+            "has_text": True,
+            "score": 1.0,
+            "decision": "ocr",
+            "skip_reason": None,
+            "text_regions": 1,
+            "gate_version": "none",
+        }
         for i in path_of
     ]
     write_jsonl(all_ocr, "gate", records)

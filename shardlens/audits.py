@@ -187,7 +187,9 @@ def open_audit(store_db: str | Path, item: str, cluster_id: int) -> Audit | None
         store.close()
 
 
-def draw_audit(catalog_db: str | Path, store_db: str | Path, cluster_id: int, size: int | None = None, reviewer: str | None = None, source: str = "api") -> Audit:
+def draw_audit(
+    catalog_db: str | Path, store_db: str | Path, cluster_id: int, size: int | None = None, reviewer: str | None = None, source: str = "api"
+) -> Audit:
     """Draw (or return the open) audit of a cluster: ``size`` (default ``reviews.audit_size``)
     of its unreviewed items at random, seeded by :func:`audit_seed`. Refused (ReviewError) when
     the cluster has no more than size + 1 unreviewed items (:func:`audit_saves_actions`)."""

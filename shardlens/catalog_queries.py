@@ -251,7 +251,7 @@ def format_annotation(ann: dict) -> str:
     out.append(f"OCR lines: {len(ann['lines'])}")
     for line in ann["lines"]:
         out.append(
-            f"  {line['line_no']:>3}  \"{printable(line['text'])}\"  confidence {line['confidence']:.3f}  box {_box(line['bbox'])}"
+            f'  {line["line_no"]:>3}  "{printable(line["text"])}"  confidence {line["confidence"]:.3f}  box {_box(line["bbox"])}'
             + (f"  lang {line['language']}" if line["language"] else "")
             + (f"  in region {line['region_id']}" if line["region_id"] is not None else "")
         )

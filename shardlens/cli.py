@@ -45,9 +45,7 @@ class _Commands(TyperGroup):
             fail(f"{files}: {reason}" if files else reason)
 
 
-app = typer.Typer(
-    cls=_Commands, help="shardlens: image shards to reviewable annotations.", no_args_is_help=True, add_completion=False
-)
+app = typer.Typer(cls=_Commands, help="shardlens: image shards to reviewable annotations.", no_args_is_help=True, add_completion=False)
 
 
 def _print_version(value: bool) -> None:
@@ -128,14 +126,14 @@ def export_cmd(
         help="prefix of the Label Studio image URLs, overriding export.label_studio_url_prefix: "
         "/data/local-files/?d=FOLDER/, s3://bucket/prefix/, https://host/images/",
     ),
-    coco_labels: str | None = typer.Option(
-        None, "--coco-labels", help="labels of the COCO files, overriding export.coco_labels: final, machine or reviewed"
-    ),
+    coco_labels: str | None = typer.Option(None, "--coco-labels", help="labels of the COCO files, overriding export.coco_labels: final, machine or reviewed"),
     images: Path | None = typer.Option(
         None, help="images root the exports name (default: images: of the config where that folder exists, else the run's, as `review` finds it)"
     ),
     formats: str | None = typer.Option(
-        None, "--formats", help="whole-file formats besides Parquet, comma-separated (overriding export.formats): csv,json,coco,coco_text,labelstudio; '' for Parquet alone"
+        None,
+        "--formats",
+        help="whole-file formats besides Parquet, comma-separated (overriding export.formats): csv,json,coco,coco_text,labelstudio; '' for Parquet alone",
     ),
 ) -> None:
     """Write the annotation exports (reviewed labels over machine labels)."""
@@ -200,7 +198,9 @@ def recluster_cmd(
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise CatalogError(f"{missing[0]} does not exist ({len(missing)} embedding files missing): run `snakemake` first")
-        stats = run_clustering(files, cache_dir / "clusters.jsonl", stage_params(config, "clusters")["options"], log=lambda m: typer.echo(m, err=True), refit="always")
+        stats = run_clustering(
+            files, cache_dir / "clusters.jsonl", stage_params(config, "clusters")["options"], log=lambda m: typer.echo(m, err=True), refit="always"
+        )
     typer.echo(
         f"{cache_dir / 'clusters.jsonl'}: {stats['clusters']} clusters over {stats['texts']} texts ({stats['unclustered_texts']} unclustered); "
         "run `snakemake` to update the catalog and the exports"
@@ -423,11 +423,15 @@ app.add_typer(ontology_app, name="ontology")
 
 @ontology_app.command("suggest")
 def ontology_suggest_cmd(
-    vocabulary: list[str] | None = typer.Option(None, "--vocabulary", help="a term of your vocabulary (repeat for each; default: detect.vocabulary of the config)"),
+    vocabulary: list[str] | None = typer.Option(
+        None, "--vocabulary", help="a term of your vocabulary (repeat for each; default: detect.vocabulary of the config)"
+    ),
     config_file: Path | None = typer.Option(
         None, "--config", help="workflow config whose detect: settings apply (default: config/config.yaml where it exists, else the defaults)"
     ),
-    threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0, help="cosine similarity a class needs (default: detect.vocabulary_threshold)"),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0.0, max=1.0, help="cosine similarity a class needs (default: detect.vocabulary_threshold)"
+    ),
 ) -> None:
     """Print an ontology mapping the configured detector's native classes onto your terms by
     MiniLM similarity: a start to edit, save (e.g. config/ontology.yaml) and name in the config."""

@@ -285,9 +285,7 @@ def ctfidf_keywords(docs: dict[int, Counter], top: int = 3) -> dict[int, list[st
     out = {}
     for cluster, counts in docs.items():
         length = sum(counts.values()) or 1
-        scored = sorted(
-            ((counts[w] / length) * np.log(1 + avg_words / total[w]), w) for w in counts
-        )
+        scored = sorted(((counts[w] / length) * np.log(1 + avg_words / total[w]), w) for w in counts)
         out[cluster] = [w for _, w in sorted(scored, key=lambda s: (-s[0], s[1]))[:top]]
     return out
 
@@ -353,12 +351,21 @@ def build_clusters(
                 "keywords": keywords.get(cluster_id, []),
                 "size": int(sum(points[i].count for i in idx)),
                 "members": [
-                    {"text": points[i].text, "item": points[i].item, "kinds": sorted(points[i].kinds), "count": points[i].count, "probability": round(float(probs[i]), 6), "membership": membership[i]}
+                    {
+                        "text": points[i].text,
+                        "item": points[i].item,
+                        "kinds": sorted(points[i].kinds),
+                        "count": points[i].count,
+                        "probability": round(float(probs[i]), 6),
+                        "membership": membership[i],
+                    }
                     | ({} if outlier_scores is None else {"outlier_score": round(float(outlier_scores[i]), 6)})
                     for i in sorted(idx, key=lambda i: (-points[i].count, points[i].item, points[i].text))
                 ],
             }
         )
     if UNCLUSTERED not in groups:
-        records.append({"schema_version": SCHEMA_VERSION, "cluster_id": UNCLUSTERED, "item": None, "label": "unclustered", "keywords": [], "size": 0, "members": []})
+        records.append(
+            {"schema_version": SCHEMA_VERSION, "cluster_id": UNCLUSTERED, "item": None, "label": "unclustered", "keywords": [], "size": 0, "members": []}
+        )
     return records

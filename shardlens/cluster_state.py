@@ -279,8 +279,16 @@ class ClusterState:
             "UPDATE texts SET cluster_id = ?, membership = 'fitted', probability = ?, outlier_score = ?, lambda_max = ?, core_distance = ?, copies = ? "
             "WHERE item = ? AND text = ?",
             [
-                (ids.get(int(fit.labels[i]), UNCLUSTERED), round(float(fit.probabilities[i]), 6), round(float(fit.outlier_scores[i]), 6),
-                 float(fit.lambda_max[i]), float(fit.core_distances[i]), int(fit.copies[i]), p.item, p.text)
+                (
+                    ids.get(int(fit.labels[i]), UNCLUSTERED),
+                    round(float(fit.probabilities[i]), 6),
+                    round(float(fit.outlier_scores[i]), 6),
+                    float(fit.lambda_max[i]),
+                    float(fit.core_distances[i]),
+                    int(fit.copies[i]),
+                    p.item,
+                    p.text,
+                )
                 for i, p in enumerate(points)
             ],  # fmt: skip
         )
@@ -288,7 +296,12 @@ class ClusterState:
         self.conn.executemany(
             "INSERT INTO fit_spaces VALUES (?, ?, ?, ?)",
             [
-                (item, None if space.mean is None else space.mean.astype("<f8").tobytes(), None if space.axes is None else space.axes.astype("<f8").tobytes(), space.min_samples)
+                (
+                    item,
+                    None if space.mean is None else space.mean.astype("<f8").tobytes(),
+                    None if space.axes is None else space.axes.astype("<f8").tobytes(),
+                    space.min_samples,
+                )
                 for item, space in sorted(fit.spaces.items())
             ],
         )
@@ -376,7 +389,9 @@ class ClusterState:
                     joins = similarity >= options["assign_similarity"] and float(point.vector @ name_vectors[cluster]) >= options["min_similarity"]
                     score = round(scorer.score(point.vector, int(best[k])), 6)
                     updates.append(
-                        (cluster, round(min(max(similarity, 0.0), 1.0), 6), score, point.item, point.text) if joins else (UNCLUSTERED, 0.0, score, point.item, point.text)
+                        (cluster, round(min(max(similarity, 0.0), 1.0), 6), score, point.item, point.text)
+                        if joins
+                        else (UNCLUSTERED, 0.0, score, point.item, point.text)
                     )
         self.conn.executemany(
             "UPDATE texts SET cluster_id = ?, membership = 'assigned', probability = ?, outlier_score = ?, lambda_max = NULL, core_distance = NULL, copies = NULL "
@@ -437,7 +452,9 @@ class OutlierScorer:
         self.member_fit = member_fit  # (lambda_max, core distance) per candidate
         self.everyone = self.copies = None
         if space.min_samples > 1:  # a core distance beyond the nearest fitted copy: every fitted text counts
-            rows = conn.execute("SELECT vector, copies FROM texts WHERE item = ? AND membership = 'fitted' AND copies IS NOT NULL ORDER BY text", (item,)).fetchall()
+            rows = conn.execute(
+                "SELECT vector, copies FROM texts WHERE item = ? AND membership = 'fitted' AND copies IS NOT NULL ORDER BY text", (item,)
+            ).fetchall()
             self.everyone = np.stack([space.point(np.frombuffer(blob, dtype="<f4")) for blob, _ in rows])
             self.copies = np.array([copies for _, copies in rows])
 
@@ -502,7 +519,9 @@ def update_clusters(
             info.extra["unassigned_share"] = round(share, 4)
             if mode == "auto" and share > options["refit_unassigned_share"]:
                 info.refit = True
-                info.reason = f"{share:.1%} of the texts joined no cluster since the last fit (labels.refit_unassigned_share {options['refit_unassigned_share']})"
+                info.reason = (
+                    f"{share:.1%} of the texts joined no cluster since the last fit (labels.refit_unassigned_share {options['refit_unassigned_share']})"
+                )
         if info.refit:
             state.refit(options, threads, info)
         records = state.records()

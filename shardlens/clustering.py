@@ -14,9 +14,7 @@ from .jobs import JobSummary
 from .records import write_jsonl
 
 
-def run_clustering(
-    embed_files: list[str | Path], output: str | Path, options: dict, threads: int = 1, log=print, refit: str | None = None
-) -> dict:
+def run_clustering(embed_files: list[str | Path], output: str | Path, options: dict, threads: int = 1, log=print, refit: str | None = None) -> dict:
     """The cluster rule: update the clusters incrementally (:mod:`shardlens.cluster_state`,
     ``labels.refit``) and write them to ``output``."""
     summary = JobSummary(shard="all", stage="cluster")

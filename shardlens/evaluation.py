@@ -313,9 +313,7 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(
-    regions: Sequence[Region], boxes: Sequence[Mapping[str, Any]], same_label: bool = True, min_iou: float = IOU_MATCH
-) -> list[int | None]:
+def match_boxes(regions: Sequence[Region], boxes: Sequence[Mapping[str, Any]], same_label: bool = True, min_iou: float = IOU_MATCH) -> list[int | None]:
     """Greedy one-to-one matching in the given (score) order: each region takes the unmatched
     gold box of its label (any label when ``same_label`` is false) with the highest IoU >= min_iou.
     Returns, per region, the index of its gold box or None."""
@@ -462,9 +460,7 @@ def missing_predictions(gold: Iterable[Mapping[str, Any]], predictions: Mapping[
 PARTS = ("gate", "ocr", "detect", "top_label", "clusters")
 
 
-def score(
-    gold: Sequence[Mapping[str, Any]], predictions: Mapping[str, Prediction], threshold: float, parts: Iterable[str] = PARTS
-) -> dict[str, Any]:
+def score(gold: Sequence[Mapping[str, Any]], predictions: Mapping[str, Prediction], threshold: float, parts: Iterable[str] = PARTS) -> dict[str, Any]:
     """Every metric of the chosen parts (gate, ocr, detect, top_label, clusters) for one system,
     with the missing images named."""
     parts = set(parts)

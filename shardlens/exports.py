@@ -73,7 +73,7 @@ WHERE 1 {{where_items}}
 UNION ALL
 SELECT i.path, i.image_id, 'image', NULL, NULL, NULL, i.width, i.height, NULL, NULL, -1, NULL, NULL, NULL,
        v.label, v.label, v.status, v.reviewer, v.reviewed_at, CASE WHEN v.status IS NULL THEN 'machine' ELSE 'review' END, NULL, p.shard
-FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = {image_key_sql('i')}
+FROM images i JOIN paths p ON p.path = i.path LEFT JOIN reviews v ON v.item_key = {image_key_sql("i")}
 WHERE i.status = 'ok'
   AND NOT EXISTS (SELECT 1 FROM regions r WHERE r.image_id = i.image_id)
   AND NOT EXISTS (SELECT 1 FROM ocr_lines o WHERE o.image_id = i.image_id) {{where_images}}
@@ -84,7 +84,7 @@ ROWS_SQL = _ROWS_SQL.format(where_items="", where_images="", order="1, 3, 4, 5")
 # The images whose rows a shard's partition holds (their first path is in the shard), by path.
 SHARD_IMAGES_SQL = f"""
 SELECT p.image_id FROM paths p
-WHERE p.shard = ? AND {is_first_path_sql('p')}
+WHERE p.shard = ? AND {is_first_path_sql("p")}
 ORDER BY p.path
 """
 _SHARD_IMAGES_CHUNK = 300  # image ids bound per query (three times: both arms, and the images view)
@@ -98,6 +98,7 @@ def _image_rows_sql(count: int) -> str:
     return _ROWS_SQL.format(
         where_items=f"AND f.image_id IN ({marks}) AND i.image_id IN ({marks})", where_images=f"AND i.image_id IN ({marks})", order="1, 3, 4, 5"
     )
+
 
 # The label candidates of the regions of some images (?1, a JSON list of image ids), through the
 # primary key of region_labels (shard, image_id, ...): each region takes its first shard's list.

@@ -68,10 +68,7 @@ def catalog_labels(conn: sqlite3.Connection, vocabulary: list[str]) -> list[str]
     labels.update(label for (label,) in conn.execute("SELECT DISTINCT label FROM region_labels"))
     labels.update(label for (label,) in conn.execute("SELECT DISTINCT caption FROM regions WHERE caption IS NOT NULL"))
     labels.update(
-        label
-        for (label,) in conn.execute(
-            "SELECT DISTINCT label FROM reviews WHERE region_id IS NOT NULL AND label IS NOT NULL AND status != 'rejected'"
-        )
+        label for (label,) in conn.execute("SELECT DISTINCT label FROM reviews WHERE region_id IS NOT NULL AND label IS NOT NULL AND status != 'rejected'")
     )
     return sorted(label for label in labels if label and label.strip())
 
@@ -428,10 +425,7 @@ def import_label_studio(json_path: str | Path, catalog_db: str | Path, store_db:
         raise ReviewError(str(json_path), [str(exc)]) from None
     try:
         reviews, problems = read_label_studio_export(json_path, catalog)
-        stored = {
-            key: (status, label)
-            for key, status, label in catalog.execute("SELECT item_key, status, label FROM reviews")
-        }
+        stored = {key: (status, label) for key, status, label in catalog.execute("SELECT item_key, status, label FROM reviews")}
     finally:
         catalog.close()
     problems += catalog_problems(reviews, catalog_db, str(json_path))

@@ -22,9 +22,19 @@ from .stages.params import all_stage_params
 
 PHASE = 2
 TOOL_PACKAGES = (
-    "snakemake", "numpy", "pillow", "onnxruntime", "opencv-python-headless", "rapidocr",
-    "lingua-language-detector", "jsonschema", "torch", "transformers", "sentence-transformers",
-    "scikit-learn", "hdbscan",
+    "snakemake",
+    "numpy",
+    "pillow",
+    "onnxruntime",
+    "opencv-python-headless",
+    "rapidocr",
+    "lingua-language-detector",
+    "jsonschema",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "scikit-learn",
+    "hdbscan",
 )
 
 

@@ -71,7 +71,9 @@ class Ontology:
                     where.setdefault(folded, place)
         for name in self.exclude:
             if name.casefold() in lookup:
-                raise OntologyError(f"{self.source}: exclude: {name!r} also maps onto class {lookup[name.casefold()]!r} ({where[name.casefold()]}); remove it from one")
+                raise OntologyError(
+                    f"{self.source}: exclude: {name!r} also maps onto class {lookup[name.casefold()]!r} ({where[name.casefold()]}); remove it from one"
+                )
         if self.unmapped not in UNMAPPED:
             raise OntologyError(f"{self.source}: unmapped: {self.unmapped!r} is not one of {', '.join(UNMAPPED)}")
         object.__setattr__(self, "lookup", lookup)
@@ -335,7 +337,11 @@ def suggest_ontology(config: dict, terms: list[str], embed: Callable | None = No
     classes = native_classes(detect)
     lines = [
         f"# Suggested by `shardlens ontology suggest` for detect.backend {detect['backend']}: "
-        + (f"its {len(classes)} classes mapped onto {len(terms)} terms by MiniLM cosine similarity >= {threshold}." if classes else f"{len(terms)} terms, each a class prompted by itself."),
+        + (
+            f"its {len(classes)} classes mapped onto {len(terms)} terms by MiniLM cosine similarity >= {threshold}."
+            if classes
+            else f"{len(terms)} terms, each a class prompted by itself."
+        ),
         "# Similarity is not meaning: check each mapping, then name this file in the config (ontology: FILE).",
         "classes:",
     ]

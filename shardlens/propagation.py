@@ -188,12 +188,12 @@ sizes AS (
 SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, t.region_id, NULL, t.bbox, ts.width, ts.height
 FROM reach h JOIN regions t ON t.image_id = h.target AND t.caption = h.caption
 JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
-WHERE h.item = 'region' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql('region', 't')})
+WHERE h.item = 'region' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql("region", "t")})
 UNION ALL
 SELECT h.item_key, h.label, h.reviewed_at, h.bbox, hs.width, hs.height, t.image_id, NULL, t.line_no, t.bbox, ts.width, ts.height
 FROM reach h JOIN ocr_lines t ON t.image_id = h.target
 JOIN sizes hs ON hs.image_id = h.image_id JOIN sizes ts ON ts.image_id = t.image_id
-WHERE h.item = 'text' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql('text', 't')})
+WHERE h.item = 'text' AND NOT EXISTS (SELECT 1 FROM reviews w WHERE w.item_key = {item_key_sql("text", "t")})
 """
 
 
@@ -264,12 +264,12 @@ reach AS (
 SELECT r.image_id, r.region_id, NULL, CASE WHEN h.status = 'relabeled' THEN h.label ELSE r.caption END, h.review_key
 FROM reach h JOIN cluster_reviews c ON c.review_key = h.review_key AND c.item = 'region'
 JOIN regions r ON r.caption = h.text
-WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('region')})
+WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql("region")})
 UNION ALL
 SELECT o.image_id, NULL, o.line_no, CASE WHEN h.status = 'relabeled' THEN h.label ELSE o.text END, h.review_key
 FROM reach h JOIN cluster_reviews c ON c.review_key = h.review_key AND c.item = 'text'
 JOIN ocr_lines o ON o.text = h.text
-WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('text')})
+WHERE NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql("text")})
 """
 
 
@@ -474,7 +474,7 @@ def _similarity_rows(conn: sqlite3.Connection, threshold: float, changed_shards:
         f"""
         SELECT o.image_id, o.line_no, o.text FROM ocr_lines o
         WHERE o.text IN (SELECT value FROM json_each(?))
-          AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql('text')})
+          AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.item_key = {item_key_sql("text")})
         ORDER BY o.image_id, o.line_no
         """,
         (json.dumps(sorted(best)),),

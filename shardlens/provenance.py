@@ -58,8 +58,7 @@ def last_two_runs(cache_dir: str | Path) -> tuple[Path, Path]:
         raise ProvenanceError(f"{history}: no manifest history (run `snakemake`: each run's manifest is kept there)")
     if len(entries) == 1:
         raise ProvenanceError(
-            f"{history}: only one run in the history ({entries[0].name}); run the workflow again after a change, "
-            "or name two manifests: shardlens diff OLD NEW"
+            f"{history}: only one run in the history ({entries[0].name}); run the workflow again after a change, or name two manifests: shardlens diff OLD NEW"
         )
     return entries[-2], entries[-1]
 
@@ -167,9 +166,7 @@ def image_changes(old: dict, new: dict, old_history: Path, new_history: Path, li
     return images, per_shard
 
 
-def shard_changes(
-    old: dict, new: dict, params: dict[str, list[dict]], models: list[dict], per_shard: dict[str, dict], code_note: str | None
-) -> list[dict]:
+def shard_changes(old: dict, new: dict, params: dict[str, list[dict]], models: list[dict], per_shard: dict[str, dict], code_note: str | None) -> list[dict]:
     """Every shard whose listing or outputs differ: {shard, status, stages, causes}."""
     params_by_stage = {stage: [c["key"] for c in changes] for stage, changes in params.items()}
     models_by_stage: dict[str, list[str]] = {}

@@ -42,21 +42,22 @@ def validate_reviews(reviews: list[Review], catalog: sqlite3.Connection) -> list
         if review.region_id is not None and review.line_no is not None:
             problems.append(f"{where}: give region_id or line_no, not both")
             continue
-        if review.region_id is not None and catalog.execute(
-            "SELECT 1 FROM regions WHERE image_id = ? AND region_id = ? LIMIT 1", (review.image_id, review.region_id)
-        ).fetchone() is None:
+        if (
+            review.region_id is not None
+            and catalog.execute("SELECT 1 FROM regions WHERE image_id = ? AND region_id = ? LIMIT 1", (review.image_id, review.region_id)).fetchone() is None
+        ):
             problems.append(f"{where}, column region_id: image {review.image_id[:12]} has no region {review.region_id}")
             continue
-        if review.line_no is not None and catalog.execute(
-            "SELECT 1 FROM ocr_lines WHERE image_id = ? AND line_no = ? LIMIT 1", (review.image_id, review.line_no)
-        ).fetchone() is None:
+        if (
+            review.line_no is not None
+            and catalog.execute("SELECT 1 FROM ocr_lines WHERE image_id = ? AND line_no = ? LIMIT 1", (review.image_id, review.line_no)).fetchone() is None
+        ):
             problems.append(f"{where}, column line_no: image {review.image_id[:12]} has no OCR line {review.line_no}")
             continue
         earlier = seen.get(review.item_key)
         if earlier is not None and (earlier.status, earlier.label) != (review.status, review.label):
             problems.append(
-                f"{where}: conflicts with {earlier.where} for the same item "
-                f"({earlier.status} {earlier.label!r} vs {review.status} {review.label!r})"
+                f"{where}: conflicts with {earlier.where} for the same item ({earlier.status} {earlier.label!r} vs {review.status} {review.label!r})"
             )
         seen.setdefault(review.item_key, review)
     return problems
@@ -84,10 +85,7 @@ def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
     transaction, then mirror the store into the catalog."""
     now = _now()
     unique = {r.item_key: r for r in reviews}
-    rows = [
-        (key, r.image_id, r.region_id, r.line_no, r.status, r.label, r.reviewer, r.reviewed_at or now, source, now)
-        for key, r in sorted(unique.items())
-    ]
+    rows = [(key, r.image_id, r.region_id, r.line_no, r.status, r.label, r.reviewer, r.reviewed_at or now, source, now) for key, r in sorted(unique.items())]
     store = connect_store(store_db)
     try:
         store.execute("BEGIN IMMEDIATE")

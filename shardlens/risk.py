@@ -261,7 +261,12 @@ def _text_risk_rows(conn: sqlite3.Connection, changed_shards: list[str]) -> tupl
             continue
         name = names[cluster_id][1]
         old = kept.get((item, text))
-        if old is not None and (old[2], old[5], old[6], old[7]) == (cluster_id, probability, name, score) and (item, text) not in reloaded and (item, name) not in reloaded:
+        if (
+            old is not None
+            and (old[2], old[5], old[6], old[7]) == (cluster_id, probability, name, score)
+            and (item, text) not in reloaded
+            and (item, name) not in reloaded
+        ):
             rows[(item, text)] = old
         else:
             todo.append((item, text, cluster_id, probability, name, score))

@@ -255,9 +255,7 @@ def plot_stage_seconds(timings: list[StageTiming]) -> Figure:
     ax.bar_label(bars, labels=[f"{v:.3g} s" for v in own], padding=2, fontsize=8)
     if any(t.wall_per_image is not None for t in timings):
         wall = [t.wall_per_image or 0.0 for t in timings]
-        bars = ax.barh(
-            [i - height / 2 for i in range(len(timings))], wall, height, color="tab:orange", label="whole job (start-up, model load)"
-        )
+        bars = ax.barh([i - height / 2 for i in range(len(timings))], wall, height, color="tab:orange", label="whole job (start-up, model load)")
         ax.bar_label(bars, labels=[f"{v:.3g} s" for v in wall], padding=2, fontsize=8)
     ax.set_yticks(range(len(timings)), names)
     ax.invert_yaxis()

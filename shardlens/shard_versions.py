@@ -75,7 +75,9 @@ def _triggers() -> list[str]:
     }
     # a member's count (how often its text occurs) is in no exported row, nor is its outlier_score
     # (it feeds the risk scores, which the dashboard reads and no export holds)
-    update_when = {"cluster_members": "(OLD.cluster_id IS NOT NEW.cluster_id OR OLD.probability IS NOT NEW.probability OR OLD.text IS NOT NEW.text OR OLD.item IS NOT NEW.item)"}
+    update_when = {
+        "cluster_members": "(OLD.cluster_id IS NOT NEW.cluster_id OR OLD.probability IS NOT NEW.probability OR OLD.text IS NOT NEW.text OR OLD.item IS NOT NEW.item)"
+    }
     statements = []
     for table, mark in marks.items():
         statements.append(f"CREATE TRIGGER IF NOT EXISTS track_{table}_insert AFTER INSERT ON {table} WHEN {_TRACKING} BEGIN {mark('NEW')} END")

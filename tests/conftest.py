@@ -44,6 +44,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if unexpected:
         print(f"\nSHARDLENS_ALLOWED_SKIPS: {len(unexpected)} skip(s) not allowed in CI: {', '.join(unexpected)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 FONT = Path(__import__("matplotlib").get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 

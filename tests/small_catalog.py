@@ -58,8 +58,25 @@ def catalog_of_folder(run: Path, shards: int = 2, **config_overrides) -> Path:
     for shard in plan.names:
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits.from_values(), allow_outside_root=False)
         gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, stage_options(config, "gate"), 1, Limits.from_values())
-        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, stage_options(config, "ocr"), 1, Limits.from_values())
-        detect.run_shard(cache / "ingest" / f"{shard}.jsonl", root, cache / "detect" / f"{shard}.jsonl", shard, stage_params(config, "detect")["options"], 1, Limits.from_values())
+        ocr.run(
+            cache / "ingest" / f"{shard}.jsonl",
+            cache / "gate" / f"{shard}.jsonl",
+            root,
+            cache / "ocr" / f"{shard}.jsonl",
+            shard,
+            stage_options(config, "ocr"),
+            1,
+            Limits.from_values(),
+        )
+        detect.run_shard(
+            cache / "ingest" / f"{shard}.jsonl",
+            root,
+            cache / "detect" / f"{shard}.jsonl",
+            shard,
+            stage_params(config, "detect")["options"],
+            1,
+            Limits.from_values(),
+        )
         regions.run_shard(cache / "detect" / f"{shard}.jsonl", cache / "regions" / f"{shard}.jsonl", shard, stage_params(config, "regions")["options"], 1)
     write_manifest(cache / "manifest.json", build_manifest(cache, plan.names, models_for_config(config), stages=STAGES))
     db = run / "results" / "annotations.sqlite"

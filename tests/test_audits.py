@@ -114,7 +114,8 @@ def test_a_passing_audit_accepts_the_cluster_and_estimates_precision(run):
 
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT review_key, status FROM cluster_reviews ORDER BY review_key").fetchall() == [
-        ("cluster/text/0", "accepted"), ("cluster/text/1", "accepted")
+        ("cluster/text/0", "accepted"),
+        ("cluster/text/1", "accepted"),
     ]
     statuses = dict(conn.execute("SELECT image_id, review_status FROM final_annotations"))
     assert statuses[image_id("lone.png")] is None

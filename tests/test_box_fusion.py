@@ -42,7 +42,10 @@ def test_flip_and_stretch_views_find_the_same_objects():
 
     image = data.astronaut()
     plain = NanoDetDetector(DetectOptions.from_values(), threads=1).detect_batch([image])[0]
-    for detector in (NanoDetDetector(DetectOptions.from_values({"flip": True}), threads=1), NanoDetDetector(DetectOptions.from_values({"resize": "stretch"}), threads=1)):
+    for detector in (
+        NanoDetDetector(DetectOptions.from_values({"flip": True}), threads=1),
+        NanoDetDetector(DetectOptions.from_values({"resize": "stretch"}), threads=1),
+    ):
         found = detector.detect_batch([image])[0]
         person = next(d for d in found if d["label"] == "person")
         reference = next(d for d in plain if d["label"] == "person")

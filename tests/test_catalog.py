@@ -35,7 +35,16 @@ def cache(tmp_path_factory):
     for shard in plan.names:
         ingest.run_shard(cache / "shards" / f"{shard}.tsv", root, cache / "ingest" / f"{shard}.jsonl", shard, Limits.from_values(), allow_outside_root=False)
         gate.run(cache / "ingest" / f"{shard}.jsonl", root, cache / "gate" / f"{shard}.jsonl", shard, GateOptions.from_values(), 1, Limits.from_values())
-        ocr.run(cache / "ingest" / f"{shard}.jsonl", cache / "gate" / f"{shard}.jsonl", root, cache / "ocr" / f"{shard}.jsonl", shard, OCROptions.from_values(), 1, Limits.from_values())
+        ocr.run(
+            cache / "ingest" / f"{shard}.jsonl",
+            cache / "gate" / f"{shard}.jsonl",
+            root,
+            cache / "ocr" / f"{shard}.jsonl",
+            shard,
+            OCROptions.from_values(),
+            1,
+            Limits.from_values(),
+        )
     manifest = build_manifest(cache, plan.names, models_for_config(load_config()), stages=["ingest", "gate", "ocr"])
     write_manifest(cache / "manifest.json", manifest)
     return cache
@@ -109,7 +118,6 @@ def test_cli_import_cache(cache, tmp_path):
     assert "shards loaded" in result.output
     result = CliRunner().invoke(app, ["import-cache", str(tmp_path / "nocache"), str(tmp_path / "d.sqlite")])
     assert result.exit_code == 2 and "manifest.json does not exist" in result.output
-
 
 
 def test_a_catalog_of_the_old_cluster_layout_gets_the_current_views(tmp_path):

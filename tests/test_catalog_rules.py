@@ -23,9 +23,7 @@ def test_item_keys_in_sql_are_the_review_store_keys(small_catalog):
             assert key == item_key(image_id, region_id, line_no)
             t = ITEM_TABLES[item]
             number = region_id if item == "region" else line_no
-            found = conn.execute(
-                f"SELECT {item_key_sql(item, 'x')} FROM {t.table} x WHERE x.image_id = ? AND x.{t.number} = ?", (image_id, number)
-            ).fetchall()
+            found = conn.execute(f"SELECT {item_key_sql(item, 'x')} FROM {t.table} x WHERE x.image_id = ? AND x.{t.number} = ?", (image_id, number)).fetchall()
             assert {k for (k,) in found} == {key}
         assert item_key("abc", None, None) == "abc/image"
     finally:
@@ -38,7 +36,9 @@ def test_first_path_is_the_images_path(small_catalog):
     conn = connect_readonly(small_catalog)
     try:
         images = dict(conn.execute("SELECT image_id, path FROM images"))
-        copies = conn.execute("SELECT COUNT(*) FROM (SELECT image_id FROM paths WHERE image_id IS NOT NULL GROUP BY image_id HAVING COUNT(*) > 1)").fetchone()[0]
+        copies = conn.execute("SELECT COUNT(*) FROM (SELECT image_id FROM paths WHERE image_id IS NOT NULL GROUP BY image_id HAVING COUNT(*) > 1)").fetchone()[
+            0
+        ]
         assert copies >= 1  # tests/small_catalog.py lists a copy of cat.jpg
         firsts = conn.execute(f"SELECT p.image_id, p.path FROM paths p WHERE {is_first_path_sql('p')}").fetchall()
         assert dict(firsts) == images and len(firsts) == len(images)

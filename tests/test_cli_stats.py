@@ -64,6 +64,7 @@ def test_default_catalog_missing(tmp_path):
 
 # ------------------------------------------------------------------------------------- stats
 
+
 @pytest.mark.slow
 def test_stats_json_matches_the_catalog(catalog, tmp_path):
     before = catalog.read_bytes()

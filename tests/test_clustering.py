@@ -92,7 +92,11 @@ def test_object_labels_and_ocr_texts_are_clustered_apart(embed):
 
 def test_an_object_cluster_is_named_by_its_most_frequent_label():
     vectors = {"cat": np.array([1.0, 0.0]), "kitten": np.array([0.9, np.sqrt(1 - 0.81)]), "tabby": np.array([0.95, np.sqrt(1 - 0.9025)])}
-    points = [TextPoint("cat", {"caption"}, 5, vectors["cat"]), TextPoint("kitten", {"label"}, 1, vectors["kitten"]), TextPoint("tabby", {"caption"}, 2, vectors["tabby"])]
+    points = [
+        TextPoint("cat", {"caption"}, 5, vectors["cat"]),
+        TextPoint("kitten", {"label"}, 1, vectors["kitten"]),
+        TextPoint("tabby", {"caption"}, 2, vectors["tabby"]),
+    ]
     records = build_clusters(points, np.array([0, 0, 0]), np.ones(3))
     assert records[0]["label"] == "cat" and records[0]["item"] == "region"
     only = build_clusters(points[:1], np.array([0]), np.ones(1))

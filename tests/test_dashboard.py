@@ -330,10 +330,14 @@ def test_propagated_labels_in_the_queries(tmp_path):
     # two new images whose regions fall into the cluster, as a catalog update would bring them
     conn = sqlite3.connect(db)
     for n, new in enumerate(("ab" * 32, "cd" * 32)):
-        conn.execute("INSERT INTO paths (shard, image_id, path, bytes, width, height, format, status) VALUES ('0000', ?, ?, 1, 320, 240, 'JPEG', 'ok')", (new, f"new/{n}.jpg"))
+        conn.execute(
+            "INSERT INTO paths (shard, image_id, path, bytes, width, height, format, status) VALUES ('0000', ?, ?, 1, 320, 240, 'JPEG', 'ok')",
+            (new, f"new/{n}.jpg"),
+        )
         conn.execute(
             "INSERT INTO regions (shard, image_id, region_id, bbox, score, labels, caption, detector_label, detector_version) "
-            "VALUES ('0000', ?, 0, '[1.0,1.0,50.0,50.0]', 0.5, '[]', ?, ?, 'synthetic')", (new, caption, caption)
+            "VALUES ('0000', ?, 0, '[1.0,1.0,50.0,50.0]', 0.5, '[]', ?, ?, 'synthetic')",
+            (new, caption, caption),
         )
     conn.commit()
     conn.close()
@@ -808,10 +812,7 @@ def test_browser_cluster_list_counts_and_thumbnails(app, browser):
     page.wait_for_function("n => document.querySelectorAll('.sl-cluster').length >= n", arg=len(expected))
     page.locator("[data-testid='stImage'] img").first.wait_for()
     no_exception(page)
-    shown = [
-        tuple(int(el.get_attribute(f"data-{name}")) for name in ("cluster-id", "size", "items", "texts"))
-        for el in page.locator(".sl-cluster").all()
-    ]
+    shown = [tuple(int(el.get_attribute(f"data-{name}")) for name in ("cluster-id", "size", "items", "texts")) for el in page.locator(".sl-cluster").all()]
     assert shown == expected and len(shown) > 1
     for el, (cid, size, items, texts) in zip(page.locator(".sl-cluster").all(), expected):
         assert f"{items:,} items" in el.inner_text() and f"size {size:,}" in el.inner_text()
@@ -820,7 +821,9 @@ def test_browser_cluster_list_counts_and_thumbnails(app, browser):
     assert f"{n_clusters:,} clusters" in page.locator("[data-testid='stSidebar']").inner_text()
     # thumbnails: at least 160 px on screen and in the file
     images = page.locator("[data-testid='stMain'] [data-testid='stImage'] img")
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stImage] img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     sizes = images.evaluate_all("els => els.map(e => [e.getBoundingClientRect().width, e.naturalWidth, e.naturalHeight])")
     assert len(sizes) >= 2 and all(w >= 160 and max(nw, nh) >= 160 for w, nw, nh in sizes), sizes
     page.close()
@@ -999,9 +1002,7 @@ def test_browser_near_duplicate_group_and_a_review_reaching_it(near_duplicate_ap
     conn = q.open_catalog(app["db"])
     ids = {r["path"]: r["image_id"] for r in conn.execute("SELECT path, image_id FROM images")}
     in_groups = q.count_items(conn, q.ItemFilter(near_duplicates_only=True))
-    group_regions = conn.execute(
-        "SELECT COUNT(*) FROM regions WHERE image_id IN (SELECT image_id FROM near_duplicates)"
-    ).fetchone()[0]
+    group_regions = conn.execute("SELECT COUNT(*) FROM regions WHERE image_id IN (SELECT image_id FROM near_duplicates)").fetchone()[0]
     all_items = q.count_items(conn, q.ItemFilter())
     conn.close()
     original, half = ids["dogs/dog_original.jpg"], ids["dogs/dog_half_q30.jpg"]
@@ -1043,9 +1044,7 @@ def test_browser_near_duplicate_group_and_a_review_reaching_it(near_duplicate_ap
     assert (marker.get_attribute("data-from"), marker.get_attribute("data-label")) == (f"{original}/region/0", "dog")
     assert f"propagated dog from the review of region 0 of image {original[:12]}" in marker.inner_text()
     catalog = sqlite3.connect(app["db"])
-    row = catalog.execute(
-        "SELECT final_label, label_source, propagated_from FROM final_annotations WHERE image_id = ? AND region_id = 1", (half,)
-    ).fetchone()
+    row = catalog.execute("SELECT final_label, label_source, propagated_from FROM final_annotations WHERE image_id = ? AND region_id = 1", (half,)).fetchone()
     rule = catalog.execute("SELECT rule FROM propagated_labels WHERE item_key = ?", (f"{half}/region/1",)).fetchone()
     catalog.close()
     assert row == ("dog", "propagated", f"{original}/region/0") and rule == ("near_duplicate",)
@@ -1197,7 +1196,9 @@ def test_app_flows_in_streamlit_apptest(tmp_path, monkeypatch):
     # an OCR line relabeled: the other lines of its text (and its look-alikes) carry its label,
     # propagated; the label-source filter lists them and "Reject propagated" rejects each one
     conn = sqlite3.connect(db)
-    line = conn.execute("SELECT image_id, line_no FROM ocr_lines WHERE text = (SELECT text FROM ocr_lines GROUP BY text ORDER BY COUNT(*) DESC, text LIMIT 1) ORDER BY image_id LIMIT 1").fetchone()
+    line = conn.execute(
+        "SELECT image_id, line_no FROM ocr_lines WHERE text = (SELECT text FROM ocr_lines GROUP BY text ORDER BY COUNT(*) DESC, text LIMIT 1) ORDER BY image_id LIMIT 1"
+    ).fetchone()
     conn.close()
     record_reviews([Review(line[0], None, line[1], "relabeled", "way out")], db, store, "test")
     at.checkbox(key="f_unreviewed").uncheck().run()

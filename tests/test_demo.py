@@ -15,7 +15,14 @@ from shardlens.demo import generate, sources, tables
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 CATEGORIES = {"photo", "text", "notext"}
 RECORD_KEYS = {
-    "category", "lines", "clean", "rotation", "language", "objects", "has_text", "source",
+    "category",
+    "lines",
+    "clean",
+    "rotation",
+    "language",
+    "objects",
+    "has_text",
+    "source",
 }
 FOLDERS = {"photo": "photos", "text": "text", "notext": "notext"}
 
@@ -36,19 +43,11 @@ KNOWN_SIZES = {
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
 def _image_files(root: Path) -> set[str]:
-    return {
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-    }
+    return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +170,16 @@ def test_credits_name_sources_and_authors(generated):
     out, _ = generated
     credits = (out / "CREDITS.md").read_text(encoding="utf-8")
     needles = (
-        "danielbuechele", "vultilion", "Robert Layton", "creativecommons.org/licenses/by/2.0",
-        "china.jpg", "flower.jpg", "grace_hopper.jpg", "scikit-image", "matplotlib", "DejaVu",
+        "danielbuechele",
+        "vultilion",
+        "Robert Layton",
+        "creativecommons.org/licenses/by/2.0",
+        "china.jpg",
+        "flower.jpg",
+        "grace_hopper.jpg",
+        "scikit-image",
+        "matplotlib",
+        "DejaVu",
     )
     for needle in needles:
         assert needle in credits, needle

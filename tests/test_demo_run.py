@@ -19,9 +19,7 @@ def test_demo_catalog_holds_every_image_with_a_gate_decision(demo_run):
     db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
     paths = {row[0] for row in db.execute("SELECT path FROM paths WHERE status = 'ok'")}
     assert paths == set(truth)
-    missing_gate = db.execute(
-        "SELECT COUNT(*) FROM images i LEFT JOIN gate g ON g.image_id = i.image_id WHERE g.image_id IS NULL"
-    ).fetchone()[0]
+    missing_gate = db.execute("SELECT COUNT(*) FROM images i LEFT JOIN gate g ON g.image_id = i.image_id WHERE g.image_id IS NULL").fetchone()[0]
     assert missing_gate == 0
 
 
@@ -46,9 +44,7 @@ def test_clean_text_images_are_read_exactly(demo_run):
 def test_text_free_images_are_mostly_skipped_and_text_images_never(demo_run):
     truth = json.loads((demo_run / "resources" / "demo" / "ground_truth.json").read_text())
     db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
-    decisions = dict(
-        db.execute("SELECT p.path, g.decision FROM paths p JOIN gate g ON g.image_id = p.image_id").fetchall()
-    )
+    decisions = dict(db.execute("SELECT p.path, g.decision FROM paths p JOIN gate g ON g.image_id = p.image_id").fetchall())
     generated_text = [p for p, s in truth.items() if s["category"] == "text"]
     assert all(decisions[p] == "ocr" for p in generated_text), {p: decisions[p] for p in generated_text}
     notext = [p for p, s in truth.items() if s["category"] == "notext"]
@@ -69,12 +65,9 @@ def test_every_job_log_ends_with_a_summary_line(demo_run):
 def test_demo_clusters_group_objects_and_keep_signs_apart(demo_run):
     db = sqlite3.connect(demo_run / "results" / "annotations.sqlite")
     person = db.execute(
-        "SELECT DISTINCT a.cluster_id FROM item_annotations a JOIN images i USING (image_id) "
-        "WHERE a.item = 'region' AND a.text = 'person'"
+        "SELECT DISTINCT a.cluster_id FROM item_annotations a JOIN images i USING (image_id) WHERE a.item = 'region' AND a.text = 'person'"
     ).fetchall()
-    person_images = db.execute(
-        "SELECT COUNT(DISTINCT image_id) FROM regions WHERE caption = 'person'"
-    ).fetchone()[0]
+    person_images = db.execute("SELECT COUNT(DISTINCT image_id) FROM regions WHERE caption = 'person'").fetchone()[0]
     assert person_images >= 3 and len(person) == 1 and person[0][0] >= 0
     cat_cluster = db.execute("SELECT cluster_id FROM cluster_members WHERE item = 'region' AND text = 'cat'").fetchone()
     signs = db.execute(
@@ -109,8 +102,7 @@ def test_default_detector_finds_what_a_person_would_call_right(demo_run):
     }
     for path, label in expected.items():
         found = db.execute(
-            "SELECT MAX(l.score) FROM region_labels l JOIN paths p ON p.image_id = l.image_id "
-            "WHERE p.path = ? AND l.label = ?",
+            "SELECT MAX(l.score) FROM region_labels l JOIN paths p ON p.image_id = l.image_id WHERE p.path = ? AND l.label = ?",
             (path, label),
         ).fetchone()[0]
         assert found is not None, f"no {label!r} region on {path}"
@@ -132,7 +124,5 @@ def test_machine_labels_keep_the_detectors_meaning(demo_run):
         assert review is not None or final == machine
     lines = db.execute("SELECT text, machine_label FROM final_annotations WHERE item = 'text'").fetchall()
     assert lines and all(text == machine for text, machine in lines)
-    mixed = db.execute(
-        "SELECT cluster_id FROM cluster_members WHERE cluster_id >= 0 GROUP BY cluster_id HAVING COUNT(DISTINCT item) > 1"
-    ).fetchall()
+    mixed = db.execute("SELECT cluster_id FROM cluster_members WHERE cluster_id >= 0 GROUP BY cluster_id HAVING COUNT(DISTINCT item) > 1").fetchall()
     assert mixed == []  # object labels and OCR texts are clustered apart

@@ -59,15 +59,11 @@ def images() -> list[np.ndarray]:
 
 
 def expected_digest(files: list[Path]) -> str:
-    lines = "".join(
-        f"{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(files, key=lambda p: p.name)
-    )
+    lines = "".join(f"{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}\n" for p in sorted(files, key=lambda p: p.name))
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def check_detections(
-    detections: list[dict], image: np.ndarray, prompts: list[str], max_proposals: int, threshold: float
-) -> None:
+def check_detections(detections: list[dict], image: np.ndarray, prompts: list[str], max_proposals: int, threshold: float) -> None:
     height, width = image.shape[:2]
     assert 0 < len(detections) <= max_proposals
     scores = [d["score"] for d in detections]
@@ -86,9 +82,7 @@ def check_detections(
 
 @pytest.mark.parametrize("backend", DETECTORS)
 def test_detector_outputs_boxes_in_original_pixels(backend, tiny_models, images):
-    detector = build_detector(
-        backend, str(tiny_models[backend]), PROMPTS, score_threshold=0.01, max_proposals=7, batch_size=2
-    )
+    detector = build_detector(backend, str(tiny_models[backend]), PROMPTS, score_threshold=0.01, max_proposals=7, batch_size=2)
     assert detector.name == backend and detector.model_id == str(tiny_models[backend])
     results = detector.detect_batch(images)
     assert len(results) == len(images)
@@ -150,9 +144,7 @@ def test_grounding_dino_labels_follow_the_best_prompt_tokens(tiny_models):
     import torch
 
     detector = build_detector("grounding-dino", str(tiny_models["grounding-dino"]), PROMPTS, score_threshold=0.5)
-    tokens = detector.processor.tokenizer.convert_ids_to_tokens(
-        detector.processor.tokenizer(detector._dino_text)["input_ids"]
-    )
+    tokens = detector.processor.tokenizer.convert_ids_to_tokens(detector.processor.tokenizer(detector._dino_text)["input_ids"])
     owner = detector._token_prompt.tolist()
     assert tokens[0] == "[CLS]" and owner[0] == -1 and owner[-1] == -1  # [CLS] ... [SEP]
     assert [owner[i] for i, t in enumerate(tokens) if t == "."] == [-1, -1, -1]

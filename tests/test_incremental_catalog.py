@@ -48,23 +48,67 @@ def image_records(name: str, version: str = "") -> dict[str, list[dict]]:
     image_id = _digest(name + version)
     n = int(image_id[:2], 16)
     out = {
-        "ingest": [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "path": name, "bytes": 1000 + n, "width": 640, "height": 480,
-                    "format": "PNG", "phash": None, "status": "ok", "error": None, "error_detail": None}],
-        "gate": [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": n % 2 == 0, "score": round(n / 255, 6),
-                  "decision": "ocr" if n % 2 == 0 else "skip", "skip_reason": None if n % 2 == 0 else "no_text_regions",
-                  "text_regions": 1 if n % 2 == 0 else 0, "gate_version": "test-gate"}],
+        "ingest": [
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": image_id,
+                "path": name,
+                "bytes": 1000 + n,
+                "width": 640,
+                "height": 480,
+                "format": "PNG",
+                "phash": None,
+                "status": "ok",
+                "error": None,
+                "error_detail": None,
+            }
+        ],
+        "gate": [
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": image_id,
+                "has_text": n % 2 == 0,
+                "score": round(n / 255, 6),
+                "decision": "ocr" if n % 2 == 0 else "skip",
+                "skip_reason": None if n % 2 == 0 else "no_text_regions",
+                "text_regions": 1 if n % 2 == 0 else 0,
+                "gate_version": "test-gate",
+            }
+        ],
         "ocr": [],
         "region": [],
     }
     if n % 2 == 0:
-        out["ocr"] = [{"schema_version": SCHEMA_VERSION, "image_id": image_id, "line_no": k, "region_id": None,
-                       "text": f"SIGN {n % 7} {k}{version}", "confidence": 0.9, "language": None, "language_confidence": None,
-                       "bbox": [10.0, 10.0 + 40 * k, 200.0, 40.0 + 40 * k], "source": "test-ocr"} for k in range(1 + n % 2 + (n % 3 == 0))]
+        out["ocr"] = [
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": image_id,
+                "line_no": k,
+                "region_id": None,
+                "text": f"SIGN {n % 7} {k}{version}",
+                "confidence": 0.9,
+                "language": None,
+                "language_confidence": None,
+                "bbox": [10.0, 10.0 + 40 * k, 200.0, 40.0 + 40 * k],
+                "source": "test-ocr",
+            }
+            for k in range(1 + n % 2 + (n % 3 == 0))
+        ]
     for region_id in range(n % 3):
         labels = [{"label": NOUNS[(n + region_id + j) % len(NOUNS)], "score": round(0.9 - 0.2 * j, 6), "source": "detector"} for j in range(2)]
-        out["region"].append({"schema_version": SCHEMA_VERSION, "image_id": image_id, "region_id": region_id,
-                                 "bbox": [5.0 + region_id, 5.0, 300.0, 200.0], "score": labels[0]["score"], "labels": labels,
-                                 "caption": labels[0]["label"], "detector_label": labels[0]["label"], "detector_version": "test-det"})
+        out["region"].append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": image_id,
+                "region_id": region_id,
+                "bbox": [5.0 + region_id, 5.0, 300.0, 200.0],
+                "score": labels[0]["score"],
+                "labels": labels,
+                "caption": labels[0]["label"],
+                "detector_label": labels[0]["label"],
+                "detector_version": "test-det",
+            }
+        )
     return out
 
 
@@ -82,8 +126,10 @@ def write_cache(folder: Path, plan: dict[str, list[tuple[str, str]]], cluster_te
             texts.setdefault(("ocr", line["text"]), []).append([line["image_id"], None, line["line_no"]])
         for region in stage_records["region"]:
             texts.setdefault(("caption", region["caption"]), []).append([region["image_id"], region["region_id"], None])
-        embed = [{"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": occ, "model": "test-embed", "dim": 1,
-                  "vector": "AACAPw=="} for (kind, text), occ in sorted(texts.items())]
+        embed = [
+            {"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": occ, "model": "test-embed", "dim": 1, "vector": "AACAPw=="}
+            for (kind, text), occ in sorted(texts.items())
+        ]
         for key, occ in texts.items():
             all_texts[key] = all_texts.get(key, 0) + len(occ)
         for stage, kind in (("ingest", "ingest"), ("gate", "gate"), ("ocr", "ocr"), ("regions", "region")):
@@ -92,12 +138,29 @@ def write_cache(folder: Path, plan: dict[str, list[tuple[str, str]]], cluster_te
     regions = sorted(t for (k, t) in all_texts if k == "caption")
     lines = sorted(t for (k, t) in all_texts if k == "ocr")
     clusters = [
-        {"schema_version": SCHEMA_VERSION, "cluster_id": 0, "item": "region", "label": regions[0] if regions else "none", "keywords": regions[:cluster_texts],
-         "size": sum(all_texts[("caption", t)] for t in regions),
-         "members": [{"text": t, "item": "region", "kinds": ["caption"], "count": all_texts[("caption", t)], "probability": 0.8, "membership": "fitted"} for t in regions]},
-        {"schema_version": SCHEMA_VERSION, "cluster_id": -1, "item": None, "label": "unclustered", "keywords": [],
-         "size": sum(all_texts[("ocr", t)] for t in lines),
-         "members": [{"text": t, "item": "text", "kinds": ["ocr"], "count": all_texts[("ocr", t)], "probability": 0.0, "membership": "fitted"} for t in lines]},
+        {
+            "schema_version": SCHEMA_VERSION,
+            "cluster_id": 0,
+            "item": "region",
+            "label": regions[0] if regions else "none",
+            "keywords": regions[:cluster_texts],
+            "size": sum(all_texts[("caption", t)] for t in regions),
+            "members": [
+                {"text": t, "item": "region", "kinds": ["caption"], "count": all_texts[("caption", t)], "probability": 0.8, "membership": "fitted"}
+                for t in regions
+            ],
+        },
+        {
+            "schema_version": SCHEMA_VERSION,
+            "cluster_id": -1,
+            "item": None,
+            "label": "unclustered",
+            "keywords": [],
+            "size": sum(all_texts[("ocr", t)] for t in lines),
+            "members": [
+                {"text": t, "item": "text", "kinds": ["ocr"], "count": all_texts[("ocr", t)], "probability": 0.0, "membership": "fitted"} for t in lines
+            ],
+        },
     ]
     write_jsonl(folder / "clusters.jsonl", "cluster", clusters)
     write_manifest(folder / "manifest.json", build_manifest(folder, sorted(plan), {}, stages=STAGES))
@@ -165,6 +228,7 @@ def full_v2(caches, tmp_path_factory) -> dict:
 def cluster_rows_that_differ(old_cache: Path, new_cache: Path) -> int:
     """Rows of ``clusters`` and ``cluster_members`` an update from one cache to the other must
     write: those gone, new or changed (the importer writes no others)."""
+
     def rows(cache: Path) -> tuple[dict, dict]:
         clusters, members = {}, {}
         for r in read_jsonl(cache / "clusters.jsonl", "cluster"):
@@ -289,10 +353,15 @@ def test_reviews_are_kept_through_updates_and_rebuilds(caches, tmp_path):
     region = conn.execute("SELECT image_id, region_id FROM regions WHERE shard = '0000' ORDER BY image_id, region_id LIMIT 1").fetchone()
     line = conn.execute("SELECT image_id, line_no FROM ocr_lines WHERE shard = '0002' ORDER BY image_id, line_no LIMIT 1").fetchone()
     conn.close()
-    record_reviews([
-        Review(region[0], region[1], None, "relabeled", "tram", reviewer="ann"),
-        Review(line[0], None, line[1], "accepted", "SIGN", reviewer="bo"),
-    ], db, store, "test")
+    record_reviews(
+        [
+            Review(region[0], region[1], None, "relabeled", "tram", reviewer="ann"),
+            Review(line[0], None, line[1], "accepted", "SIGN", reviewer="bo"),
+        ],
+        db,
+        store,
+        "test",
+    )
     store_rows = sorted(connect_store(store).execute("SELECT * FROM reviews").fetchall())
 
     def reviews_in(path: Path) -> list:
@@ -441,22 +510,79 @@ def valid_examples() -> dict[str, list[dict]]:
     records = image_records("x/sign.png")
     a, b = image_records("x/a.png"), image_records("x/b.png")
     examples = {
-        "ingest": records["ingest"] + [{"schema_version": 1, "image_id": None, "path": "gone.png", "bytes": None, "width": None, "height": None,
-                                        "format": None, "phash": None, "status": "error", "error": "not_found", "error_detail": "gone"}],
+        "ingest": records["ingest"]
+        + [
+            {
+                "schema_version": 1,
+                "image_id": None,
+                "path": "gone.png",
+                "bytes": None,
+                "width": None,
+                "height": None,
+                "format": None,
+                "phash": None,
+                "status": "error",
+                "error": "not_found",
+                "error_detail": "gone",
+            }
+        ],
         "gate": records["gate"] + a["gate"] + b["gate"],
         "ocr": [r for v in (records, a, b) for r in v["ocr"]],
         "region": [r for v in (records, a, b) for r in v["region"]],
-        "embedding": [{"schema_version": 1, "kind": "caption", "text": "cat", "occurrences": [[_digest("x"), 0, None], [_digest("y"), None, 2]],
-                       "model": "m", "dim": 1, "vector": "AACAPw=="}],
-        "cluster": [{"schema_version": 1, "cluster_id": 3, "item": "text", "label": "OPEN", "keywords": ["open"], "size": 2,
-                     "members": [{"text": "OPEN", "item": "text", "kinds": ["ocr"], "count": 2, "probability": 0.5, "membership": "fitted"}]}],
+        "embedding": [
+            {
+                "schema_version": 1,
+                "kind": "caption",
+                "text": "cat",
+                "occurrences": [[_digest("x"), 0, None], [_digest("y"), None, 2]],
+                "model": "m",
+                "dim": 1,
+                "vector": "AACAPw==",
+            }
+        ],
+        "cluster": [
+            {
+                "schema_version": 1,
+                "cluster_id": 3,
+                "item": "text",
+                "label": "OPEN",
+                "keywords": ["open"],
+                "size": 2,
+                "members": [{"text": "OPEN", "item": "text", "kinds": ["ocr"], "count": 2, "probability": 0.5, "membership": "fitted"}],
+            }
+        ],
     }
     assert all(examples.values())
     return examples
 
 
-ODD_VALUES = [None, True, False, 0, -1, 1, 2.0, 1.5, 7, "", "x", "ok", "error", "skip", "ocr", "detector", "a" * 64, "A" * 64,
-              [], [1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], [-1.0, 0.0, 1.0, 2.0], ["a"], {}, {"label": "x"}]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2.0,
+    1.5,
+    7,
+    "",
+    "x",
+    "ok",
+    "error",
+    "skip",
+    "ocr",
+    "detector",
+    "a" * 64,
+    "A" * 64,
+    [],
+    [1.0, 2.0, 3.0],
+    [1.0, 2.0, 3.0, 4.0],
+    [-1.0, 0.0, 1.0, 2.0],
+    ["a"],
+    {},
+    {"label": "x"},
+]
 
 
 def mutations(record: dict):
@@ -471,16 +597,16 @@ def mutations(record: dict):
             for i, item in enumerate(value):
                 if isinstance(item, dict):
                     for changed in mutations(item):
-                        yield {**record, key: value[:i] + [changed] + value[i + 1:]}
+                        yield {**record, key: value[:i] + [changed] + value[i + 1 :]}
                 elif isinstance(item, list):
                     for j in range(len(item)):
                         for odd in ODD_VALUES:
-                            yield {**record, key: value[:i] + [item[:j] + [odd] + item[j + 1:]] + value[i + 1:]}
-                    yield {**record, key: value[:i] + [item + [None]] + value[i + 1:]}
-                    yield {**record, key: value[:i] + [item[:-1]] + value[i + 1:]}
+                            yield {**record, key: value[:i] + [item[:j] + [odd] + item[j + 1 :]] + value[i + 1 :]}
+                    yield {**record, key: value[:i] + [item + [None]] + value[i + 1 :]}
+                    yield {**record, key: value[:i] + [item[:-1]] + value[i + 1 :]}
                 else:
                     for odd in ODD_VALUES:
-                        yield {**record, key: value[:i] + [odd] + value[i + 1:]}
+                        yield {**record, key: value[:i] + [odd] + value[i + 1 :]}
     yield {**record, "extra": 1}
 
 

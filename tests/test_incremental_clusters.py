@@ -219,7 +219,11 @@ def scores(records: list[dict]) -> dict[tuple[str, str], tuple[str, float]]:
 
 # OCR texts seen once each, no two sharing a vector (the embedder is uncased: "EXIT" and "Exit"
 # would), so that no fitted point is infinitely dense and the outlier scores are graded
-ONCE = {"0000": {"ocr": {t: 1 for t in ("OPEN 24 HOURS", "open all night", "open daily", "EXIT", "EMERGENCY EXIT", "fire exit", "Main Street", "Main St", "High Street")}}}
+ONCE = {
+    "0000": {
+        "ocr": {t: 1 for t in ("OPEN 24 HOURS", "open all night", "open daily", "EXIT", "EMERGENCY EXIT", "fire exit", "Main Street", "Main St", "High Street")}
+    }
+}
 ONCE_ADDED = [{"ocr": {"OPEN 24 HRS": 1, "Quantum chromodynamics lecture": 1}}, {"ocr": {"exit only": 1, "Main Road": 1}}]
 
 
@@ -251,7 +255,8 @@ def test_assigned_texts_get_an_outlier_score_whatever_the_order_they_arrive_in(t
     run(tmp_path / "repeated", files, "never")
     repeated, _ = run(tmp_path / "repeated", write_shards(tmp_path / "repeated", ADDED, embed), "never")
     assert {k: s for k, (how, s) in scores(repeated).items() if how == "assigned" and k[1] in ("cats", "OPEN 24 HRS")} == {
-        ("region", "cats"): 1.0, ("text", "OPEN 24 HRS"): 1.0
+        ("region", "cats"): 1.0,
+        ("text", "OPEN 24 HRS"): 1.0,
     }
 
 
@@ -307,9 +312,11 @@ def test_a_state_written_before_outlier_scores_is_upgraded_and_refit_in_one_line
     stats = run_clustering(files, tmp_path / "clusters.jsonl", {**OPTIONS, "refit": "never"}, log=lines.append)
     assert stats["refit"] and stats["refit_reason"] == "the state was written by an older shardlens: version 1, without outlier scores"
     assert stats["embedding_files_read"] == 0
-    assert [line for line in lines if "refit" in line] == [
-        line for line in lines if line.startswith("cluster [never]") and "refit (the state was written by an older shardlens" in line
-    ] != []
+    assert (
+        [line for line in lines if "refit" in line]
+        == [line for line in lines if line.startswith("cluster [never]") and "refit (the state was written by an older shardlens" in line]
+        != []
+    )
     after = list(read_jsonl(tmp_path / "clusters.jsonl", "cluster"))
     assert [(r["cluster_id"], r["label"], [m["text"] for m in r["members"]]) for r in after] == [
         (r["cluster_id"], r["label"], [m["text"] for m in r["members"]]) for r in before

@@ -96,9 +96,7 @@ print(json.dumps({"problems": problems, "checked": checked, "labels": {c.name: l
 
 
 def sdk_validate(config: Path, tasks: Path) -> dict:
-    proc = subprocess.run(
-        [str(labelstudio_python()), "-c", VALIDATE, str(config), str(tasks)], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([str(labelstudio_python()), "-c", VALIDATE, str(config), str(tasks)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -110,7 +108,7 @@ def config_labels(config: Path) -> list[str]:
 
 
 def test_labeling_config_escapes_label_values():
-    labels = ['say "cheese"', "<b>&amp;</b>", "=HYPERLINK(\"x\")", "Ελληνικά", "line\nbreak", "tab\there"]
+    labels = ['say "cheese"', "<b>&amp;</b>", '=HYPERLINK("x")', "Ελληνικά", "line\nbreak", "tab\there"]
     xml = labeling_config(labels)
     root = ET.fromstring(xml)
     assert [label.get("value") for label in root.find("RectangleLabels").findall("Label")] == labels

@@ -92,7 +92,9 @@ def test_local_folders_are_used_as_they_are(offline_hub, tmp_path, tiny_models):
     assert f"detect.model: {tiny_models['owlv2']} is a local folder: used as it is" in result.output
     assert sorted(json.loads((root / LOCK_NAME).read_text())["models"]) == ["tiny-org--tiny-siglip"]
     # Nothing left to mirror when every model is local.
-    config = write_config(tmp_path, {**OWL_SIGLIP, "model": str(tiny_models["owlv2"]), "classifier": {"backend": "siglip", "model": str(tiny_models["siglip"])}})
+    config = write_config(
+        tmp_path, {**OWL_SIGLIP, "model": str(tiny_models["owlv2"]), "classifier": {"backend": "siglip", "model": str(tiny_models["siglip"])}}
+    )
     result = invoke("--from-config", str(config), "--root", str(tmp_path / "other"))
     assert result.exit_code == 0, result.output
     assert "names no hub model" in result.output and "nothing to mirror" in result.output
@@ -105,8 +107,7 @@ def test_nanodet_only_config_has_nothing_to_mirror(tmp_path):
     result = invoke("--from-config", str(config), "--root", str(root))
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
-        f"{config} names no hub model (detect.backend is not an open-vocabulary backend and "
-        "detect.classifier.backend is not set): nothing to mirror"
+        f"{config} names no hub model (detect.backend is not an open-vocabulary backend and detect.classifier.backend is not set): nothing to mirror"
     )
     assert not root.exists()
 

@@ -112,7 +112,9 @@ def test_ingest_shard_counts_images_without_a_hash(tmp_path):
     plan = plan_shards(list_images(root), 1)
     write_listings(plan, tmp_path / "shards")
     shard = plan.names[0]
-    summary = ingest.run_shard(tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
+    summary = ingest.run_shard(
+        tmp_path / "shards" / f"{shard}.tsv", root, tmp_path / "ingest.jsonl", shard, Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False
+    )
     assert summary["ok"] == 5 and summary["errors"] == 0 and summary["extra"] == {"no_phash": 1}
 
 
@@ -388,7 +390,9 @@ def test_a_review_of_one_photo_reaches_its_near_copies_marked_propagated(dog_cat
     assert {rule for _, rule, _ in rows} == {"near_duplicate"} and len(rows) == 5
     iou = {key: sim for key, _, sim in rows}
     half = ids["dogs/dog_half_q30.jpg"]
-    expected = normalised_iou(boxes[("dogs/dog_original.jpg", 1)], sizes["dogs/dog_original.jpg"], boxes[("dogs/dog_half_q30.jpg", 4)], sizes["dogs/dog_half_q30.jpg"])
+    expected = normalised_iou(
+        boxes[("dogs/dog_original.jpg", 1)], sizes["dogs/dog_original.jpg"], boxes[("dogs/dog_half_q30.jpg", 4)], sizes["dogs/dog_half_q30.jpg"]
+    )
     assert iou[f"{half}/region/4"] == round(expected, 6) and 0.5 <= expected < 0.52
     assert 0.54 < iou[f"{ids['dogs/dog_contrast.jpg']}/region/5"] < 0.56
     assert iou[f"{half}/region/1"] > 0.9 and iou[f"{half}/region/0"] > 0.8
@@ -425,7 +429,9 @@ def test_ocr_lines_match_by_box_and_the_group_rule_comes_before_clusters(tmp_pat
         "c.png": {"lines": ["EX1T"], "phash": f"{flipped(base, range(0, 64, 2)):016x}"},
         "d.png": {"lines": ["EXIT"], "phash": f"{flipped(base, range(1, 64, 2)):016x}"},
     }
-    stats = build_catalog(write_cache(tmp_path / "cache", images, [(0, "text", ["EX1T"])], {}), db, reviews_db=store, propagate_similarity=None, log=lambda m: None)
+    stats = build_catalog(
+        write_cache(tmp_path / "cache", images, [(0, "text", ["EX1T"])], {}), db, reviews_db=store, propagate_similarity=None, log=lambda m: None
+    )
     assert stats["near_duplicates"] == 2
     record_cluster_review(db, store, 0, "relabeled", "ex1t sign", reviewer="bo", source="test")  # reviews b.png's and c.png's line
     record_reviews([Review(image_id("a.png"), None, 0, "relabeled", "EXIT", "ana")], db, store, source="test")

@@ -209,7 +209,10 @@ def test_an_open_vocabulary_detector_receives_the_prompts_only(tmp_path):
 
 def test_comments_and_spelled_out_defaults_change_no_param(tmp_path):
     plain = write(tmp_path / "a.yaml", "classes:\n  pet:\n    native: [cat, dog]\n")
-    spelled = write(tmp_path / "b.yaml", "# pets\nclasses:\n  pet:   # one class\n    native: [cat, dog]\n    prompts: [pet]\n    threshold: 0.0\nexclude: []\nunmapped: keep\nthreshold: 0.0\n")
+    spelled = write(
+        tmp_path / "b.yaml",
+        "# pets\nclasses:\n  pet:   # one class\n    native: [cat, dog]\n    prompts: [pet]\n    threshold: 0.0\nexclude: []\nunmapped: keep\nthreshold: 0.0\n",
+    )
     assert regions_options(load_config(ontology=str(plain))) == regions_options(load_config(ontology=str(spelled)))
 
 
@@ -233,7 +236,9 @@ def test_suggest_maps_native_classes_onto_terms_and_prints_a_valid_file(tmp_path
     from shardlens.options import EmbedOptions
 
     classes = native_classes({"backend": "nanodet"})
-    mapping = build_vocabulary_map(classes, ["automobile", "person", "invoice"], make_text_embedder(EmbedOptions.from_values({"backend": "onnx"}), threads=1).encode, 0.6).mapping
+    mapping = build_vocabulary_map(
+        classes, ["automobile", "person", "invoice"], make_text_embedder(EmbedOptions.from_values({"backend": "onnx"}), threads=1).encode, 0.6
+    ).mapping
     assert sorted(data["classes"]["automobile"]["native"]) == sorted(c for c, t in mapping.items() if t == "automobile")
 
 
@@ -300,7 +305,18 @@ def test_editing_the_ontology_reruns_no_detector(tmp_path, tiny_images):
     # a rename and a merge, a threshold, an exclusion: regions and what reads them, no detector
     others = sorted({r["detector_label"] for r in native} - {"cat", "dog"})
     write(onto, {"classes": {"animal": {"native": ["cat", "dog"], "threshold": 0.05}}, "exclude": others, "unmapped": "drop"})
-    assert planned_jobs(workdir) == {"regions": n, "embed": n, "shard_jobs": n, "cluster": 1, "manifest": 1, "catalog": 1, "export": 1, "ingest_report": 1, "report_figures": 1, "all": 1}
+    assert planned_jobs(workdir) == {
+        "regions": n,
+        "embed": n,
+        "shard_jobs": n,
+        "cluster": 1,
+        "manifest": 1,
+        "catalog": 1,
+        "export": 1,
+        "ingest_report": 1,
+        "report_figures": 1,
+        "all": 1,
+    }
     snakemake(workdir, "--cores", "2")
     assert {p.name: p.stat().st_mtime_ns for p in (workdir / "cache" / "detect").glob("*.jsonl")} == detect_mtimes
     assert {c for (c,) in catalog("SELECT caption FROM regions")} == {"animal"}

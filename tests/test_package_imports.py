@@ -72,8 +72,7 @@ def test_walk_finds_the_package():
 
 def test_no_package_module_imports_snakemake():
     offenders = {
-        name: sorted(n for n in _imports(name, path, module_level=False) if n == "snakemake" or n.startswith("snakemake."))
-        for name, path in _modules().items()
+        name: sorted(n for n in _imports(name, path, module_level=False) if n == "snakemake" or n.startswith("snakemake.")) for name, path in _modules().items()
     }
     assert {name: found for name, found in offenders.items() if found} == {}
 

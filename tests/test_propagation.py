@@ -58,20 +58,65 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
     for path, spec in sorted(images.items()):
         records = shards.setdefault(spec.get("shard", "0000"), {"ingest": [], "gate": [], "ocr": [], "detection": [], "embedding": {}})
         iid = image_id(path)
-        records["ingest"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "path": path, "bytes": 1000, "width": 640, "height": 480,
-                                  "format": "PNG", "phash": spec.get("phash"), "status": "ok", "error": None, "error_detail": None})
-        records["gate"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "has_text": True, "score": 0.9, "decision": "ocr",
-                                "skip_reason": None, "text_regions": 1, "gate_version": "test-gate"})
+        records["ingest"].append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": iid,
+                "path": path,
+                "bytes": 1000,
+                "width": 640,
+                "height": 480,
+                "format": "PNG",
+                "phash": spec.get("phash"),
+                "status": "ok",
+                "error": None,
+                "error_detail": None,
+            }
+        )
+        records["gate"].append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "image_id": iid,
+                "has_text": True,
+                "score": 0.9,
+                "decision": "ocr",
+                "skip_reason": None,
+                "text_regions": 1,
+                "gate_version": "test-gate",
+            }
+        )
         for n, text in enumerate(spec.get("lines", [])):
-            records["ocr"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "line_no": n, "region_id": None, "text": text,
-                                   "confidence": spec.get("confidence", 0.9), "language": None, "language_confidence": None,
-                                   "bbox": [10.0, 10.0 + 40 * n, 200.0, 40.0 + 40 * n], "source": "test-ocr"})
+            records["ocr"].append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": iid,
+                    "line_no": n,
+                    "region_id": None,
+                    "text": text,
+                    "confidence": spec.get("confidence", 0.9),
+                    "language": None,
+                    "language_confidence": None,
+                    "bbox": [10.0, 10.0 + 40 * n, 200.0, 40.0 + 40 * n],
+                    "source": "test-ocr",
+                }
+            )
             records["embedding"].setdefault(("ocr", text), []).append([iid, None, n])
             counts[("text", text)] = counts.get(("text", text), 0) + 1
         for n, caption in enumerate(spec.get("regions", [])):
             labels = [{"label": caption, "score": 0.8, "source": "detector"}]
-            records["detection"].append({"schema_version": SCHEMA_VERSION, "image_id": iid, "region_id": n, "bbox": [300.0, 10.0 + 50 * n, 600.0, 50.0 + 50 * n],
-                                         "score": 0.8, "labels": labels, "caption": caption, "detector_label": caption, "detector_version": "test-det"})
+            records["detection"].append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": iid,
+                    "region_id": n,
+                    "bbox": [300.0, 10.0 + 50 * n, 600.0, 50.0 + 50 * n],
+                    "score": 0.8,
+                    "labels": labels,
+                    "caption": caption,
+                    "detector_label": caption,
+                    "detector_version": "test-det",
+                }
+            )
             records["embedding"].setdefault(("caption", caption), []).append([iid, n, None])
             counts[("region", caption)] = counts.get(("region", caption), 0) + 1
     for shard, records in shards.items():
@@ -85,19 +130,59 @@ def write_cache(folder: Path, images: dict[str, dict], clusters: list[tuple[int,
                 rng = np.random.default_rng(int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
                 vector = np.concatenate([np.zeros(8), rng.normal(size=DIM - 8)])
                 vector /= np.linalg.norm(vector)
-            embed.append({"schema_version": SCHEMA_VERSION, "kind": kind, "text": text, "occurrences": occurrences, "model": "test-embed",
-                          "dim": DIM, "vector": encode_vector(np.asarray(vector, dtype=np.float32))})
+            embed.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "kind": kind,
+                    "text": text,
+                    "occurrences": occurrences,
+                    "model": "test-embed",
+                    "dim": DIM,
+                    "vector": encode_vector(np.asarray(vector, dtype=np.float32)),
+                }
+            )
         write_jsonl(folder / "embed" / f"{shard}.jsonl", "embedding", embed)
     clustered = {(item, t) for _, item, texts in clusters for t in texts}
     records = []
     for cluster_id, item, texts in clusters:
-        members = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": counts.get((item, t), 1), "probability": 0.9, "membership": "fitted"} for t in texts]
-        records.append({"schema_version": SCHEMA_VERSION, "cluster_id": cluster_id, "item": item, "label": texts[0], "keywords": [],
-                        "size": sum(m["count"] for m in members), "members": members})
-    rest = [{"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": n, "probability": 0.0, "membership": "fitted"}
-            for (item, t), n in sorted(counts.items()) if (item, t) not in clustered]
-    records.append({"schema_version": SCHEMA_VERSION, "cluster_id": -1, "item": None, "label": "unclustered", "keywords": [],
-                    "size": sum(m["count"] for m in rest), "members": rest})
+        members = [
+            {
+                "text": t,
+                "item": item,
+                "kinds": ["ocr" if item == "text" else "caption"],
+                "count": counts.get((item, t), 1),
+                "probability": 0.9,
+                "membership": "fitted",
+            }
+            for t in texts
+        ]
+        records.append(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "cluster_id": cluster_id,
+                "item": item,
+                "label": texts[0],
+                "keywords": [],
+                "size": sum(m["count"] for m in members),
+                "members": members,
+            }
+        )
+    rest = [
+        {"text": t, "item": item, "kinds": ["ocr" if item == "text" else "caption"], "count": n, "probability": 0.0, "membership": "fitted"}
+        for (item, t), n in sorted(counts.items())
+        if (item, t) not in clustered
+    ]
+    records.append(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "cluster_id": -1,
+            "item": None,
+            "label": "unclustered",
+            "keywords": [],
+            "size": sum(m["count"] for m in rest),
+            "members": rest,
+        }
+    )
     write_jsonl(folder / "clusters.jsonl", "cluster", records)
     write_manifest(folder / "manifest.json", build_manifest(folder, sorted(shards), {}, stages=STAGES))
     return folder
@@ -166,8 +251,12 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
 
     # v2: c.png repeats a member text, d.png brings a new text assigned to the cluster, e.png a
     # region of the accepted cluster's reviewed class and one of a class nobody reviewed in it
-    v2 = {**v1, "c.png": {"lines": ["EXIT"], "regions": ["dog"], "shard": "0001"},
-          "d.png": {"lines": ["EXIT >>"], "shard": "0001"}, "e.png": {"regions": ["dog", "puppy"], "shard": "0001"}}
+    v2 = {
+        **v1,
+        "c.png": {"lines": ["EXIT"], "regions": ["dog"], "shard": "0001"},
+        "d.png": {"lines": ["EXIT >>"], "shard": "0001"},
+        "e.png": {"regions": ["dog", "puppy"], "shard": "0001"},
+    }
     clusters2 = [(0, "text", ["EXIT", "EXIT ->", "EXIT >>"]), (1, "region", ["dog", "puppy"])]
     stats = build_catalog(write_cache(tmp / "v2", v2, clusters2, {}), db, reviews_db=store, **QUIET)
     assert stats["mode"] == "incremental" and stats["loaded"] == ["0001"]
@@ -193,8 +282,12 @@ def test_a_reviewed_cluster_reaches_its_new_members_after_a_catalog_update(run):
 def test_a_cluster_review_is_refused_for_the_bucket_an_unknown_cluster_or_without_a_label(run):
     db, store, tmp = run["db"], run["store"], run["tmp"]
     build_catalog(write_cache(tmp / "v1", {"a.png": {"lines": ["EXIT", "odd"]}}, [(0, "text", ["EXIT"])], {}), db, reviews_db=store, **QUIET)
-    for args, needle in (((-1, "accepted"), "'unclustered' bucket is no cluster"), ((7, "accepted"), "no such cluster"),
-                         ((0, "relabeled"), "needs its new label"), ((0, "rejected"), "is not one of accepted, relabeled")):
+    for args, needle in (
+        ((-1, "accepted"), "'unclustered' bucket is no cluster"),
+        ((7, "accepted"), "no such cluster"),
+        ((0, "relabeled"), "needs its new label"),
+        ((0, "rejected"), "is not one of accepted, relabeled"),
+    ):
         with pytest.raises(ReviewError, match=needle):
             record_cluster_review(db, store, *args, source="test")
     assert not store.exists() or connect_store(store).execute("SELECT COUNT(*) FROM cluster_reviews").fetchone()[0] == 0
@@ -227,9 +320,13 @@ def test_regions_never_cross_classes(run):
 
 
 LOOK_ALIKES = {
-    "EXIT": unit(1.0), "EXIT.": unit(0.905), "EXlT": unit(0.895),  # around the threshold 0.9
-    "OPEN": unit(1.0, 2, 3), "OPEN.": unit(0.95, 2, 3),
-    "CLOSED": unit(1.0, 4, 5), "CLOSED.": unit(0.97, 4, 5),
+    "EXIT": unit(1.0),
+    "EXIT.": unit(0.905),
+    "EXlT": unit(0.895),  # around the threshold 0.9
+    "OPEN": unit(1.0, 2, 3),
+    "OPEN.": unit(0.95, 2, 3),
+    "CLOSED": unit(1.0, 4, 5),
+    "CLOSED.": unit(0.97, 4, 5),
 }
 
 

@@ -26,8 +26,6 @@ STAGES = ["ingest", "gate", "ocr", "detect", "embed"]
 TEXT_MODEL = {"stage": "ocr", "backend": "rapidocr", "source": "test", "files": {"rec.onnx": "a" * 64, "det.onnx": "b" * 64}}
 
 
-
-
 def write_cache(cache: Path, listings: dict[str, list[tuple[str, int, int]]], outputs: dict[tuple[str, str], str]) -> None:
     """A cache as the stages leave it: listings (path, size, mtime_ns) and one file per stage and
     shard (``outputs`` overrides a file's text; the default follows the shard's listing)."""

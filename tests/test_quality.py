@@ -25,9 +25,7 @@ print("lang", LanguageGuesser(LanguageOptions.from_values()).guess("Straße gesp
 
 
 def test_gate_and_ocr_warmups_raise_no_deprecation_warning():
-    proc = subprocess.run(
-        [sys.executable, "-W", "error::DeprecationWarning", "-c", WARMUP], capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", WARMUP], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ocr rapidocr-3.10.0:PP-OCRv6_rec_small@" in proc.stdout
     assert "lang de" in proc.stdout
@@ -35,17 +33,13 @@ def test_gate_and_ocr_warmups_raise_no_deprecation_warning():
 
 @pytest.mark.slow
 def test_snakemake_lint_is_clean():
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--lint", "-n"], capture_output=True, text=True, cwd=REPO, timeout=300
-    )
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-n"], capture_output=True, text=True, cwd=REPO, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "Congratulations" in out, out[-3000:]
 
 
 def test_snakefmt_is_clean():
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], capture_output=True, text=True, cwd=REPO
-    )
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

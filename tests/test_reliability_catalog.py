@@ -39,19 +39,47 @@ def synthetic_cache(folder: Path, version: str, shards: int = 6, per_shard: int 
         ingest, gate, ocr = [], [], []
         for j in range(per_shard):
             image_id = hashlib.sha256(f"{shard}/{j}".encode()).hexdigest()
-            ingest.append({
-                "schema_version": SCHEMA_VERSION, "image_id": image_id, "path": f"s{shard}/img{j:03d}.png", "bytes": 100 + j,
-                "width": 64, "height": 48, "format": "PNG", "phash": None, "status": "ok", "error": None, "error_detail": None,
-            })
-            gate.append({
-                "schema_version": SCHEMA_VERSION, "image_id": image_id, "has_text": True, "score": 0.9, "decision": "ocr",
-                "skip_reason": None, "text_regions": 1, "gate_version": "test-gate",
-            })
-            ocr.append({
-                "schema_version": SCHEMA_VERSION, "image_id": image_id, "line_no": 0, "region_id": None,
-                "text": f"{version} text {shard} {j}", "confidence": 0.9, "language": None, "language_confidence": None,
-                "bbox": [1.0, 2.0, 30.0, 12.0], "source": "test",
-            })
+            ingest.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": image_id,
+                    "path": f"s{shard}/img{j:03d}.png",
+                    "bytes": 100 + j,
+                    "width": 64,
+                    "height": 48,
+                    "format": "PNG",
+                    "phash": None,
+                    "status": "ok",
+                    "error": None,
+                    "error_detail": None,
+                }
+            )
+            gate.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": image_id,
+                    "has_text": True,
+                    "score": 0.9,
+                    "decision": "ocr",
+                    "skip_reason": None,
+                    "text_regions": 1,
+                    "gate_version": "test-gate",
+                }
+            )
+            ocr.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "image_id": image_id,
+                    "line_no": 0,
+                    "region_id": None,
+                    "text": f"{version} text {shard} {j}",
+                    "confidence": 0.9,
+                    "language": None,
+                    "language_confidence": None,
+                    "bbox": [1.0, 2.0, 30.0, 12.0],
+                    "source": "test",
+                }
+            )
         for stage, records in zip(STAGES, (ingest, gate, ocr)):
             write_jsonl(folder / stage / f"{shard}.jsonl", stage, records)
     write_manifest(folder / "manifest.json", build_manifest(folder, names, {}, stages=STAGES))
@@ -210,7 +238,10 @@ def test_two_imports_at_once_do_not_corrupt_the_catalog(tmp_path):
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", CONCURRENT_IMPORT, str(c), str(db), str(r), str(go)],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for c, r in zip((first, second), ready)
         ]
@@ -295,14 +326,28 @@ def phase1_cache(folder: Path, ocr_lines: list[dict] | None = None) -> Path:
     ingest = [
         {"sha256": a, "file": "shop/sign.jpg", "size": 2048, "w": 640, "h": 480, "fmt": "jpeg", "ok": True, "reason": None, "message": None},
         {"sha256": a, "file": "copy of sign.jpg", "size": 2048, "w": 640, "h": 480, "fmt": "jpeg", "ok": True, "reason": None, "message": None},
-        {"sha256": b, "file": "broken.png", "size": 10, "w": None, "h": None, "fmt": None, "ok": False, "reason": "truncated", "message": "image file is truncated"},
+        {
+            "sha256": b,
+            "file": "broken.png",
+            "size": 10,
+            "w": None,
+            "h": None,
+            "fmt": None,
+            "ok": False,
+            "reason": "truncated",
+            "message": "image file is truncated",
+        },
         {"sha256": None, "file": "gone.jpg", "size": None, "w": None, "h": None, "fmt": None, "ok": False, "reason": "missing", "message": None},
         {"sha256": None, "file": "odd.jpg", "size": None, "w": None, "h": None, "fmt": None, "ok": False, "reason": "nfs_stale", "message": "stale handle"},
     ]
-    ocr = ocr_lines if ocr_lines is not None else [
-        {"sha256": a, "idx": 0, "text": "OPEN LATE", "score": 0.97, "box": [[10, 20], [200, 22], [199, 60], [9, 58]], "lang": "en"},
-        {"sha256": a, "idx": 1, "text": "24h", "score": 0.88, "box": [[10, 70], [60, 70], [60, 90], [10, 90]], "lang": "en"},
-    ]
+    ocr = (
+        ocr_lines
+        if ocr_lines is not None
+        else [
+            {"sha256": a, "idx": 0, "text": "OPEN LATE", "score": 0.97, "box": [[10, 20], [200, 22], [199, 60], [9, 58]], "lang": "en"},
+            {"sha256": a, "idx": 1, "text": "24h", "score": 0.88, "box": [[10, 70], [60, 70], [60, 90], [10, 90]], "lang": "en"},
+        ]
+    )
     files = {}
     for stage, records in (("ingest", ingest), ("ocr", ocr)):
         path = folder / stage / "0000.jsonl"
@@ -311,8 +356,12 @@ def phase1_cache(folder: Path, ocr_lines: list[dict] | None = None) -> Path:
         sha, lines = file_digest(path)
         files[stage] = {"path": f"{stage}/0000.jsonl", "sha256": sha, "lines": lines}
     manifest = {
-        "phase": 1, "version": "0.4.2", "generated_at": "2026-06-01T12:00:00+00:00", "schema_hash": PHASE1_SCHEMA_HASH,
-        "dataset_digest": hashlib.sha256(b"phase1").hexdigest(), "files": {"0000": files},
+        "phase": 1,
+        "version": "0.4.2",
+        "generated_at": "2026-06-01T12:00:00+00:00",
+        "schema_hash": PHASE1_SCHEMA_HASH,
+        "dataset_digest": hashlib.sha256(b"phase1").hexdigest(),
+        "files": {"0000": files},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder

@@ -198,7 +198,9 @@ def test_ingest_shard_goes_on_after_a_hang(tmp_path, stuck_decoder):
     (tmp_path / "a_hang.png").write_bytes(b"HANG" + b"\x00" * 60)
     (tmp_path / "b_fine.png").write_bytes(_ok_png())
     (tmp_path / "listing.tsv").write_text("path\tsize\tmtime_ns\na_hang.png\t64\t0\nb_fine.png\t1\t0\n")
-    summary = ingest.run_shard(tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits.from_values({"decode_timeout_s": 0.5}), allow_outside_root=False)
+    summary = ingest.run_shard(
+        tmp_path / "listing.tsv", tmp_path, tmp_path / "out.jsonl", "0000", Limits.from_values({"decode_timeout_s": 0.5}), allow_outside_root=False
+    )
     assert (summary["ok"], summary["errors"], summary["extra"]) == (1, 1, {"worker_restarts": 1})
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert '"decode_timeout"' in lines[0] and '"status":"ok"' in lines[1]
@@ -280,9 +282,7 @@ def test_walk_does_not_follow_links_out_of_the_root(tmp_path):
     assert skipped == [("outdir", "symlink_outside_root")]
     # the file link is listed (so it is reported), and ingest refuses it
     assert ingest_file(root, "secret.jpg", IngestOptions.from_values())["error"] == "permission_denied"
-    assert [e.path for e in list_images(root, follow_symlinks=True, allow_outside_root=True)] == [
-        "outdir/secret.jpg", "secret.jpg", "sub/in.jpg"
-    ]
+    assert [e.path for e in list_images(root, follow_symlinks=True, allow_outside_root=True)] == ["outdir/secret.jpg", "secret.jpg", "sub/in.jpg"]
 
 
 def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
@@ -296,7 +296,9 @@ def test_stale_or_cut_ingest_file_is_refused_by_the_next_stage(tmp_path):
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record, record | {"path": "b.png"}])
     assert len(distinct_images(cache / "ingest" / "0003.jsonl")) == 1
     write_jsonl(cache / "ingest" / "0003.jsonl", "ingest", [record])  # b.png's line lost
-    with pytest.raises(IncompleteIngestError, match=r"0003\.jsonl does not match its listing .*no record for 1 listed path\(s\) \('b\.png'\).*--forcerun .*0003\.jsonl"):
+    with pytest.raises(
+        IncompleteIngestError, match=r"0003\.jsonl does not match its listing .*no record for 1 listed path\(s\) \('b\.png'\).*--forcerun .*0003\.jsonl"
+    ):
         distinct_images(cache / "ingest" / "0003.jsonl")
 
 
@@ -467,7 +469,14 @@ def test_ten_thousand_files_in_one_folder(tmp_path):
     assert len(entries) == 10_000 and [e.path for e in entries] == sorted(f"img{i:05d}.png" for i in range(10_000))
     write_listing(tmp_path / "shards" / "0000.tsv", listing_text(plan.shards["0000"]))
     started = time.monotonic()
-    summary = ingest.run_shard(tmp_path / "shards" / "0000.tsv", root, tmp_path / "ingest" / "0000.jsonl", "0000", Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
+    summary = ingest.run_shard(
+        tmp_path / "shards" / "0000.tsv",
+        root,
+        tmp_path / "ingest" / "0000.jsonl",
+        "0000",
+        Limits.from_values({"decode_timeout_s": 30}),
+        allow_outside_root=False,
+    )
     ingested = time.monotonic() - started
     print(f"\n10,000 files: listed and sharded in {listed:.2f} s, ingested in {ingested:.1f} s")
     assert (summary["images"], summary["ok"], summary["errors"], summary["records"]) == (10_000, 10_000, 0, 10_000)
@@ -493,13 +502,17 @@ def test_a_file_changed_or_deleted_between_ingest_and_gate(tmp_path, caplog):
     listing = listing_text(plan.shards["0000"])
     cache = tmp_path / "cache"
     write_listing(cache / "shards" / "0000.tsv", listing)
-    ingest.run_shard(cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False)
+    ingest.run_shard(
+        cache / "shards" / "0000.tsv", root, cache / "ingest" / "0000.jsonl", "0000", Limits.from_values({"decode_timeout_s": 30}), allow_outside_root=False
+    )
     before = {r["path"]: r["image_id"] for r in _read(cache / "ingest" / "0000.jsonl", "ingest")}
 
     text_image(["SOMETHING ELSE"], size=(640, 200)).save(root / "b.png")  # changed: still a fine image
     (root / "c.png").unlink()
     with caplog.at_level("WARNING"):
-        gate.run(cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", GateOptions.from_values(), threads=1, limits=Limits.from_values())
+        gate.run(
+            cache / "ingest" / "0000.jsonl", root, cache / "gate" / "0000.jsonl", "0000", GateOptions.from_values(), threads=1, limits=Limits.from_values()
+        )
     records = {r["image_id"]: r for r in _read(cache / "gate" / "0000.jsonl", "gate")}
     assert set(records) == set(before.values())
     assert records[before["a.png"]]["skip_reason"] != "ingest_error" and records[before["a.png"]]["has_text"]

@@ -137,9 +137,7 @@ def test_boxes_are_in_the_exif_rotated_frame(corpus_run):
     conn = sqlite3.connect(workdir / "results" / "annotations.sqlite")
     frame = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT image_id, width, height FROM images WHERE status = 'ok'")}
     # the sign's text is read where a person sees it (stored turned left, EXIF orientation 6)
-    lines = conn.execute(
-        "SELECT o.text, o.bbox FROM ocr_lines o JOIN paths p USING (image_id) WHERE p.path = 'rotated/sign.jpg'"
-    ).fetchall()
+    lines = conn.execute("SELECT o.text, o.bbox FROM ocr_lines o JOIN paths p USING (image_id) WHERE p.path = 'rotated/sign.jpg'").fetchall()
     assert lines, "no text read from the rotated sign"
     text, bbox = max(lines, key=lambda line: _iou(json.loads(line[1]), rotated_sign_box()))
     assert text.replace(" ", "") == ROTATED_TEXT.replace(" ", "")
@@ -147,9 +145,7 @@ def test_boxes_are_in_the_exif_rotated_frame(corpus_run):
     # the photo stored turned right (orientation 8) gives the boxes of the same photo stored upright
     best = {}
     for path in ("rotated/cat.jpg", "rotated/cat_upright.jpg"):
-        regions = conn.execute(
-            "SELECT r.bbox, r.score FROM regions r JOIN paths p USING (image_id) WHERE p.path = ? ORDER BY r.score DESC", (path,)
-        ).fetchall()
+        regions = conn.execute("SELECT r.bbox, r.score FROM regions r JOIN paths p USING (image_id) WHERE p.path = ? ORDER BY r.score DESC", (path,)).fetchall()
         assert regions, f"nothing detected in {path}"
         best[path] = json.loads(regions[0][0])
     assert _iou(best["rotated/cat.jpg"], best["rotated/cat_upright.jpg"]) > 0.9, best

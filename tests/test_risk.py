@@ -120,7 +120,9 @@ def test_catalog_risk_is_the_formula_on_the_run(demo_run, tmp_path):
     assert {k: c for k, (c, _) in got.items()} == {k: c for k, (c, _) in expected.items()}
     assert [got[k][1] for k in sorted(got)] == pytest.approx([expected[k][1] for k in sorted(expected)], abs=1e-5)
     # the outlier part is the member's stored score
-    parts = conn.execute("SELECT r.outlier, m.outlier_score FROM item_risk r JOIN cluster_members m ON m.item = r.item AND m.text = r.text WHERE r.cluster_id >= 0").fetchall()
+    parts = conn.execute(
+        "SELECT r.outlier, m.outlier_score FROM item_risk r JOIN cluster_members m ON m.item = r.item AND m.text = r.text WHERE r.cluster_id >= 0"
+    ).fetchall()
     assert parts and all(part == pytest.approx(score, abs=1e-6) for part, score in parts)
     clustered = [c for c, _ in expected.values() if c >= 0]
     assert clustered, "the demo run clusters nothing"

@@ -68,10 +68,7 @@ def test_the_per_shard_scripts_are_unchanged():
         name for name, sha in SHARD_SCRIPTS.items()
         if hashlib.sha256((REPO / "scripts" / f"{name}.py").read_bytes()).hexdigest() != sha
     ]  # fmt: skip
-    assert not changed, (
-        f"scripts {changed} changed: every existing cache re-runs these rules for every shard "
-        "(see the comment above SHARD_SCRIPTS)"
-    )
+    assert not changed, f"scripts {changed} changed: every existing cache re-runs these rules for every shard (see the comment above SHARD_SCRIPTS)"
     rules = "\n".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))
     for name in SHARD_SCRIPTS:  # the list names the scripts the rules really use
         assert f'"../scripts/{name}.py"' in rules, name

@@ -49,12 +49,47 @@ def small_catalog(tmp_path: Path) -> Path:
     for path, image_id, status, error in files:
         _insert(conn, "paths", shard="0000", path=path, image_id=image_id, bytes=100, width=64, height=48, format="JPEG", status=status, error=error)
     for image_id, score, decision, reason in [("ia", 0.95, "ocr", None), ("ib", 0.81, "ocr", None), ("ic", 0.42, "skip", "below_threshold"), ("id", 0.0, "skip", "no_text_regions"), ("ie", 0.0, "skip", "no_text_regions")]:  # fmt: skip
-        _insert(conn, "gate", shard="0000", image_id=image_id, has_text=int(score > 0), score=score, decision=decision, skip_reason=reason, text_regions=int(score > 0), gate_version="t")
+        _insert(
+            conn,
+            "gate",
+            shard="0000",
+            image_id=image_id,
+            has_text=int(score > 0),
+            score=score,
+            decision=decision,
+            skip_reason=reason,
+            text_regions=int(score > 0),
+            gate_version="t",
+        )
     for i, (image_id, caption) in enumerate([("ia", "cup"), ("ia", "cup"), ("ib", "dog"), ("ic", "cup"), ("id", "$x^2$ sign")]):
         labels = json.dumps([{"label": caption, "score": 0.9, "source": "detector"}])
-        _insert(conn, "regions", shard="0000", image_id=image_id, region_id=i, bbox="[1,2,3,4]", score=0.9, labels=labels, caption=caption, detector_label=caption, detector_version="t")
+        _insert(
+            conn,
+            "regions",
+            shard="0000",
+            image_id=image_id,
+            region_id=i,
+            bbox="[1,2,3,4]",
+            score=0.9,
+            labels=labels,
+            caption=caption,
+            detector_label=caption,
+            detector_version="t",
+        )
     for n, (image_id, conf) in enumerate([("ia", 0.99), ("ia", 0.5), ("ib", 0.75)]):
-        _insert(conn, "ocr_lines", shard="0000", image_id=image_id, line_no=n, region_id=None, text=f"line {n}", confidence=conf, language=None, bbox="[0,0,5,5]", source="t")
+        _insert(
+            conn,
+            "ocr_lines",
+            shard="0000",
+            image_id=image_id,
+            line_no=n,
+            region_id=None,
+            text=f"line {n}",
+            confidence=conf,
+            language=None,
+            bbox="[0,0,5,5]",
+            source="t",
+        )
     for cluster_id, item, label, size in [(0, "region", "cup", 3), (1, "text", "line", 2), (2, "region", "dog", 7), (-1, None, "unclustered", 4)]:
         _insert(conn, "clusters", cluster_id=cluster_id, item=item, label=label, keywords="[]", size=size)
     conn.close()

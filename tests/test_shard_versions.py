@@ -46,7 +46,7 @@ def first_path_shard(conn: sqlite3.Connection, image_id: str) -> str:
 def test_a_review_marks_the_shard_of_its_images_first_path_only(run):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db)
-    image_id, = conn.execute("SELECT image_id FROM regions ORDER BY image_id LIMIT 1").fetchone()
+    (image_id,) = conn.execute("SELECT image_id FROM regions ORDER BY image_id LIMIT 1").fetchone()
     shard = first_path_shard(conn, image_id)
     conn.close()
     before = versions(db)
@@ -58,7 +58,7 @@ def test_a_review_marks_the_shard_of_its_images_first_path_only(run):
 def test_a_member_moving_cluster_marks_the_shards_of_its_text_and_a_count_or_outlier_score_marks_none(run):
     db = run / "results" / "annotations.sqlite"
     conn = sqlite3.connect(db, isolation_level=None)
-    text, = conn.execute("SELECT text FROM ocr_lines ORDER BY text LIMIT 1").fetchone()
+    (text,) = conn.execute("SELECT text FROM ocr_lines ORDER BY text LIMIT 1").fetchone()
     holders = sorted({first_path_shard(conn, i) for (i,) in conn.execute("SELECT image_id FROM ocr_lines WHERE text = ?", (text,))})
     before = versions(db)
     conn.execute("INSERT INTO cluster_members VALUES ('text', ?, 3, '[\"ocr\"]', 1, 0.9, 'fitted', 0.2)", (text,))

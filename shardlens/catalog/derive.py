@@ -19,10 +19,7 @@ def link_lines_to_regions(lines: list[dict], regions: list[dict]) -> None:
     for line in lines:
         x0, y0, x1, y1 = line["bbox"]
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        holding = [
-            r for r in by_image.get(line["image_id"], [])
-            if r["bbox"][0] <= cx <= r["bbox"][2] and r["bbox"][1] <= cy <= r["bbox"][3]
-        ]
+        holding = [r for r in by_image.get(line["image_id"], []) if r["bbox"][0] <= cx <= r["bbox"][2] and r["bbox"][1] <= cy <= r["bbox"][3]]
         if holding:
             best = min(holding, key=lambda r: ((r["bbox"][2] - r["bbox"][0]) * (r["bbox"][3] - r["bbox"][1]), r["region_id"]))
             line["region_id"] = best["region_id"]

@@ -59,8 +59,7 @@ def read_manifest(cache_dir: Path) -> dict:
     found = manifest.get("schema_hash") if isinstance(manifest, dict) else None
     if found not in SCHEMA_ADAPTERS:
         known = ", ".join(
-            f"{h[:12]} ({'current, schema_version ' + str(SCHEMA_VERSION) if a is None else a.name + ': ' + a.description})"
-            for h, a in SCHEMA_ADAPTERS.items()
+            f"{h[:12]} ({'current, schema_version ' + str(SCHEMA_VERSION) if a is None else a.name + ': ' + a.description})" for h, a in SCHEMA_ADAPTERS.items()
         )
         raise CatalogError(
             f"{path}: schema_hash {str(found)[:12]} is not one this shardlens reads (it reads: {known}); "
@@ -250,7 +249,9 @@ def _import_in_transaction(conn: sqlite3.Connection, cache_dir: Path, manifest: 
         digests.close()
 
 
-def _import_shards(conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log, progress, digests: DigestCache) -> None:
+def _import_shards(
+    conn: sqlite3.Connection, cache_dir: Path, manifest: dict, adapter: CacheAdapter | None, stats: dict, log, progress, digests: DigestCache
+) -> None:
     loaded = {}
     for shard, stage, sha in conn.execute("SELECT shard, stage, sha256 FROM shard_files"):
         loaded.setdefault(shard, {})[stage] = sha
@@ -307,7 +308,13 @@ def _load_aggregate(conn: sqlite3.Connection, cache_dir: Path, name: str, info: 
         raise CatalogError(f"manifest names an aggregate {name!r} this shardlens does not know")
     clusters, members = {}, {}
     for record in read_records(cache_dir / info["file"], "cluster"):
-        clusters[record["cluster_id"]] = (record["cluster_id"], record["item"], record["label"], json.dumps(record["keywords"], ensure_ascii=False), record["size"])
+        clusters[record["cluster_id"]] = (
+            record["cluster_id"],
+            record["item"],
+            record["label"],
+            json.dumps(record["keywords"], ensure_ascii=False),
+            record["size"],
+        )
         for m in record["members"]:
             members[(m["item"], m["text"])] = (
                 m["item"], m["text"], record["cluster_id"], json.dumps(m["kinds"]), m["count"], m["probability"], m["membership"], m.get("outlier_score"),

@@ -129,8 +129,13 @@ def cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 10) -> 
     reviewed = reviewed_per_cluster(conn, ids)
     return [
         ClusterRow(
-            r["cluster_id"], r["label"], json.loads(r["keywords"] or "[]"), r["size"],
-            items.get(r["cluster_id"], 0), r["texts"], reviewed.get(r["cluster_id"], 0),
+            r["cluster_id"],
+            r["label"],
+            json.loads(r["keywords"] or "[]"),
+            r["size"],
+            items.get(r["cluster_id"], 0),
+            r["texts"],
+            reviewed.get(r["cluster_id"], 0),
         )  # fmt: skip
         for r in rows
     ]
@@ -188,10 +193,7 @@ def reviewed_per_cluster(conn: sqlite3.Connection, cluster_ids: list[int]) -> di
 def cluster_options(conn: sqlite3.Connection, limit: int = 1000) -> list[tuple[int, str, int]]:
     """(cluster_id, label, size) of the largest clusters, for the filter's drop-down."""
     return [
-        tuple(r)
-        for r in conn.execute(
-            "SELECT cluster_id, label, size FROM clusters ORDER BY cluster_id < 0, size DESC, cluster_id LIMIT ?", (int(limit),)
-        )
+        tuple(r) for r in conn.execute("SELECT cluster_id, label, size FROM clusters ORDER BY cluster_id < 0, size DESC, cluster_id LIMIT ?", (int(limit),))
     ]
 
 
@@ -381,7 +383,7 @@ def item_page(conn: sqlite3.Connection, f: ItemFilter, offset: int = 0, limit: i
     rows = conn.execute(
         f"""
         SELECT p.*, {first_path_sql("p.image_id")} AS path
-        FROM ({page_sql}) p ORDER BY {order_sql.format(a='p')}
+        FROM ({page_sql}) p ORDER BY {order_sql.format(a="p")}
         """,
         (*params, int(limit), int(offset)),
     ).fetchall()
@@ -413,9 +415,7 @@ def propagated_items(conn: sqlite3.Connection, f: ItemFilter) -> list[dict]:
     """Every item matching ``f`` whose label is propagated (the bulk actions' items), with its
     machine and propagated (final) label, once per item key."""
     sql, params = _items_sql(replace(f, label_source="propagated"))
-    rows = conn.execute(
-        f"SELECT image_id, item, region_id, line_no, machine_label, final_label, propagated_from FROM ({sql}) ORDER BY {_ITEM_KEY}", params
-    )
+    rows = conn.execute(f"SELECT image_id, item, region_id, line_no, machine_label, final_label, propagated_from FROM ({sql}) ORDER BY {_ITEM_KEY}", params)
     unique = {(r["image_id"], r["item"], r["region_id"], r["line_no"]): dict(r) for r in rows}
     return list(unique.values())
 
@@ -536,7 +536,7 @@ def embedding_sample(conn: sqlite3.Connection, limit: int = 3000, cluster_id: in
         LEFT JOIN cluster_members m ON m.item = (CASE e.kind WHEN 'ocr' THEN 'text' ELSE 'region' END) AND m.text = e.text
         LEFT JOIN clusters c ON c.cluster_id = m.cluster_id AND m.cluster_id >= 0
         WHERE e.rowid IN (
-            SELECT e2.rowid FROM embeddings e2 LEFT JOIN cluster_members m ON m.item = (CASE e2.kind WHEN 'ocr' THEN 'text' ELSE 'region' END) AND m.text = e2.text {where.replace('e.', 'e2.')}
+            SELECT e2.rowid FROM embeddings e2 LEFT JOIN cluster_members m ON m.item = (CASE e2.kind WHEN 'ocr' THEN 'text' ELSE 'region' END) AND m.text = e2.text {where.replace("e.", "e2.")}
             ORDER BY (e2.rowid * 2654435761) % 4294967311 LIMIT ?)
         """,
         (*params, int(limit) * 2),
@@ -547,7 +547,16 @@ def embedding_sample(conn: sqlite3.Connection, limit: int = 3000, cluster_id: in
         if r["text"] in seen:  # the same text embedded in several shards
             continue
         seen.add(r["text"])
-        out.append({"kind": r["kind"], "text": r["text"], "cluster_id": r["cluster_id"], "label": r["label"], "count": r["count"], "vector": decode_vector(r["vector"])})
+        out.append(
+            {
+                "kind": r["kind"],
+                "text": r["text"],
+                "cluster_id": r["cluster_id"],
+                "label": r["label"],
+                "count": r["count"],
+                "vector": decode_vector(r["vector"]),
+            }
+        )
         if len(out) >= limit:
             break
     return out
@@ -605,7 +614,15 @@ def triage_cluster_page(conn: sqlite3.Connection, offset: int = 0, limit: int = 
     items = items_per_cluster(conn, ids)
     reviewed = reviewed_per_cluster(conn, ids)
     return [
-        ClusterRow(cid, by_id[cid]["label"], json.loads(by_id[cid]["keywords"] or "[]"), by_id[cid]["size"], items.get(cid, 0), by_id[cid]["texts"], reviewed.get(cid, 0))
+        ClusterRow(
+            cid,
+            by_id[cid]["label"],
+            json.loads(by_id[cid]["keywords"] or "[]"),
+            by_id[cid]["size"],
+            items.get(cid, 0),
+            by_id[cid]["texts"],
+            reviewed.get(cid, 0),
+        )
         for cid in ids
     ]
 

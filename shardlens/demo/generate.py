@@ -43,8 +43,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def _record(category: str, source: str, **overrides: Any) -> dict[str, Any]:
-    record = {"category": category, "lines": [], "clean": False, "rotation": 0,
-              "language": None, "objects": [], "has_text": False, "source": source}
+    record = {"category": category, "lines": [], "clean": False, "rotation": 0, "language": None, "objects": [], "has_text": False, "source": source}
     record.update(overrides)
     return record
 
@@ -52,8 +51,9 @@ def _record(category: str, source: str, **overrides: Any) -> dict[str, Any]:
 def _photo_entries() -> list[tuple[str, Image.Image, dict[str, Any]]]:
     entries = []
     for spec in PHOTOS:
-        record = _record("photo", source_label(spec["source"]), objects=list(spec["objects"]),
-                         has_text=spec.get("has_text", False), language=spec.get("language"))
+        record = _record(
+            "photo", source_label(spec["source"]), objects=list(spec["objects"]), has_text=spec.get("has_text", False), language=spec.get("language")
+        )
         entries.append((spec["path"], load_source(spec["source"]), record))
     return entries
 
@@ -67,9 +67,15 @@ def _text_entries() -> list[tuple[str, Image.Image, dict[str, Any]]]:
             source = f"generated: {font_name} sign on a crop of {source_label(spec['photo'])}"
         else:
             source = f"generated: {font_name} {spec['kind']}"
-        record = _record("text", source, lines=list(spec["lines"]), has_text=True,
-                         clean=spec.get("clean", False), rotation=spec.get("rotation", 0),
-                         language=spec.get("language", "en"))
+        record = _record(
+            "text",
+            source,
+            lines=list(spec["lines"]),
+            has_text=True,
+            clean=spec.get("clean", False),
+            rotation=spec.get("rotation", 0),
+            language=spec.get("language", "en"),
+        )
         entries.append((spec["path"], img, record))
     return entries
 
@@ -128,4 +134,3 @@ def main(argv: list[str] | None = None) -> None:
         counts[record["category"]] = counts.get(record["category"], 0) + 1
     summary = ", ".join(f"{n} {category}" for category, n in sorted(counts.items()))
     print(f"wrote {len(ground_truth)} images ({summary}) to {args.out_dir}")
-

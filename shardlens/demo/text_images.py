@@ -46,8 +46,7 @@ def render_paragraph(spec: dict[str, Any]) -> Image.Image:
 def _rotate(img: Image.Image, degrees: int, fill: tuple[int, int, int]) -> Image.Image:
     """Rotate counter-clockwise; exact for multiples of 90, bicubic otherwise."""
     if degrees % 90 == 0:
-        transposes = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
-                      270: Image.Transpose.ROTATE_270}
+        transposes = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
         return img.transpose(transposes[degrees % 360]) if degrees % 360 else img
     return img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=fill)
 
@@ -103,8 +102,7 @@ def render_screen(spec: dict[str, Any]) -> Image.Image:
         x -= w + 30
     for box, label, face, ink in boxes:
         draw.rounded_rectangle(box, radius=10, fill=face, outline=(160, 165, 175), width=2)
-        draw.text(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2), label, font=fnt,
-                  fill=ink, anchor="mm")
+        draw.text(((box[0] + box[2]) // 2, (box[1] + box[3]) // 2), label, font=fnt, fill=ink, anchor="mm")
     return img
 
 

@@ -51,8 +51,7 @@ def resolve_inside(root: Path, rel_path: str, allow_outside_root: bool) -> Path:
     if not is_inside(real, root_real):
         raise ImageError(
             "permission_denied",
-            f"{rel_path} resolves to {real}, outside the images root {root_real} "
-            "(set listing.allow_outside_root: true to allow it)",
+            f"{rel_path} resolves to {real}, outside the images root {root_real} (set listing.allow_outside_root: true to allow it)",
         )
     return path
 
@@ -164,9 +163,7 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
             image = Image.open(fp)
             image.seek(0)  # animated formats: the first frame
             if image.width * image.height > limits.max_pixels:
-                raise ImageError(
-                    "too_many_pixels", f"{image.width}x{image.height} is over the limit of {limits.max_pixels:,} pixels (limits.max_pixels)"
-                )
+                raise ImageError("too_many_pixels", f"{image.width}x{image.height} is over the limit of {limits.max_pixels:,} pixels (limits.max_pixels)")
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
@@ -197,9 +194,7 @@ def open_image(source: Path | bytes, limits: Limits, draft_size: int | None = No
                 raise ImageError("unsupported_format", f"no decoder for {Path(name).suffix} is installed") from None
             if announced is not None:
                 prefix = f"{announced} opening failed. "
-                why = "; ".join(
-                    str(w.message).removeprefix(prefix) for w in caught if str(w.message).startswith(prefix)
-                ) or "its decoder refused it"
+                why = "; ".join(str(w.message).removeprefix(prefix) for w in caught if str(w.message).startswith(prefix)) or "its decoder refused it"
                 raise ImageError("corrupt", f"a damaged {announced} file: {why}") from None
             raise ImageError("not_an_image", "no installed decoder recognises this file") from None
         except OSError as exc:

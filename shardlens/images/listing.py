@@ -83,8 +83,7 @@ def _read_list_file(list_file: Path, root: Path, allow_outside_root: bool) -> li
             rel = _relative_to_root(line, root_abs)
             if rel is None and not allow_outside_root:
                 raise ListingError(
-                    f"{list_file} line {line_no}: path {line!r} is outside the images root {root_abs!r}"
-                    " (set listing.allow_outside_root: true to allow it)"
+                    f"{list_file} line {line_no}: path {line!r} is outside the images root {root_abs!r} (set listing.allow_outside_root: true to allow it)"
                 )
             rel = rel if rel is not None else os.path.abspath(os.path.join(root_abs, line))
             if rel not in seen:

@@ -60,9 +60,7 @@ class HFCropClassifier:
         self.prompt_template = prompt_template
         self.batch_size = int(batch_size)
         self.device = pick_device(device)
-        network, self.processor, self.weight_files = load_model(
-            "classifier", backend, HUB_CLASSIFIER_CLASSES, self.model_id, local_files_only
-        )
+        network, self.processor, self.weight_files = load_model("classifier", backend, HUB_CLASSIFIER_CLASSES, self.model_id, local_files_only)
         self.model = network.to(self.device).eval()
         self.version = model_version(backend, self.model_id, self.weight_files)
         texts = [prompt_template.format(label) for label in labels]
@@ -101,9 +99,7 @@ class HFCropClassifier:
         """``(len(crops), len(labels))`` scores for a batch of crops."""
         import torch
 
-        pixel_values = self.processor.image_processor(images=[to_pil(c) for c in crops], return_tensors="pt")[
-            "pixel_values"
-        ].to(self.device)
+        pixel_values = self.processor.image_processor(images=[to_pil(c) for c in crops], return_tensors="pt")["pixel_values"].to(self.device)
         with torch.inference_mode():
             image_embeds = _pooled(self.model.get_image_features(pixel_values=pixel_values))
             image_embeds = image_embeds / image_embeds.norm(p=2, dim=-1, keepdim=True)
@@ -118,9 +114,7 @@ class HFCropClassifier:
         """Per box, the ``top_k`` ``(label, score)`` pairs best first; ``[]`` for a degenerate box."""
         return self.classify_batch([image], [boxes], top_k=top_k)[0]
 
-    def classify_batch(
-        self, images: list[np.ndarray], boxes: list[list[list[float]]], top_k: int
-    ) -> list[list[list[tuple[str, float]]]]:
+    def classify_batch(self, images: list[np.ndarray], boxes: list[list[list[float]]], top_k: int) -> list[list[list[tuple[str, float]]]]:
         """``classify`` for several images at once: the crops of all of them go through the model
         together, ``batch_size`` crops at a time (the label texts were embedded once, at
         construction). A crop's scores do not depend on the crops beside it."""

@@ -61,9 +61,7 @@ def _is_local(model: str | os.PathLike[str]) -> bool:
 
 def _loadable_files(folder: Path) -> list[Path]:
     """Regular files at the top of a model folder (what ``from_pretrained`` reads), sorted by name."""
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED_FILES
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED_FILES)
 
 
 def weight_files_for(model: str | os.PathLike[str], local_files_only: bool = True) -> list[Path]:
@@ -90,8 +88,7 @@ def weight_files_for(model: str | os.PathLike[str], local_files_only: bool = Tru
     except Exception as err:  # LocalEntryNotFoundError and friends
         if local_files_only:
             raise ModelLoadError(
-                f"hub model {str(model)!r} is not in the local Hugging Face cache ({_hf_cache()}): {err}. "
-                f"{_offline_hint(str(model))}"
+                f"hub model {str(model)!r} is not in the local Hugging Face cache ({_hf_cache()}): {err}. {_offline_hint(str(model))}"
             ) from err
         snapshot = Path(snapshot_download(str(model)))
     return _loadable_files(snapshot)
@@ -133,9 +130,7 @@ def _transformers_class(name: str) -> Any:
     return getattr(transformers, name)
 
 
-def load_model(
-    kind: str, backend: str, table: dict[str, tuple[str, str, str]], model: str, local_files_only: bool
-) -> tuple[Any, Any, list[Path]]:
+def load_model(kind: str, backend: str, table: dict[str, tuple[str, str, str]], model: str, local_files_only: bool) -> tuple[Any, Any, list[Path]]:
     """Load ``(model, processor, weight_files)`` for ``backend`` with clear errors.
 
     The config's ``model_type`` must be the backend's, and every weight of the model must come
@@ -182,25 +177,18 @@ def load_model(
         if local:
             raise ModelLoadError(f"{kind} backend {backend!r}: no usable config.json in {where}: {err}") from err
         raise ModelLoadError(
-            f"{kind} backend {backend!r}: could not load {where} "
-            f"(local_files_only={local_files_only}, cache {_hf_cache()}): {err}. {_offline_hint(model)}"
+            f"{kind} backend {backend!r}: could not load {where} (local_files_only={local_files_only}, cache {_hf_cache()}): {err}. {_offline_hint(model)}"
         ) from err
     if config.model_type != model_type:
         raise ModelLoadError(
-            f"{kind} backend {backend!r} needs a {model_type!r} model, but {where} holds a "
-            f"{config.model_type!r} model; pick the matching backend or model"
+            f"{kind} backend {backend!r} needs a {model_type!r} model, but {where} holds a {config.model_type!r} model; pick the matching backend or model"
         )
     try:
         processor = cache_first(_transformers_class(processor_cls_name).from_pretrained, source)
-        network, info = cache_first(
-            _transformers_class(model_cls_name).from_pretrained, source, config=config, output_loading_info=True
-        )
+        network, info = cache_first(_transformers_class(model_cls_name).from_pretrained, source, config=config, output_loading_info=True)
     except (OSError, ValueError, ImportError) as err:
         hint = "" if local else f" {_offline_hint(model)}"
-        raise ModelLoadError(
-            f"{kind} backend {backend!r}: could not load {model_cls_name}/{processor_cls_name} "
-            f"from {where}: {err}.{hint}"
-        ) from err
+        raise ModelLoadError(f"{kind} backend {backend!r}: could not load {model_cls_name}/{processor_cls_name} from {where}: {err}.{hint}") from err
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

@@ -84,9 +84,7 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _resolve_source(
-    source: str, cache_dir: Path | None, revision: str | None, local_files_only: bool
-) -> tuple[Path, bool, str | None]:
+def _resolve_source(source: str, cache_dir: Path | None, revision: str | None, local_files_only: bool) -> tuple[Path, bool, str | None]:
     """``(folder, is_local, revision)`` holding the files of ``source``."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -99,19 +97,11 @@ def _resolve_source(
         folder = Path(snapshot_download(source, revision=revision, cache_dir=cache_dir, local_files_only=True))
     except Exception as cache_err:  # not in the local cache
         if local_files_only:
-            raise MirrorError(
-                f"hub model {source!r} is not in the local Hugging Face cache and local_files_only is set: {cache_err}"
-            ) from cache_err
+            raise MirrorError(f"hub model {source!r} is not in the local Hugging Face cache and local_files_only is set: {cache_err}") from cache_err
         try:
-            folder = Path(
-                snapshot_download(source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS)
-            )
+            folder = Path(snapshot_download(source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS))
             if not any(p.suffix == ".safetensors" for p in _files_to_mirror(folder)):
-                folder = Path(
-                    snapshot_download(
-                        source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS + ["*.bin"]
-                    )
-                )
+                folder = Path(snapshot_download(source, revision=revision, cache_dir=cache_dir, allow_patterns=DOWNLOAD_PATTERNS + ["*.bin"]))
         except Exception as err:
             raise MirrorError(
                 f"could not fetch hub model {source!r}: it is not in the local Hugging Face cache and the "
@@ -224,9 +214,7 @@ def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False, updat
         data = read_lock(dest_root)
         entry = data["models"].get(name)
         if entry is None:
-            raise MirrorError(
-                f"model {name!r} is not in {dest_root / LOCK_NAME}; mirrored: {sorted(data['models']) or 'none'}"
-            )
+            raise MirrorError(f"model {name!r} is not in {dest_root / LOCK_NAME}; mirrored: {sorted(data['models']) or 'none'}")
         if not folder.is_dir():
             raise MirrorError(f"mirrored model folder {folder} is missing (listed in {dest_root / LOCK_NAME})")
         expected: dict[str, dict[str, Any]] = entry.get("files", {})
@@ -236,11 +224,7 @@ def verify_mirror(dest_root: Path, name: str, allow_changed: bool = False, updat
         extra = sorted(f for f in actual if f not in expected)
         if not (changed or missing or extra):
             return folder
-        problems = "; ".join(
-            f"{label}: {', '.join(files)}"
-            for label, files in (("changed", changed), ("missing", missing), ("extra", extra))
-            if files
-        )
+        problems = "; ".join(f"{label}: {', '.join(files)}" for label, files in (("changed", changed), ("missing", missing), ("extra", extra)) if files)
         message = f"mirrored model {name!r} in {folder} does not match {LOCK_NAME}: {problems}"
         if not allow_changed:
             raise MirrorError(message + " (re-mirror it, or verify with allow_changed to accept the new files)")
@@ -271,8 +255,6 @@ def config_models(config: dict[str, Any]) -> list[tuple[str, str]]:
     classifier = detect.get("classifier") or {}
     if classifier.get("backend"):
         if not classifier.get("model"):
-            raise MirrorError(
-                f"detect.classifier.backend is {classifier['backend']!r} but detect.classifier.model is not set"
-            )
+            raise MirrorError(f"detect.classifier.backend is {classifier['backend']!r} but detect.classifier.model is not set")
         named.append(("detect.classifier.model", str(classifier["model"])))
     return named

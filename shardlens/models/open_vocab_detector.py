@@ -75,9 +75,7 @@ class HFOpenVocabDetector:
         self.max_proposals = int(max_proposals)
         self.batch_size = int(batch_size)
         self.device = pick_device(device)
-        network, self.processor, self.weight_files = load_model(
-            "detector", backend, HUB_DETECTOR_CLASSES, self.model_id, local_files_only
-        )
+        network, self.processor, self.weight_files = load_model("detector", backend, HUB_DETECTOR_CLASSES, self.model_id, local_files_only)
         self.model = network.to(self.device).eval()
         self.version = model_version(backend, self.model_id, self.weight_files)
         self._dino_text: str | None = None
@@ -104,8 +102,7 @@ class HFOpenVocabDetector:
         max_len = int(getattr(self.model.config, "max_text_len", 256))
         if len(offsets) > max_len:
             raise ValueError(
-                f"grounding-dino: the joined prompts are {len(offsets)} tokens, more than the model's "
-                f"max_text_len {max_len}; use fewer or shorter prompts"
+                f"grounding-dino: the joined prompts are {len(offsets)} tokens, more than the model's max_text_len {max_len}; use fewer or shorter prompts"
             )
         token_prompt = np.full(len(offsets), -1, dtype=np.int64)
         for t, (lo, hi) in enumerate(offsets):
@@ -145,9 +142,7 @@ class HFOpenVocabDetector:
         if self.name == "grounding-dino":
             inputs = self.processor(images=pil, text=[self._dino_text] * len(pil), return_tensors="pt")
         else:
-            inputs = self.processor(
-                images=pil, text=[list(self.prompts)] * len(pil), truncation=True, return_tensors="pt"
-            )
+            inputs = self.processor(images=pil, text=[list(self.prompts)] * len(pil), truncation=True, return_tensors="pt")
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         with torch.inference_mode():
             outputs = self.model(**inputs)
@@ -162,9 +157,7 @@ class HFOpenVocabDetector:
             )
             labels = self._dino_labels(outputs.logits)
         else:
-            results = self.processor.post_process_grounded_object_detection(
-                outputs, threshold=self.score_threshold, target_sizes=target_sizes
-            )
+            results = self.processor.post_process_grounded_object_detection(outputs, threshold=self.score_threshold, target_sizes=target_sizes)
             labels = [[self.prompts[int(i)] for i in r["labels"].tolist()] for r in results]
         return [self._format(r, lab, size) for r, lab, size in zip(results, labels, sizes)]
 

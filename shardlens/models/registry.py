@@ -59,9 +59,7 @@ def models_for_config(config: dict) -> dict[str, dict]:
         }
     else:
         ocr_files = ocr_weight_files(engine)
-        models["ocr"] = _entry(
-            "ocr", engine, f"{engine}=={version(engine)} wheel (bundled PP-OCR models)", {p.name: p for p in ocr_files.values()}
-        )
+        models["ocr"] = _entry("ocr", engine, f"{engine}=={version(engine)} wheel (bundled PP-OCR models)", {p.name: p for p in ocr_files.values()})
     lingua_record = package_record_file("lingua-language-detector")
     models["ocr_language"] = _entry(
         "ocr",

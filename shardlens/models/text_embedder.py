@@ -72,11 +72,7 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     by_length: dict[int, list[int]] = {}
     for index, length in enumerate(lengths):
         by_length.setdefault(length, []).append(index)
-    return [
-        indices[start : start + batch_size]
-        for _, indices in sorted(by_length.items())
-        for start in range(0, len(indices), batch_size)
-    ]
+    return [indices[start : start + batch_size] for _, indices in sorted(by_length.items()) for start in range(0, len(indices), batch_size)]
 
 
 def _model_name(model_dir: Path) -> str:

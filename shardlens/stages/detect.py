@@ -53,7 +53,15 @@ def merge_candidates(detector: list[tuple[str, float]], classifier: list[tuple[s
     return ranked[:top_k]
 
 
-def region_records(image_id: str, detections: list[dict], classifier_labels: list[list[tuple[str, float]]], top_k: int, version: str, scale: tuple[float, float], size: tuple[int, int]) -> list[dict]:
+def region_records(
+    image_id: str,
+    detections: list[dict],
+    classifier_labels: list[list[tuple[str, float]]],
+    top_k: int,
+    version: str,
+    scale: tuple[float, float],
+    size: tuple[int, int],
+) -> list[dict]:
     sx, sy = scale
     width, height = size
     records = []

@@ -13,9 +13,7 @@ from ..records import SCHEMA_VERSION, read_jsonl, write_jsonl
 from .inputs import distinct_images, load_rgb
 
 
-def run_shard(
-    ingest: str | Path, gate: str | Path, images_root: str | Path, output: str | Path, shard: str, threads: int, limits: Limits, **options
-) -> dict:
+def run_shard(ingest: str | Path, gate: str | Path, images_root: str | Path, output: str | Path, shard: str, threads: int, limits: Limits, **options) -> dict:
     """The OCR rule's entry, called as scripts/ocr.py calls it (see shardlens/options.py):
     ``options`` are the rule's ``ocr`` config values; an unknown one is an error."""
     return run(ingest, gate, images_root, output, shard, OCROptions.from_values(options), threads, limits)

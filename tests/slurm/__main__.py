@@ -17,10 +17,7 @@ with slurm_cluster() as c:
         "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; srun -n1 hostname",
     ).stdout.strip()
     deadline = time.monotonic() + 30
-    while (
-        c.show_job(job).get("JobState") not in ("COMPLETED", "FAILED")
-        and time.monotonic() < deadline
-    ):
+    while c.show_job(job).get("JobState") not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
         time.sleep(0.5)
     print(c.run("squeue", "-t", "all").stdout)
     print(out.read_text() if out.exists() else c.logs())

@@ -17,24 +17,16 @@ class SlurmHarnessError(RuntimeError):
 
 
 def _which(name: str) -> str | None:
-    return shutil.which(name) or shutil.which(
-        name, path="/usr/sbin:/sbin:/usr/bin:/bin"
-    )
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
 
 def skip_reason() -> str | None:
     """Why a real Slurm cannot run here, or None if it can."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return (
-            "the Slurm test cluster needs root (it writes /etc/slurm and runs slurmd)"
-        )
+        return "the Slurm test cluster needs root (it writes /etc/slurm and runs slurmd)"
     missing = [b for b in DAEMONS + CLIENT_BINARIES if _which(b) is None]
     if missing:
-        return (
-            "Slurm/munge binaries missing ("
-            + ", ".join(missing)
-            + "); run .ci/install-slurm.sh"
-        )
+        return "Slurm/munge binaries missing (" + ", ".join(missing) + "); run .ci/install-slurm.sh"
     return None
 
 

@@ -42,9 +42,7 @@ def _proc_is(pid: int, start_time: int | None, name: str) -> bool:
     return comm == name[:15]
 
 
-def _terminate(
-    pid: int, start_time: int | None, name: str, timeout: float = STOP_TIMEOUT
-) -> None:
+def _terminate(pid: int, start_time: int | None, name: str, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM, wait, then SIGKILL one recorded daemon (only if it is still ours)."""
     if not _proc_is(pid, start_time, name):
         return

@@ -72,19 +72,13 @@ def _restore_conf() -> None:
 def _cancel_jobs(partition: str, timeout: float = 15) -> None:
     """scancel every job of the running test cluster and wait until they are gone
     (slurmd then kills the jobs' processes). Uses whatever /etc/slurm holds now."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLURM_JOB", "SLURM_STEP"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_JOB", "SLURM_STEP"))}
     run = dict(env=env, capture_output=True, text=True, timeout=10, check=False)
     with contextlib.suppress(Exception):
         subprocess.run(["scancel", "--full", "--partition", partition], **run)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = subprocess.run(
-                ["squeue", "-h", "-t", "PD,R,CG,CF,S", "-o", "%i"], **run
-            )
+            out = subprocess.run(["squeue", "-h", "-t", "PD,R,CG,CF,S", "-o", "%i"], **run)
             if out.returncode != 0 or not out.stdout.strip():
                 return
             time.sleep(0.5)
@@ -109,11 +103,7 @@ def cleanup_stale() -> None:
         root = state.get("root")
         if root:
             _kill_stepds(root)
-        if (
-            root
-            and Path(root).is_dir()
-            and Path(root).name.startswith("shardlens-slurm-")
-        ):
+        if root and Path(root).is_dir() and Path(root).name.startswith("shardlens-slurm-"):
             shutil.rmtree(root, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             STATE_FILE.unlink()
@@ -131,7 +121,5 @@ def _acquire_lock(timeout: float) -> int:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
-                raise SlurmHarnessError(
-                    f"another test Slurm cluster is running (lock {LOCK_FILE} held)"
-                ) from None
+                raise SlurmHarnessError(f"another test Slurm cluster is running (lock {LOCK_FILE} held)") from None
             time.sleep(0.5)

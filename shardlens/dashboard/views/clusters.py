@@ -80,8 +80,7 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
         said = "accepted" if verdict["status"] == "accepted" else f"relabeled {html.escape(repr(verdict['label']))}"
         by = f" by {html.escape(verdict['reviewer'])}" if verdict["reviewer"] else ""
         badge = (
-            f' &nbsp;·&nbsp; <span class="sl-cluster-review" data-status="{verdict["status"]}">{said} as a whole{by}; '
-            "items that join it later follow</span>"
+            f' &nbsp;·&nbsp; <span class="sl-cluster-review" data-status="{verdict["status"]}">{said} as a whole{by}; items that join it later follow</span>'
         )
     st.markdown(
         f'<div class="sl-cluster" data-cluster-id="{row.cluster_id}" data-size="{row.size}" data-items="{row.items}" '
@@ -95,7 +94,9 @@ def cluster_card(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
     note = " · no region or OCR line reads these texts (label candidates only)" if row.items == 0 else ""
     st.caption(
         ("left unclustered by HDBSCAN: each text keeps its own words as label · " if bucket else f"keywords: {keywords} · ")
-        + "texts: " + ", ".join(f"{t['text']} ({t['count']})" for t in texts) + note
+        + "texts: "
+        + ", ".join(f"{t['text']} ({t['count']})" for t in texts)
+        + note
     )
     cells = st.columns(SAMPLES)
     for i, sample in enumerate(samples):
@@ -229,8 +230,20 @@ def triage_block(conn, settings: Settings, thumbs: ThumbnailCache, row: q.Cluste
             )
             done = it.verdict is not None or audit.status == "passed"
             cols = st.columns(2)
-            cols[0].button("Accept", key=f"audit-ok-{audit.audit_key.replace('/', '-')}-{n}", disabled=done, on_click=audit_verdict, args=(settings, audit.audit_key, it.item_key, "accepted"))
-            cols[1].button("Reject", key=f"audit-no-{audit.audit_key.replace('/', '-')}-{n}", disabled=done, on_click=audit_verdict, args=(settings, audit.audit_key, it.item_key, "rejected"))
+            cols[0].button(
+                "Accept",
+                key=f"audit-ok-{audit.audit_key.replace('/', '-')}-{n}",
+                disabled=done,
+                on_click=audit_verdict,
+                args=(settings, audit.audit_key, it.item_key, "accepted"),
+            )
+            cols[1].button(
+                "Reject",
+                key=f"audit-no-{audit.audit_key.replace('/', '-')}-{n}",
+                disabled=done,
+                on_click=audit_verdict,
+                args=(settings, audit.audit_key, it.item_key, "rejected"),
+            )
     if audit.status == "failed":
         st.markdown(
             '<div class="sl-audit-blocked">A sample item was rejected: the bulk accept is blocked. Review this cluster item by item '

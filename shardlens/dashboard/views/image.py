@@ -71,14 +71,21 @@ def image_view(conn, settings: Settings, thumbs: ThumbnailCache) -> None:
         + (f" — skipped: `{info['skip_reason']}`" if info["skip_reason"] else "")
         + (f" · score {info['gate_score']:.2f} · {info['text_regions']} text regions" if info["gate_score"] is not None else "")
     )
-    st.markdown(f'<div class="sl-gate" data-decision="{html.escape(str(info["gate_decision"]))}" data-skip-reason="{html.escape(str(info["skip_reason"] or ""))}"></div>', unsafe_allow_html=True)
+    st.markdown(
+        f'<div class="sl-gate" data-decision="{html.escape(str(info["gate_decision"]))}" data-skip-reason="{html.escape(str(info["skip_reason"] or ""))}"></div>',
+        unsafe_allow_html=True,
+    )
     st.markdown(gate)
     toggles = st.columns(2)
     show_regions = toggles[0].checkbox("Draw detection boxes", value=True, key="draw_regions")
     show_lines = toggles[1].checkbox("Draw OCR line boxes", value=True, key="draw_lines")
     boxes = []
     if show_regions:
-        boxes += [Box(tuple(r["bbox"]), f"{r['region_id']}: {r['final_label'] or '✗ ' + (r['text'] or '')}", box_color(r["review_status"])) for r in regions if r["bbox"]]
+        boxes += [
+            Box(tuple(r["bbox"]), f"{r['region_id']}: {r['final_label'] or '✗ ' + (r['text'] or '')}", box_color(r["review_status"]))
+            for r in regions
+            if r["bbox"]
+        ]
     if show_lines:
         boxes += [Box(tuple(l["bbox"]), f"L{l['line_no']}: {l['text']}", COLORS["text"], 2) for l in lines if l["bbox"]]
     path = thumbs.get(image_id, info["path"], LARGE, boxes, info["width"], info["height"])
@@ -137,7 +144,7 @@ def near_duplicates(conn, thumbs: ThumbnailCache, image_id: str) -> None:
         "reaches the matching item of each (↻ propagated), unless a person reviewed it"
     )
     cols = st.columns(6)
-    for n, member in enumerate(others[:6 * 4]):
+    for n, member in enumerate(others[: 6 * 4]):
         with cols[n % 6]:
             path = thumbs.get(member["image_id"], member.get("path"), NEAR_THUMB, (), member.get("width"), member.get("height"))
             where = "the group's representative" if member["image_id"] == group_id else f"{member['distance']} bits from the representative"

@@ -112,7 +112,7 @@ def map_view(conn, settings: Settings, f: q.ItemFilter) -> None:
         items = "".join(
             f'<div class="sl-legend-item" data-cluster-id="{int(cid)}" data-points="{int(size)}" style="white-space:nowrap;overflow:hidden;text-overflow:ellipsis">'
             f'<span style="display:inline-block;width:0.75em;height:0.75em;border-radius:50%;margin-right:0.4em;background:{cluster_color(int(cid))}"></span>'
-            f"{html.escape(name)} <span style=\"color:#8e8e93\">({int(size):,})</span></div>"
+            f'{html.escape(name)} <span style="color:#8e8e93">({int(size):,})</span></div>'
             for cid, name, size in zip(shown["cluster"], shown["name"], shown["size"])
         )
         st.markdown(

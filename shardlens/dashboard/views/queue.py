@@ -67,7 +67,9 @@ def review_propagated(settings: Settings, f: q.ItemFilter, status: str) -> None:
 def queue_view(conn, settings: Settings, thumbs: ThumbnailCache, f: q.ItemFilter) -> None:
     signature = catalog_signature(settings.db)
     total = _count_items(str(settings.db), signature, f)
-    order = {"riskiest first": "risk", "least confident first": "confidence", "most confident first": "-confidence", "by image": "image"}[st.session_state["f_order"]]
+    order = {"riskiest first": "risk", "least confident first": "confidence", "most confident first": "-confidence", "by image": "image"}[
+        st.session_state["f_order"]
+    ]
     if st.session_state.get("queue_filter") != (f, order):  # a new list starts at its first item
         st.session_state["queue_filter"] = (f, order)
         st.session_state["cursor"] = 0

@@ -16,7 +16,7 @@ def sidebar(conn, settings: Settings) -> q.ItemFilter:
             f"{counts['images']:,} images · {counts['regions']:,} regions · {counts['lines']:,} OCR lines · "
             f'<span class="sl-count-clusters" data-count="{counts["clusters"]}">{counts["clusters"]:,} clusters</span> · '
             f'{counts["reviews"]:,} reviews · <span class="sl-count-propagated" data-count="{counts["propagated"]}">'
-            f'{counts["propagated"]:,} propagated</span>',
+            f"{counts['propagated']:,} propagated</span>",
             unsafe_allow_html=True,
         )
         st.radio("View", VIEWS, key="view", horizontal=True)
