@@ -307,7 +307,7 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
     from playwright.sync_api import sync_playwright
 
     from shardlens.dashboard import queries as q
-    from shardlens.dashboard.launch import dashboard_command
+    from shardlens.dashboard.launch import DashboardServer, dashboard_command
     from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
     conn = q.open_catalog(db)
@@ -317,7 +317,9 @@ def time_first_render(db: Path, store: Path, images: Path, loads: int = 3, timeo
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="dashboard-", suffix=".log", delete=False)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(dashboard_command(db, store, port=port, images=images), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        dashboard_command(DashboardServer(db, store, port=port, images=images)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     figures: dict = {"list_s": [], "thumbs_s": []}
     try:
         url = f"http://127.0.0.1:{port}"

@@ -10,6 +10,8 @@ from typing import NoReturn
 import typer
 from typer.core import TyperGroup
 
+from .dashboard.launch import DEFAULT_HOST, DEFAULT_PORT
+
 
 def fail(message: object) -> NoReturn:
     """How every command refuses: ``error: MESSAGE`` on stderr and exit code 2, no traceback.
@@ -398,8 +400,8 @@ def review_cmd(
     db: Path = typer.Option(Path("results/annotations.sqlite"), help="the catalog to review"),
     store: Path = typer.Option(Path("reviews/reviews.sqlite"), help="the review store: every override is recorded here"),
     images: Path | None = typer.Option(None, help="images root (default: images: in config/config.yaml of the run)"),
-    host: str = typer.Option("127.0.0.1", help="address to bind (127.0.0.1: this machine only; any other address needs --token)"),
-    port: int = typer.Option(8501, help="port to serve on"),
+    host: str = typer.Option(DEFAULT_HOST, help="address to bind (127.0.0.1: this machine only; any other address needs --token)"),
+    port: int = typer.Option(DEFAULT_PORT, help="port to serve on"),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="open a browser tab on start"),
     token: str | None = typer.Option(
         None,
@@ -410,10 +412,10 @@ def review_cmd(
     ),
 ) -> None:
     """Open the review dashboard (Streamlit): triage clusters, override labels, see boxes and OCR."""
-    from .dashboard.launch import DashboardError, run_dashboard
+    from .dashboard.launch import DashboardError, DashboardServer, run_dashboard
 
     with refusing(DashboardError):
-        code = run_dashboard(db, store, host=host, port=port, headless=not open_browser, images=images, token=token)
+        code = run_dashboard(DashboardServer(db, store, host=host, port=port, headless=not open_browser, images=images), token)
     raise typer.Exit(code=code)
 
 

@@ -34,6 +34,7 @@ from shardlens.dashboard.launch import (
     MIN_TOKEN_LENGTH,
     TOKEN_ENV,
     DashboardError,
+    DashboardServer,
     check_access,
     dashboard_command,
     is_loopback,
@@ -474,7 +475,7 @@ def test_thumbnail_captions_in_every_script(tmp_path):
 
 
 def test_launch_command_and_images_root(tmp_path):
-    cmd = dashboard_command(tmp_path / "a.sqlite", tmp_path / "r.sqlite", port=9999)
+    cmd = dashboard_command(DashboardServer(tmp_path / "a.sqlite", tmp_path / "r.sqlite", port=9999))
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("app.py")
     flags = dict(zip(cmd[5 : cmd.index("--")][::2], cmd[5 : cmd.index("--")][1::2]))
     assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "9999"

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 APP = Path(__file__).resolve().with_name("app.py")
@@ -65,16 +66,30 @@ def token_matches(given: str | None, expected: str) -> bool:
     return hmac.compare_digest((given or "").strip().encode("utf-8"), expected.strip().encode("utf-8"))
 
 
-def dashboard_command(
-    db: str | Path,
-    reviews: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8501,
-    headless: bool = True,
-    images: str | Path | None = None,
-    thumbnails: str | Path | None = None,
-) -> list[str]:
+DEFAULT_HOST = "127.0.0.1"  # this machine only: no token needed
+DEFAULT_PORT = 8501  # Streamlit's own
+
+
+@dataclass(frozen=True)
+class DashboardServer:
+    """What the dashboard serves and how: the catalog, the review store, the address, whether it
+    opens no browser tab (``headless``), and the images and thumbnail folders (None: the run's
+    images folder, the default thumbnail cache)."""
+
+    db: str | Path
+    reviews: str | Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    headless: bool = True
+    images: str | Path | None = None
+    thumbnails: str | Path | None = None
+
+
+def dashboard_command(server: DashboardServer) -> list[str]:
     """The ``python -m streamlit run`` command line for the app."""
+    db, reviews, host, port, headless, images, thumbnails = (
+        server.db, server.reviews, server.host, server.port, server.headless, server.images, server.thumbnails
+    )  # fmt: skip
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.address", host,
@@ -101,25 +116,16 @@ def check_streamlit() -> None:
         raise DashboardError("the dashboard needs Streamlit: pip install -e '.[ui]' (or the pinned streamlit from pyproject.toml)")
 
 
-def run_dashboard(
-    db: str | Path,
-    reviews: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8501,
-    headless: bool = True,
-    images: str | Path | None = None,
-    thumbnails: str | Path | None = None,
-    token: str | None = None,
-) -> int:
+def run_dashboard(server: DashboardServer, token: str | None) -> int:
     """Run the dashboard in the foreground until it is stopped (Ctrl-C); return its exit code.
 
-    ``token``: what every session must present (required unless ``host`` is loopback); refused
+    ``token``: what every session must present (required unless the host is loopback); refused
     before anything binds."""
-    token = check_access(host, token)
+    token = check_access(server.host, token)
     check_streamlit()
-    if not Path(db).exists():
-        raise DashboardError(f"catalog {db} does not exist: run `snakemake` first")
-    cmd = dashboard_command(db, reviews, host, port, headless, images, thumbnails)
+    if not Path(server.db).exists():
+        raise DashboardError(f"catalog {server.db} does not exist: run `snakemake` first")
+    cmd = dashboard_command(server)
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     env.pop(TOKEN_ENV, None)
     if token is not None:  # the environment, not argv: /proc/PID/environ is private to its user
