@@ -50,7 +50,7 @@ from .review_store import (
     ReviewError,
     connect_store,
 )
-from .review_writer import _now, mirror_reviews
+from .review_writer import mirror_reviews, utc_now
 from .reviews import (
     ClusterReviewResult,
     cluster_member_items,
@@ -221,7 +221,7 @@ def draw_audit(
         sample = draw_sample(item, int(cluster_id), number, unreviewed, size)
         store.execute(
             "INSERT INTO audits (audit_key, cluster_id, item, audit_no, size, cluster_items, status, reviewer, drawn_at) VALUES (?, ?, ?, ?, ?, ?, 'open', ?, ?)",
-            (key, int(cluster_id), item, number, int(size), len(members), reviewer, _now()),
+            (key, int(cluster_id), item, number, int(size), len(members), reviewer, utc_now()),
         )
         store.executemany("INSERT INTO audit_items VALUES (?, ?, ?, ?, ?)", [(key, item_key(i, r, n), i, r, n) for i, r, n in sample])
         store.execute("COMMIT")
@@ -248,7 +248,7 @@ def _close(store_db: str | Path, audit: Audit, status: str) -> None:
     try:
         store.execute(
             "UPDATE audits SET status = ?, accepted = ?, audited = ?, closed_at = COALESCE(closed_at, ?) WHERE audit_key = ? AND status IN ('open', ?)",
-            (status, accepted, audited, _now(), audit.audit_key, status),
+            (status, accepted, audited, utc_now(), audit.audit_key, status),
         )
     finally:
         store.close()

@@ -33,7 +33,7 @@ from .catalog import CatalogError, connect_readonly, fetch_rows
 from .export_formats import export_paths
 from .json_stream import ArrayWriter
 from .review_store import Review, ReviewError
-from .review_writer import _store_reviews, catalog_problems
+from .review_writer import catalog_problems, store_reviews
 
 # Names in the labeling config; the tasks and the import refer to them.
 IMAGE = "image"  # the <Image> object, and the task's data key holding the image URL
@@ -432,4 +432,4 @@ def import_label_studio(json_path: str | Path, catalog_db: str | Path, store_db:
     if problems:
         raise ReviewError(str(json_path), problems)
     changed = [r for r in reviews if stored.get(r.item_key) != (r.status, r.label)]
-    return _store_reviews(changed, catalog_db, store_db, source) if changed else 0
+    return store_reviews(changed, catalog_db, store_db, source) if changed else 0

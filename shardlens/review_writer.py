@@ -3,7 +3,7 @@ then mirrored into the catalog with the propagated labels refreshed.
 
 Every front end (the CSV re-import and :func:`shardlens.reviews.record_reviews`, the Label Studio
 import :mod:`shardlens.label_studio`, the dashboard) validates with :func:`catalog_problems` and
-stores with :func:`_store_reviews`.
+stores with :func:`store_reviews`.
 """
 
 from __future__ import annotations
@@ -76,14 +76,15 @@ def catalog_problems(reviews: list[Review], catalog_db: str | Path, source: str)
         catalog.close()
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """Now, as the store records times: UTC, ISO 8601, to the second."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-def _store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str, cluster_rows: list[tuple] = ()) -> int:
+def store_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str | Path, source: str, cluster_rows: list[tuple] = ()) -> int:
     """Write item reviews (and cluster reviews, rows of :data:`CLUSTER_COLUMNS`) in one store
     transaction, then mirror the store into the catalog."""
-    now = _now()
+    now = utc_now()
     unique = {r.item_key: r for r in reviews}
     rows = [(key, r.image_id, r.region_id, r.line_no, r.status, r.label, r.reviewer, r.reviewed_at or now, source, now) for key, r in sorted(unique.items())]
     store = connect_store(store_db)

@@ -5,7 +5,7 @@ The store (``reviews/reviews.sqlite`` by default) is the source of truth; the ca
 ``reviews`` table is a copy refreshed on every catalog build and every import. The CSV
 re-import, the Label Studio import (:mod:`shardlens.label_studio`), the dashboard and any other
 front end validate with :func:`~shardlens.review_writer.catalog_problems` and store with
-:func:`~shardlens.review_writer._store_reviews` (both in :func:`record_reviews`). The store's
+:func:`~shardlens.review_writer.store_reviews` (both in :func:`record_reviews`). The store's
 tables and the :class:`~shardlens.review_store.Review` a row holds are :mod:`shardlens.review_store`'s.
 
 A person's verdict on a whole cluster (accept it, or relabel it) is stored twice: as one review
@@ -26,7 +26,7 @@ from .catalog import CatalogError, connect_readonly
 from .catalog_rules import ITEM_TABLES, item_key, item_key_sql, member_items
 from .label_studio import import_label_studio
 from .review_store import CLUSTER_STATUSES, STATUSES, Review, ReviewError, cluster_key
-from .review_writer import _now, _store_reviews, catalog_problems
+from .review_writer import catalog_problems, store_reviews, utc_now
 from .spreadsheet import csv_value
 
 
@@ -139,7 +139,7 @@ def record_reviews(reviews: list[Review], catalog_db: str | Path, store_db: str 
     problems = catalog_problems(reviews, catalog_db, source)
     if problems:
         raise ReviewError(source, problems)
-    return _store_reviews(reviews, catalog_db, store_db, source)
+    return store_reviews(reviews, catalog_db, store_db, source)
 
 
 @dataclass(frozen=True)
@@ -204,9 +204,9 @@ def record_cluster_review(
     if problems:
         raise ReviewError(source, problems)
     key = cluster_key(item, cluster_id)
-    now = _now()
+    now = utc_now()
     row = (key, int(cluster_id), item, status, label if status == "relabeled" else None, cluster_label, reviewer, now, source, now)
-    return ClusterReviewResult(key, _store_reviews(reviews, catalog_db, store_db, source, cluster_rows=[row]))
+    return ClusterReviewResult(key, store_reviews(reviews, catalog_db, store_db, source, cluster_rows=[row]))
 
 
 def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: str | Path) -> int:
@@ -217,7 +217,7 @@ def import_review_csv(csv_path: str | Path, catalog_db: str | Path, store_db: st
     problems += catalog_problems(reviews, catalog_db, str(csv_path))
     if problems:
         raise ReviewError(str(csv_path), sorted(problems, key=_line_order))
-    return _store_reviews(reviews, catalog_db, store_db, source)
+    return store_reviews(reviews, catalog_db, store_db, source)
 
 
 def run_import_reviews(path: str | Path, catalog_db: str | Path, store_db: str | Path, receipt: str | Path) -> int:
